@@ -1,0 +1,281 @@
+//! Delivery results as data: SMTP replies, what a failure means, and the
+//! message's status once every recipient has an outcome.
+
+use std::fmt;
+
+/// An SMTP reply: its code and its text (enhanced status code included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn new(code: u16, text: impl Into<String>) -> Self {
+        Self { code, text: text.into() }
+    }
+
+    pub fn class(&self) -> ReplyClass {
+        match self.code {
+            200..=399 => ReplyClass::Positive,
+            500..=599 => ReplyClass::Permanent,
+            _ => ReplyClass::Temporary,
+        }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
+/// The reply code classes of RFC 5321: 2xx/3xx go on, 4xx try again later, 5xx give up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyClass {
+    Positive,
+    Temporary,
+    Permanent,
+}
+
+/// Where in the session something happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Dns,
+    Connect,
+    Tls,
+    Greeting,
+    Ehlo,
+    StartTls,
+    Auth,
+    MailFrom,
+    RcptTo,
+    Data,
+    /// After the final dot: the server may already hold the message.
+    DataEnd,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Dns => "dns",
+            Self::Connect => "tcp",
+            Self::Tls => "tls",
+            Self::Greeting => "greeting",
+            Self::Ehlo => "ehlo",
+            Self::StartTls => "starttls",
+            Self::Auth => "auth",
+            Self::MailFrom => "mail",
+            Self::RcptTo => "rcpt",
+            Self::Data => "data",
+            Self::DataEnd => "data_end",
+        }
+    }
+}
+
+/// Why a session or a transaction did not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Name resolution, connection refused or reset, a closed connection.
+    Network { stage: Stage, detail: String },
+    /// The server did not answer within `timeout_s`.
+    Timeout { stage: Stage },
+    /// The TLS handshake failed (certificate, name, protocol).
+    Tls { detail: String },
+    /// The server lacks something the settings require (STARTTLS, an AUTH mechanism).
+    Unsupported { stage: Stage, detail: String },
+    /// The server answered with a negative reply.
+    Reply { stage: Stage, reply: Reply },
+}
+
+impl Failure {
+    /// Only a 5xx reply is permanent, and not at AUTH: a refused login is a
+    /// settings problem the operator can fix, so the queue waits for the fix
+    /// (as Postfix's `smtp_sasl_auth_soft_bounce` does) rather than failing
+    /// every message.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::Reply { stage, reply } if *stage != Stage::Auth && reply.class() == ReplyClass::Permanent)
+    }
+
+    pub fn stage(&self) -> Stage {
+        match self {
+            Self::Network { stage, .. } | Self::Timeout { stage } | Self::Reply { stage, .. } | Self::Unsupported { stage, .. } => *stage,
+            Self::Tls { .. } => Stage::Tls,
+        }
+    }
+
+    pub fn reply(&self) -> Option<&Reply> {
+        match self {
+            Self::Reply { reply, .. } => Some(reply),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Network { stage, detail } => write!(f, "network error at {}: {detail}", stage.as_str()),
+            Self::Timeout { stage } => write!(f, "no answer from the server at {} within the timeout", stage.as_str()),
+            Self::Tls { detail } => write!(f, "TLS handshake failed: {detail}"),
+            Self::Unsupported { detail, .. } => f.write_str(detail),
+            Self::Reply { stage, reply } => write!(f, "server replied at {}: {reply}", stage.as_str()),
+        }
+    }
+}
+
+/// Where one recipient stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecipientState {
+    /// Not yet accepted: never tried, or refused temporarily.
+    Pending,
+    /// Accepted by the server at the end of DATA.
+    Sent,
+    /// Refused permanently.
+    Failed,
+}
+
+impl RecipientState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+        }
+    }
+
+    pub fn parse(input: &str) -> Option<Self> {
+        [Self::Pending, Self::Sent, Self::Failed].into_iter().find(|s| s.as_str() == input)
+    }
+}
+
+/// The message's outcome after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Every recipient has a final answer and at least one accepted it.
+    Sent,
+    /// Some recipients are still pending: try again later.
+    Deferred,
+    /// Every recipient refused it permanently.
+    Failed,
+}
+
+/// Settles a message from its recipients' states.
+pub fn settle(states: impl IntoIterator<Item = RecipientState>) -> Settled {
+    let (mut pending, mut sent) = (false, false);
+    for state in states {
+        pending |= state == RecipientState::Pending;
+        sent |= state == RecipientState::Sent;
+    }
+    match (pending, sent) {
+        (true, _) => Settled::Deferred,
+        (false, true) => Settled::Sent,
+        (false, false) => Settled::Failed,
+    }
+}
+
+/// One SMTP transaction: each recipient's answer to RCPT (accepted or
+/// refused), then the answer after DATA when at least one was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transaction {
+    pub rcpt: Vec<Result<Reply, Reply>>,
+    pub data: Option<Result<Reply, Failure>>,
+}
+
+/// A recipient's new state after an attempt, and the answer that decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientResult {
+    pub state: RecipientState,
+    pub code: Option<u16>,
+    pub reply: String,
+}
+
+impl RecipientResult {
+    fn from_reply(state: RecipientState, reply: &Reply) -> Self {
+        Self { state, code: Some(reply.code), reply: reply.text.clone() }
+    }
+
+    fn from_failure(failure: &Failure) -> Self {
+        let state = if failure.is_permanent() { RecipientState::Failed } else { RecipientState::Pending };
+        match failure.reply() {
+            Some(reply) => Self::from_reply(state, reply),
+            None => Self { state, code: None, reply: failure.to_string() },
+        }
+    }
+}
+
+/// What an attempt means for each of the `count` recipients it was for:
+/// a session that failed before the transaction decides for all of them;
+/// otherwise each RCPT answer, then the DATA answer for the accepted ones.
+pub fn recipient_results(attempt: &Result<Transaction, Failure>, count: usize) -> Vec<RecipientResult> {
+    match attempt {
+        Err(failure) => vec![RecipientResult::from_failure(failure); count],
+        Ok(t) => t
+            .rcpt
+            .iter()
+            .map(|rcpt| match (rcpt, &t.data) {
+                (Err(refused), _) => {
+                    let state = if refused.class() == ReplyClass::Permanent { RecipientState::Failed } else { RecipientState::Pending };
+                    RecipientResult::from_reply(state, refused)
+                }
+                (Ok(_), Some(Ok(accepted))) => RecipientResult::from_reply(RecipientState::Sent, accepted),
+                (Ok(_), Some(Err(failure))) => RecipientResult::from_failure(failure),
+                (Ok(accepted), None) => RecipientResult::from_reply(RecipientState::Pending, accepted),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use RecipientState::*;
+
+    #[test]
+    fn reply_classes() {
+        assert_eq!(Reply::new(250, "ok").class(), ReplyClass::Positive);
+        assert_eq!(Reply::new(354, "go").class(), ReplyClass::Positive);
+        assert_eq!(Reply::new(451, "later").class(), ReplyClass::Temporary);
+        assert_eq!(Reply::new(550, "no").class(), ReplyClass::Permanent);
+    }
+
+    #[test]
+    fn what_is_permanent() {
+        let reply = |stage, code| Failure::Reply { stage, reply: Reply::new(code, "x") };
+        assert!(reply(Stage::RcptTo, 550).is_permanent());
+        assert!(reply(Stage::DataEnd, 554).is_permanent());
+        assert!(reply(Stage::Greeting, 554).is_permanent());
+        assert!(!reply(Stage::Auth, 535).is_permanent(), "a wrong password waits for the operator's fix");
+        assert!(!reply(Stage::DataEnd, 451).is_permanent());
+        assert!(!Failure::Timeout { stage: Stage::DataEnd }.is_permanent());
+        assert!(!Failure::Tls { detail: "bad name".into() }.is_permanent());
+        assert!(!Failure::Network { stage: Stage::Connect, detail: "refused".into() }.is_permanent());
+    }
+
+    #[test]
+    fn each_recipient_gets_its_own_outcome() {
+        let ok = Reply::new(250, "2.1.5 OK");
+        let attempt = Ok(Transaction {
+            rcpt: vec![Ok(ok.clone()), Err(Reply::new(550, "5.1.1 no such user")), Err(Reply::new(451, "4.3.0 later"))],
+            data: Some(Ok(Reply::new(250, "2.0.0 queued"))),
+        });
+        let states: Vec<_> = recipient_results(&attempt, 3).into_iter().map(|r| (r.state, r.code)).collect();
+        assert_eq!(states, [(Sent, Some(250)), (Failed, Some(550)), (Pending, Some(451))]);
+
+        let refused_data = Ok(Transaction { rcpt: vec![Ok(ok)], data: Some(Err(Failure::Reply { stage: Stage::DataEnd, reply: Reply::new(554, "5.7.1 spam") })) });
+        assert_eq!(recipient_results(&refused_data, 1)[0].state, Failed);
+
+        let lost = Err(Failure::Timeout { stage: Stage::Greeting });
+        let results = recipient_results(&lost, 2);
+        assert!(results.iter().all(|r| r.state == Pending && r.code.is_none() && r.reply.contains("greeting")));
+    }
+
+    #[test]
+    fn settles_from_recipients() {
+        assert_eq!(settle([Sent, Sent]), Settled::Sent);
+        assert_eq!(settle([Sent, Failed]), Settled::Sent);
+        assert_eq!(settle([Sent, Pending]), Settled::Deferred);
+        assert_eq!(settle([Failed, Pending]), Settled::Deferred);
+        assert_eq!(settle([Failed, Failed]), Settled::Failed);
+    }
+}

@@ -1,0 +1,61 @@
+//! The settings document as it travels: JSON in the API, TOML in exports,
+//! form fields in the console. Every field optional; absent means inherit.
+//! Numbers and choices stay loose here so that [`super::Level::parse`] can
+//! name the rule a value breaks instead of a deserializer's type error.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsDoc {
+    #[serde(default)]
+    pub connection: Option<ConnectionDoc>,
+    #[serde(default)]
+    pub policy: Option<PolicyDoc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionDoc {
+    /// "Enable specific e-mail sending": a block that is given is on unless it says `false`.
+    pub enabled: Option<bool>,
+    pub transport: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub security: Option<String>,
+    pub auth_enabled: Option<bool>,
+    pub auth_mechanism: Option<String>,
+    pub username: Option<String>,
+    /// Write-only: blank or absent keeps the stored password; never read back.
+    pub password: Option<String>,
+    /// Read-only: whether a password is stored. Ignored on input.
+    pub password_set: Option<bool>,
+    pub timeout_s: Option<i64>,
+    pub tls_verify: Option<bool>,
+    pub tls_ca_pem: Option<String>,
+    pub proxy: Option<ProxyDoc>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyDoc {
+    pub enabled: Option<bool>,
+    pub kind: Option<String>,
+    pub address: Option<String>,
+    pub port: Option<i64>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub password_set: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyDoc {
+    pub default_sender_enabled: Option<bool>,
+    pub default_sender_name: Option<String>,
+    pub default_sender_address: Option<String>,
+    pub force_default_sender: Option<bool>,
+    pub bundle_enabled: Option<bool>,
+    pub bundle_interval_ms: Option<i64>,
+    pub send_as_others: Option<String>,
+}

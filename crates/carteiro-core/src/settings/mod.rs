@@ -1,0 +1,200 @@
+//! Layered e-mail settings (SPEC §1): global → company → user, the most
+//! specific enabled level wins. The connection block is atomic; the policy
+//! block is inherited field by field. Every resolved value knows its source.
+
+pub mod connection;
+pub mod doc;
+pub mod policy;
+
+use serde_json::{Map, Value, json};
+
+pub use connection::{AuthMechanism, Connection, ConnectionBlock, Host, Login, Port, Security, SmtpServer, TimeoutSecs};
+pub use doc::{ConnectionDoc, PolicyDoc, ProxyDoc, SettingsDoc};
+pub use policy::{BundleInterval, Policy, PolicyPatch, SendAsOthers, Source, Sourced};
+
+use crate::error::FieldErrors;
+use crate::id::{CompanySlug, UserRef};
+use crate::secret::Secret;
+
+/// Which level a document belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Global,
+    Company(CompanySlug),
+    User(CompanySlug, UserRef),
+}
+
+impl Scope {
+    pub fn source(&self) -> Source {
+        match self {
+            Self::Global => Source::Global,
+            Self::Company(_) => Source::Company,
+            Self::User(..) => Source::User,
+        }
+    }
+
+    /// `global`, `company:acme`, `user:acme:42`: how audit entries and sealed secrets name a level.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Global => "global".to_owned(),
+            Self::Company(c) => format!("company:{c}"),
+            Self::User(c, u) => format!("user:{c}:{u}"),
+        }
+    }
+}
+
+/// One level's settings, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Level {
+    pub connection: Option<ConnectionBlock>,
+    pub policy: PolicyPatch,
+}
+
+impl Level {
+    /// Parses a document that replaces a level. `stored` is the level as it is
+    /// now: a blank password keeps the stored one.
+    pub fn parse(doc: &SettingsDoc, stored: Option<&Level>) -> Result<Self, FieldErrors> {
+        Self::parse_with_password(doc, stored.and_then(Level::password))
+    }
+
+    /// Parses a stored document, whose password is kept apart (sealed).
+    pub fn parse_with_password(doc: &SettingsDoc, stored_password: Option<&Secret>) -> Result<Self, FieldErrors> {
+        let connection = doc.connection.as_ref().map(|c| ConnectionBlock::parse(c, stored_password));
+        let policy = PolicyPatch::parse(doc.policy.as_ref().unwrap_or(&PolicyDoc::default()));
+        match (connection.transpose(), policy) {
+            (Ok(connection), Ok(policy)) => Ok(Self { connection, policy }),
+            (connection, policy) => {
+                let mut errors = FieldErrors::default();
+                errors.0.extend(connection.err().into_iter().flat_map(|e| e.0));
+                errors.0.extend(policy.err().into_iter().flat_map(|e| e.0));
+                Err(errors)
+            }
+        }
+    }
+
+    pub fn to_doc(&self) -> SettingsDoc {
+        SettingsDoc {
+            connection: self.connection.as_ref().map(ConnectionBlock::to_doc),
+            policy: Some(self.policy.to_doc()),
+        }
+    }
+
+    pub fn password(&self) -> Option<&Secret> {
+        self.connection.as_ref().and_then(|c| c.password.as_ref())
+    }
+
+    /// The dotted names of the fields that differ from `before`: what an audit
+    /// entry records. A new password counts as a change; its value never appears.
+    pub fn changed_fields(&self, before: Option<&Level>) -> Vec<String> {
+        let before = before.cloned().unwrap_or_default();
+        let as_json = |level: &Level| serde_json::to_value(level.to_doc()).unwrap_or_default();
+        let mut changed = Vec::new();
+        diff_json("", &as_json(&before), &as_json(self), &mut changed);
+        changed.retain(|field| field != "connection.password_set");
+        if self.password() != before.password() {
+            changed.push("connection.password".to_owned());
+        }
+        changed
+    }
+}
+
+/// Collects the dotted paths where two documents differ; a missing object counts as empty.
+fn diff_json(prefix: &str, before: &Value, after: &Value, out: &mut Vec<String>) {
+    if before.as_object().is_none() && after.as_object().is_none() {
+        if before != after {
+            out.push(prefix.to_owned());
+        }
+        return;
+    }
+    let empty = Map::new();
+    let (b, a) = (before.as_object().unwrap_or(&empty), after.as_object().unwrap_or(&empty));
+    let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for key in keys {
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        diff_json(&path, b.get(key).unwrap_or(&Value::Null), a.get(key).unwrap_or(&Value::Null), out);
+    }
+}
+
+/// The levels that apply to one (company, user) pair, any of them absent.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Levels<'a> {
+    pub global: Option<&'a Level>,
+    pub company: Option<&'a Level>,
+    pub user: Option<&'a Level>,
+}
+
+/// What is in force for one (company, user): the connection (from one level
+/// as a whole) and the policy (field by field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Effective {
+    pub connection: Option<Sourced<ConnectionBlock>>,
+    pub policy: Policy,
+}
+
+impl Effective {
+    pub fn resolve(levels: Levels<'_>) -> Self {
+        let ordered = [(Source::Global, levels.global), (Source::Company, levels.company), (Source::User, levels.user)];
+        let connection = ordered.iter().rev().find_map(|(source, level)| {
+            let block = (*level)?.connection.as_ref().filter(|c| c.enabled)?;
+            Some(Sourced { value: block.clone(), source: *source })
+        });
+        let patches: Vec<(Source, &PolicyPatch)> =
+            ordered.iter().filter_map(|(source, level)| level.map(|l| (*source, &l.policy))).collect();
+        Self { connection, policy: Policy::resolve(&patches) }
+    }
+
+    /// The usable connection in force, if any level provides one.
+    pub fn connection(&self) -> Option<Connection> {
+        self.connection.as_ref().and_then(|c| c.value.connection())
+    }
+
+    /// Every value with the level it came from, for `effective-settings`,
+    /// `config explain` and the console. Fields a connection block leaves
+    /// unset show their default with source `default`. Secrets never appear:
+    /// a password shows only whether it is set.
+    pub fn explain(&self) -> Value {
+        let connection = match (&self.connection, self.connection()) {
+            (Some(block), Some(conn)) => {
+                let b = &block.value;
+                let from = |set: bool| if set { block.source } else { Source::Default };
+                let s = &conn.server;
+                let entry = |value: Value, source: Source| json!({"value": value, "source": source.as_str()});
+                json!({
+                    "source": block.source.as_str(),
+                    "transport": entry(json!(b.transport.as_str()), block.source),
+                    "host": entry(json!(s.host.as_str()), block.source),
+                    "port": entry(json!(s.port.get()), from(b.port.is_some())),
+                    "security": entry(json!(s.security.as_str()), from(b.security.is_some())),
+                    "auth_enabled": entry(json!(b.auth_enabled), block.source),
+                    "auth_mechanism": entry(json!(b.auth_mechanism.unwrap_or_default().as_str()), from(b.auth_mechanism.is_some())),
+                    "username": entry(json!(b.username), block.source),
+                    "password": {"value": Value::Null, "set": b.password.is_some(), "source": block.source.as_str()},
+                    "timeout_s": entry(json!(conn.timeout.get()), from(b.timeout.is_some())),
+                    "tls_verify": entry(json!(s.tls_verify), from(b.tls_verify.is_some())),
+                    "tls_ca_pem": entry(json!(s.tls_ca_pem), block.source),
+                    "proxy": entry(json!(b.to_doc().proxy), block.source),
+                })
+            }
+            _ => Value::Null,
+        };
+        let p = &self.policy;
+        let entry = |value: Value, source: Source| json!({"value": value, "source": source.as_str()});
+        json!({
+            "connection": connection,
+            "policy": {
+                "default_sender_enabled": entry(json!(p.default_sender_enabled.value), p.default_sender_enabled.source),
+                "default_sender_name": entry(json!(p.default_sender_name.value.as_ref().map(|n| n.as_str())), p.default_sender_name.source),
+                "default_sender_address": entry(json!(p.default_sender_address.value.as_ref().map(|a| a.as_str())), p.default_sender_address.source),
+                "force_default_sender": entry(json!(p.force_default_sender.value), p.force_default_sender.source),
+                "bundle_enabled": entry(json!(p.bundle_enabled.value), p.bundle_enabled.source),
+                "bundle_interval_ms": entry(json!(p.bundle_interval.value.millis()), p.bundle_interval.source),
+                "send_as_others": entry(json!(p.send_as_others.value.as_str()), p.send_as_others.source),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,135 @@
+//! Process configuration: flags, each with its `CARTEIRO_…` environment
+//! variable (a flag wins), checked at start with a sentence that says what to do.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, ensure};
+use carteiro_core::message::Limits;
+use carteiro_core::retry::RetryPolicy;
+
+/// Where carteiro keeps its state.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Data directory: the SQLite database and the master key file live here.
+    #[arg(long, env = "CARTEIRO_DATA_DIR", default_value = "./carteiro-data")]
+    pub data_dir: PathBuf,
+
+    /// Database URL. Default: the SQLite file `carteiro.db` in the data directory.
+    #[arg(long, env = "CARTEIRO_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+/// Limits and timings of the queue and of delivery.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeliveryArgs {
+    /// Largest message accepted, in bytes, once built (attachments included).
+    #[arg(long, env = "CARTEIRO_MAX_MESSAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Most recipients (to, cc and bcc together) of one message.
+    #[arg(long, env = "CARTEIRO_MAX_RECIPIENTS", default_value_t = 100)]
+    pub max_recipients: usize,
+
+    /// Delay before the first retry of a temporary failure, in seconds; it doubles after each failure.
+    #[arg(long, env = "CARTEIRO_RETRY_FIRST_DELAY_S", default_value_t = 60.0)]
+    pub retry_first_delay_s: f64,
+
+    /// Longest delay between two retries, in seconds.
+    #[arg(long, env = "CARTEIRO_RETRY_MAX_DELAY_S", default_value_t = 3600.0)]
+    pub retry_max_delay_s: f64,
+
+    /// A message not delivered this long after it became due fails, in seconds (default 5 days).
+    #[arg(long, env = "CARTEIRO_MAX_QUEUE_LIFETIME_S", default_value_t = 432_000.0)]
+    pub max_queue_lifetime_s: f64,
+
+    /// How long a worker holds a message before another may take it over, in seconds.
+    /// Renewed while the worker lives; a crashed worker's messages return after it.
+    #[arg(long, env = "CARTEIRO_LEASE_S", default_value_t = 60.0)]
+    pub lease_s: f64,
+
+    /// How often the queue is checked for messages submitted by another process, in milliseconds.
+    #[arg(long, env = "CARTEIRO_POLL_MS", default_value_t = 1000)]
+    pub poll_ms: u64,
+
+    /// Most messages being sent at once, over all companies.
+    #[arg(long, env = "CARTEIRO_MAX_IN_FLIGHT", default_value_t = 64)]
+    pub max_in_flight: usize,
+
+    /// Most messages of one company being sent at once, so one slow server cannot hold every worker.
+    #[arg(long, env = "CARTEIRO_COMPANY_CONCURRENCY", default_value_t = 8)]
+    pub company_concurrency: usize,
+
+    /// Name carteiro gives itself in EHLO and in Message-IDs. Default: this machine's host name.
+    #[arg(long, env = "CARTEIRO_HOSTNAME")]
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Address of the HTTP API and console.
+    #[arg(long, env = "CARTEIRO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub delivery: DeliveryArgs,
+
+    /// On SIGINT/SIGTERM, how long to let messages being sent finish before giving them back to the queue, in seconds.
+    #[arg(long, env = "CARTEIRO_SHUTDOWN_GRACE_S", default_value_t = 10.0)]
+    pub shutdown_grace_s: f64,
+}
+
+/// Delivery settings, checked.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub max_message_bytes: usize,
+    pub limits: Limits,
+    pub retry: RetryPolicy,
+    pub lease: Duration,
+    pub poll: Duration,
+    pub max_in_flight: usize,
+    pub company_concurrency: usize,
+    pub hostname: String,
+}
+
+fn seconds(name: &str, value: f64, min: f64) -> anyhow::Result<Duration> {
+    ensure!(value.is_finite() && value >= min, "--{name} must be at least {min} seconds, got {value}");
+    Ok(Duration::from_secs_f64(value))
+}
+
+impl DeliveryArgs {
+    pub fn check(&self) -> anyhow::Result<DeliveryConfig> {
+        ensure!(self.max_message_bytes >= 1024, "--max-message-bytes must be at least 1024, got {}", self.max_message_bytes);
+        ensure!((1..=10_000).contains(&self.max_recipients), "--max-recipients must be between 1 and 10000, got {}", self.max_recipients);
+        ensure!(self.max_in_flight >= 1, "--max-in-flight must be at least 1");
+        ensure!(self.company_concurrency >= 1, "--company-concurrency must be at least 1");
+        ensure!(self.poll_ms >= 10, "--poll-ms must be at least 10, got {}", self.poll_ms);
+        let retry = RetryPolicy {
+            first_delay: seconds("retry-first-delay-s", self.retry_first_delay_s, 0.01)?,
+            max_delay: seconds("retry-max-delay-s", self.retry_max_delay_s, 0.01)?,
+            max_lifetime: seconds("max-queue-lifetime-s", self.max_queue_lifetime_s, 0.01)?,
+        };
+        ensure!(retry.max_delay >= retry.first_delay, "--retry-max-delay-s must not be below --retry-first-delay-s");
+        let hostname = match &self.hostname {
+            Some(h) => h.clone(),
+            None => gethostname::gethostname().to_string_lossy().into_owned(),
+        };
+        if carteiro_core::settings::Host::parse("hostname", &hostname).is_err() {
+            bail!("this machine's host name {hostname:?} cannot be used in EHLO; set --hostname");
+        }
+        Ok(DeliveryConfig {
+            max_message_bytes: self.max_message_bytes,
+            limits: Limits { max_recipients: self.max_recipients },
+            retry,
+            lease: seconds("lease-s", self.lease_s, 1.0)?,
+            poll: Duration::from_millis(self.poll_ms),
+            max_in_flight: self.max_in_flight,
+            company_concurrency: self.company_concurrency,
+            hostname,
+        })
+    }
+}

@@ -1,0 +1,122 @@
+//! Secrets at rest: XChaCha20-Poly1305 under a master key. The additional
+//! data names what a secret belongs to (`settings:company:acme:connection.password`),
+//! so a sealed value copied onto another row does not open.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use carteiro_core::Secret;
+use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
+use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
+
+/// Format tag of sealed values, so that a later scheme can sit beside this one.
+const SEALED_PREFIX: &str = "v1:";
+const KEY_FILE: &str = "master.key";
+
+pub struct MasterKey {
+    cipher: XChaCha20Poly1305,
+}
+
+impl MasterKey {
+    /// Uses `CARTEIRO_MASTER_KEY` (base64 of 32 bytes) when given; else the key
+    /// file in the data directory, created with mode 0600 on first run.
+    pub fn load_or_create(from_env: Option<&str>, data_dir: &Path) -> anyhow::Result<Self> {
+        if let Some(encoded) = from_env {
+            return Self::from_base64(encoded).context("CARTEIRO_MASTER_KEY must be the base64 of 32 random bytes (try: openssl rand -base64 32)");
+        }
+        let path = data_dir.join(KEY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(encoded) => Self::from_base64(&encoded).with_context(|| format!("the key file {} is damaged", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = Key::generate();
+                write_private(&path, B64.encode(key.as_slice()).as_bytes())
+                    .with_context(|| format!("cannot create the key file {}", path.display()))?;
+                tracing::info!(path = %path.display(), "created a new master key; keep a copy of it: without it stored passwords cannot be read");
+                Ok(Self { cipher: XChaCha20Poly1305::new(&key) })
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read the key file {}", path.display())),
+        }
+    }
+
+    pub fn from_base64(encoded: &str) -> anyhow::Result<Self> {
+        let bytes = B64.decode(encoded.trim()).context("not valid base64")?;
+        if bytes.len() != 32 {
+            bail!("the key is {} bytes long; it must be 32", bytes.len());
+        }
+        let key = Key::try_from(bytes.as_slice()).context("key length")?;
+        Ok(Self { cipher: XChaCha20Poly1305::new(&key) })
+    }
+
+    /// Seals a secret for the place `aad` names.
+    pub fn seal(&self, aad: &str, secret: &Secret) -> String {
+        let nonce = XNonce::generate();
+        let sealed = self
+            .cipher
+            .encrypt(&nonce, Payload { msg: secret.expose().as_bytes(), aad: aad.as_bytes() })
+            .expect("encryption with a valid key cannot fail");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        format!("{SEALED_PREFIX}{}", B64.encode(out))
+    }
+
+    /// Opens a value sealed for `aad`; fails on another key, another place or tampering.
+    pub fn open(&self, aad: &str, sealed: &str) -> anyhow::Result<Secret> {
+        let encoded = sealed.strip_prefix(SEALED_PREFIX).context("unknown sealed-secret format")?;
+        let bytes = B64.decode(encoded).context("sealed secret is not base64")?;
+        if bytes.len() < 24 {
+            bail!("sealed secret is too short");
+        }
+        let (nonce, ciphertext) = bytes.split_at(24);
+        let nonce = XNonce::try_from(nonce).context("nonce length")?;
+        let plain = self
+            .cipher
+            .decrypt(&nonce, Payload { msg: ciphertext, aad: aad.as_bytes() })
+            .map_err(|_| anyhow::anyhow!("a stored secret cannot be opened with this master key (was the key changed?)"))?;
+        Ok(Secret::new(String::from_utf8(plain).context("sealed secret is not UTF-8")?))
+    }
+}
+
+/// Creates a file readable by its owner only, failing if it exists.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seals_and_opens_for_the_same_place_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::load_or_create(None, dir.path()).unwrap();
+        let sealed = key.seal("settings:global:connection.password", &Secret::new("hunter2"));
+        assert!(!sealed.contains("hunter2"));
+        assert_eq!(key.open("settings:global:connection.password", &sealed).unwrap().expose(), "hunter2");
+        assert!(key.open("settings:company:acme:connection.password", &sealed).is_err());
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = MasterKey::load_or_create(None, dir.path()).unwrap();
+        assert_eq!(again.open("settings:global:connection.password", &sealed).unwrap().expose(), "hunter2");
+        let other = MasterKey::from_base64(&B64.encode([7u8; 32])).unwrap();
+        assert!(other.open("settings:global:connection.password", &sealed).is_err());
+    }
+
+    #[test]
+    fn refuses_a_short_key() {
+        assert!(MasterKey::from_base64(&B64.encode([1u8; 16])).is_err());
+    }
+}

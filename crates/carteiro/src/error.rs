@@ -1,0 +1,88 @@
+//! API errors: `{"error": {"code", "message", "field"}}` with the right
+//! status. A 500 shows a fixed sentence; the whole chain goes to the log.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use carteiro_core::FieldErrors;
+use serde_json::json;
+
+use crate::service::ServiceError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+    /// Every invalid field, when there are several.
+    pub details: FieldErrors,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), field: None, details: FieldErrors::default() }
+    }
+
+    pub fn invalid(errors: FieldErrors) -> Self {
+        let first = errors.first().cloned().unwrap_or_else(|| carteiro_core::FieldError::new("", "the request is not valid"));
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid",
+            message: first.message,
+            field: Some(first.field).filter(|f| !f.is_empty()),
+            details: errors,
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// The JSON body, also used for each failed item of a batch.
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = json!({"code": self.code, "message": self.message, "field": self.field});
+        if self.details.0.len() > 1 {
+            error["details"] = self.details.0.iter().map(|e| json!({"field": e.field, "message": e.message})).collect();
+        }
+        json!({"error": error})
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::Invalid(errors) => Self::invalid(errors),
+            ServiceError::NotFound(message) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
+            ServiceError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
+            ServiceError::Unprocessable { code, field, message } => {
+                Self { field, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message) }
+            }
+            ServiceError::BadCredentials => Self::unauthorized("the user name or password is wrong"),
+            ServiceError::Unavailable(why) => {
+                tracing::error!(error = %why, "the database is unavailable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "carteiro cannot write to its database right now; nothing was stored. Try again shortly.",
+                )
+            }
+            ServiceError::Internal(e) => {
+                tracing::error!(error = format!("{e:#}"), "internal error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "something went wrong inside carteiro; the error is in its log")
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body())).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,76 @@
+//! The use cases, shared by the API, the CLI and (later) the console and the
+//! SMTP listener. They parse nothing from the wire themselves beyond the
+//! documents of SPEC §7, and they never format HTTP.
+
+pub mod auth;
+pub mod messages;
+pub mod settings;
+pub mod submit;
+pub mod tenants;
+pub mod test_connection;
+
+use carteiro_core::FieldErrors;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Invalid(FieldErrors),
+    /// Something the caller named does not exist (or is not theirs to see).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is valid but cannot be carried out as things stand.
+    #[error("{message}")]
+    Unprocessable { code: &'static str, field: Option<String>, message: String },
+    #[error("the user name or password is wrong")]
+    BadCredentials,
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict => Self::Conflict("it already exists".to_owned()),
+            StoreError::Unavailable(why) => Self::Unavailable(why),
+            StoreError::Other(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl From<carteiro_core::FieldError> for ServiceError {
+    fn from(error: carteiro_core::FieldError) -> Self {
+        Self::Invalid(error.into())
+    }
+}
+
+impl From<FieldErrors> for ServiceError {
+    fn from(errors: FieldErrors) -> Self {
+        Self::Invalid(errors)
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// Who is acting, for the audit log.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    Admin(String),
+    Cli,
+    System,
+}
+
+impl Actor {
+    pub fn label(&self) -> String {
+        match self {
+            Self::Admin(name) => format!("admin:{name}"),
+            Self::Cli => "cli".to_owned(),
+            Self::System => "carteiro".to_owned(),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Reading, replacing and explaining the three levels of settings.
+
+use carteiro_core::id::{CompanySlug, UserRef};
+use carteiro_core::settings::{Effective, Level, Levels, Scope, SettingsDoc};
+use carteiro_core::{FieldError, FieldErrors, Secret};
+use serde_json::{Value, json};
+
+use super::{Actor, ServiceError, ServiceResult, tenants};
+use crate::state::{AppState, now_ms};
+use crate::store::{AuditRow, LevelRow};
+
+/// What sealed passwords are bound to: moving one to another level makes it unreadable.
+fn password_aad(scope: &Scope) -> String {
+    format!("settings:{}:connection.password", scope.key())
+}
+
+pub async fn load_level(state: &AppState, scope: &Scope) -> ServiceResult<Option<Level>> {
+    let Some(row) = state.store.level(scope).await? else {
+        return Ok(None);
+    };
+    let doc: SettingsDoc = serde_json::from_str(&row.document).map_err(|e| anyhow::anyhow!("stored settings of {}: {e}", scope.key()))?;
+    let password = row.sealed_password.map(|sealed| state.keys.open(&password_aad(scope), &sealed)).transpose()?;
+    let level = Level::parse_with_password(&doc, password.as_ref())
+        .map_err(|e| anyhow::anyhow!("stored settings of {} no longer validate: {e}", scope.key()))?;
+    Ok(Some(level))
+}
+
+/// The document of a level as read back: secrets left out.
+pub async fn read_level(state: &AppState, scope: &Scope) -> ServiceResult<SettingsDoc> {
+    ensure_scope_exists(state, scope).await?;
+    Ok(load_level(state, scope).await?.unwrap_or_default().to_doc())
+}
+
+async fn ensure_scope_exists(state: &AppState, scope: &Scope) -> ServiceResult<()> {
+    match scope {
+        Scope::Global => Ok(()),
+        Scope::Company(c) | Scope::User(c, _) => tenants::company(state, c).await.map(drop),
+    }
+}
+
+/// The levels that apply to (company, user), most general first.
+pub async fn levels_for(state: &AppState, company: Option<&CompanySlug>, user: Option<&UserRef>) -> ServiceResult<[Option<Level>; 3]> {
+    let global = load_level(state, &Scope::Global).await?;
+    let company_level = match company {
+        Some(c) => load_level(state, &Scope::Company(c.clone())).await?,
+        None => None,
+    };
+    let user_level = match (company, user) {
+        (Some(c), Some(u)) => load_level(state, &Scope::User(c.clone(), u.clone())).await?,
+        _ => None,
+    };
+    Ok([global, company_level, user_level])
+}
+
+pub fn resolve(levels: &[Option<Level>; 3]) -> Effective {
+    let [global, company, user] = levels;
+    Effective::resolve(Levels { global: global.as_ref(), company: company.as_ref(), user: user.as_ref() })
+}
+
+pub async fn effective(state: &AppState, company: Option<&CompanySlug>, user: Option<&UserRef>) -> ServiceResult<Effective> {
+    Ok(resolve(&levels_for(state, company, user).await?))
+}
+
+/// Replaces one level. A blank password keeps the stored one. Every field is
+/// checked; nothing is saved unless all are valid. Records an audit entry.
+pub async fn save_level(state: &AppState, actor: &Actor, scope: &Scope, doc: &SettingsDoc) -> ServiceResult<SettingsDoc> {
+    ensure_scope_exists(state, scope).await?;
+    let stored = load_level(state, scope).await?;
+    let level = Level::parse(doc, stored.as_ref())?;
+    check_ca_certificates(&level)?;
+    check_default_sender(state, scope, &level).await?;
+
+    let fields = level.changed_fields(stored.as_ref());
+    let row = LevelRow {
+        document: serde_json::to_string(&level.to_doc()).map_err(anyhow::Error::from)?,
+        sealed_password: level.password().map(|p: &Secret| state.keys.seal(&password_aad(scope), p)),
+    };
+    let company = match scope {
+        Scope::Global => None,
+        Scope::Company(c) | Scope::User(c, _) => Some(c.as_str().to_owned()),
+    };
+    let audit = AuditRow { at: now_ms(), actor: actor.label(), action: "settings.update".to_owned(), company, target: scope.key(), fields };
+    state.store.save_level(scope, &row, &audit).await?;
+    Ok(level.to_doc())
+}
+
+/// The extra certificate authority must be a certificate rustls can load.
+fn check_ca_certificates(level: &Level) -> ServiceResult<()> {
+    let Some(pem) = level.connection.as_ref().and_then(|c| c.tls_ca_pem.as_deref()) else {
+        return Ok(());
+    };
+    crate::delivery::tls::parse_ca_pem(pem)
+        .map(drop)
+        .map_err(|why| FieldError::new("connection.tls_ca_pem", format!("connection.tls_ca_pem cannot be read: {why}")).into())
+}
+
+/// A level that switches the default sender on needs an address, its own or inherited.
+async fn check_default_sender(state: &AppState, scope: &Scope, level: &Level) -> ServiceResult<()> {
+    if level.policy.default_sender_enabled != Some(true) {
+        return Ok(());
+    }
+    let mut levels = match scope {
+        Scope::Global => [None, None, None],
+        Scope::Company(c) => levels_for(state, Some(c), None).await?,
+        Scope::User(c, u) => levels_for(state, Some(c), Some(u)).await?,
+    };
+    let slot = match scope {
+        Scope::Global => 0,
+        Scope::Company(_) => 1,
+        Scope::User(..) => 2,
+    };
+    levels[slot] = Some(level.clone());
+    if resolve(&levels).policy.default_sender_address.value.is_none() {
+        return Err(ServiceError::Invalid(FieldErrors::from(FieldError::new(
+            "policy.default_sender_address",
+            "policy.default_sender_address is required when the default sender is enabled",
+        ))));
+    }
+    Ok(())
+}
+
+/// Every effective value of (company, user) with the level it came from.
+pub async fn explain(state: &AppState, company: &CompanySlug, user: Option<&UserRef>) -> ServiceResult<Value> {
+    tenants::company(state, company).await?;
+    let effective = effective(state, Some(company), user).await?;
+    let mut out = json!({"company": company.as_str(), "user": user.map(UserRef::as_str)});
+    if let (Value::Object(out), Value::Object(explained)) = (&mut out, effective.explain()) {
+        out.extend(explained);
+    }
+    Ok(out)
+}

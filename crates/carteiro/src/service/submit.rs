@@ -1,0 +1,154 @@
+//! The one submit path: API, CLI (and later the console and the SMTP
+//! listener) all come here. A message is parsed, its sender decided, its MIME
+//! built and stored with its recipients in one transaction; the caller's 202
+//! follows the commit. No SMTP happens here.
+
+use std::collections::HashMap;
+
+use carteiro_core::FieldError;
+use carteiro_core::id::{CompanySlug, UserRef};
+use carteiro_core::message::{MessageIn, NewMessage};
+use carteiro_core::sender::{self, SenderContext};
+use carteiro_core::settings::Effective;
+use carteiro_core::status::MessageStatus;
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::tenants::{self, Company};
+use super::{ServiceError, ServiceResult, settings};
+use crate::delivery::mime;
+use crate::state::AppState;
+use crate::store::{Inserted, MessageRow, NewMessageRecord, RecipientRow};
+
+/// A submission's answer: the message's id (the first one's, for a repeated idempotency key).
+#[derive(Debug, Clone, Serialize)]
+pub struct Accepted {
+    pub id: String,
+    pub status: &'static str,
+    /// True when an earlier message had the same idempotency key; nothing new was queued.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub duplicate: bool,
+}
+
+pub async fn submit_one(state: &AppState, company: &CompanySlug, input: &MessageIn) -> ServiceResult<Accepted> {
+    let mut results = submit_batch(state, company, std::slice::from_ref(input)).await?;
+    results.pop().expect("one result per message")
+}
+
+/// Submits messages of one company; each is judged alone, and all accepted
+/// ones are stored in one transaction.
+pub async fn submit_batch(state: &AppState, company: &CompanySlug, inputs: &[MessageIn]) -> ServiceResult<Vec<ServiceResult<Accepted>>> {
+    let company = tenants::company(state, company).await?;
+    let now = OffsetDateTime::now_utc();
+    let mut effective_by_user: HashMap<Option<UserRef>, Effective> = HashMap::new();
+    let mut results: Vec<Option<ServiceResult<Accepted>>> = Vec::with_capacity(inputs.len());
+    let mut records = Vec::new();
+    for input in inputs {
+        match prepare(state, &company, input, now, &mut effective_by_user).await {
+            Ok(record) => {
+                records.push((results.len(), record));
+                results.push(None);
+            }
+            Err(e) => results.push(Some(Err(e))),
+        }
+    }
+    let to_store: Vec<NewMessageRecord> = records.iter().map(|(_, r)| r.clone()).collect();
+    let outcomes = state.store.insert_messages(&to_store).await?;
+    for ((slot, record), outcome) in records.into_iter().zip(outcomes) {
+        results[slot] = Some(match outcome {
+            Inserted::New => Ok(Accepted { id: record.row.id, status: status_name(&record.row.status), duplicate: false }),
+            Inserted::Duplicate(id) => {
+                let status = state.store.message(company.slug.as_str(), &id).await?.map(|m| status_name(&m.status)).unwrap_or("queued");
+                Ok(Accepted { id, status, duplicate: true })
+            }
+        });
+    }
+    if !to_store.is_empty() {
+        state.wake.notify_one();
+    }
+    Ok(results.into_iter().map(|r| r.expect("every message judged")).collect())
+}
+
+fn status_name(status: &str) -> &'static str {
+    MessageStatus::parse(status).map(MessageStatus::as_str).unwrap_or("queued")
+}
+
+async fn prepare(
+    state: &AppState,
+    company: &Company,
+    input: &MessageIn,
+    now: OffsetDateTime,
+    effective_by_user: &mut HashMap<Option<UserRef>, Effective>,
+) -> ServiceResult<NewMessageRecord> {
+    let message = NewMessage::parse(input, state.delivery.limits)?;
+    let user = message.kind.actor().map(|a| a.id.clone());
+    if !effective_by_user.contains_key(&user) {
+        let effective = settings::effective(state, Some(&company.slug), user.as_ref()).await?;
+        effective_by_user.insert(user.clone(), effective);
+    }
+    let effective = &effective_by_user[&user];
+    let connection = effective.connection().ok_or_else(|| ServiceError::Unprocessable {
+        code: "no_connection",
+        field: None,
+        message: format!(
+            "no SMTP server is configured for company {}: configure the global level, or enable the company's own e-mail sending",
+            company.slug
+        ),
+    })?;
+    let company_mailbox = company.mailbox();
+    let ctx = SenderContext {
+        policy: &effective.policy,
+        company: company_mailbox.as_ref(),
+        login_username: connection.server.login.as_ref().map(|l| l.username.as_str()),
+    };
+    let resolved = sender::resolve(&message.kind, message.from.as_ref(), message.reply_to.as_ref(), ctx)?;
+
+    let id = uuid::Uuid::now_v7().to_string();
+    let raw = mime::build(&message, &resolved, &mime::message_id(&id, &state.delivery.hostname), now.unix_timestamp());
+    if raw.len() > state.delivery.max_message_bytes {
+        let field = if message.attachments.is_empty() { "text" } else { "attachments" };
+        return Err(FieldError::new(
+            field,
+            format!("the message is {} bytes once built, over the limit of {} bytes", raw.len(), state.delivery.max_message_bytes),
+        )
+        .into());
+    }
+
+    let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+    let scheduled = message.send_at.filter(|t| *t > now).map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+    let recipients = message
+        .recipients()
+        .enumerate()
+        .map(|(position, (kind, mailbox))| RecipientRow {
+            position: position as i64,
+            kind: kind.as_str().to_owned(),
+            address: mailbox.address.as_str().to_owned(),
+            display: mailbox.to_string(),
+            state: "pending".to_owned(),
+            code: None,
+            reply: None,
+        })
+        .collect();
+    let row = MessageRow {
+        id,
+        company: company.slug.as_str().to_owned(),
+        kind: message.kind.as_str().to_owned(),
+        actor_id: user.map(|u| u.as_str().to_owned()),
+        status: if scheduled.is_some() { MessageStatus::Scheduled } else { MessageStatus::Queued }.as_str().to_owned(),
+        from_header: resolved.from.to_string(),
+        sender_header: resolved.sender.as_ref().map(ToString::to_string),
+        reply_to_header: resolved.reply_to.as_ref().map(ToString::to_string),
+        envelope_from: resolved.envelope_from.as_str().to_owned(),
+        subject: message.subject.clone(),
+        idempotency_key: message.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+        tags: serde_json::to_string(&message.tags).map_err(anyhow::Error::from)?,
+        size_bytes: raw.len() as i64,
+        created_at: now_ms,
+        send_at: scheduled,
+        due_at: scheduled.unwrap_or(now_ms),
+        attempt_count: 0,
+        last_reply: None,
+        updated_at: now_ms,
+    };
+    Ok(NewMessageRecord { row, recipients, raw })
+}

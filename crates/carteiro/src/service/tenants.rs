@@ -1,0 +1,193 @@
+//! Companies (tenants) and their API keys.
+
+use carteiro_core::address::{DisplayName, EmailAddress, Mailbox};
+use carteiro_core::error::{FieldError, FieldErrors};
+use carteiro_core::id::CompanySlug;
+use serde::{Deserialize, Serialize};
+
+use super::auth::{API_KEY_PREFIX, random_token, token_hash};
+use super::{Actor, ServiceError, ServiceResult};
+use crate::state::{AppState, now_ms, rfc3339};
+use crate::store::{ApiKeyRow, AuditRow, CompanyRow};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompanyIn {
+    pub slug: String,
+    pub name: String,
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CompanyOut {
+    pub slug: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub created_at: String,
+}
+
+impl From<CompanyRow> for CompanyOut {
+    fn from(row: CompanyRow) -> Self {
+        Self { slug: row.slug, name: row.name, email: row.email, created_at: rfc3339(row.created_at) }
+    }
+}
+
+/// A company as the sender rules see it: its name and own address.
+pub struct Company {
+    pub slug: CompanySlug,
+    pub name: String,
+    pub email: Option<EmailAddress>,
+}
+
+impl Company {
+    pub fn mailbox(&self) -> Option<Mailbox> {
+        let name = DisplayName::parse("name", &self.name).ok().flatten();
+        self.email.clone().map(|address| Mailbox::new(name, address))
+    }
+}
+
+pub async fn create_company(state: &AppState, actor: &Actor, input: &CompanyIn) -> ServiceResult<CompanyOut> {
+    let mut errors = FieldErrors::default();
+    let slug = errors.check(CompanySlug::parse("slug", input.slug.trim()));
+    let name = match DisplayName::parse("name", &input.name) {
+        Ok(Some(name)) => Some(name),
+        Ok(None) => {
+            errors.push(FieldError::new("name", "name must not be empty"));
+            None
+        }
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let email = input.email.as_deref().filter(|e| !e.trim().is_empty()).and_then(|e| errors.check(EmailAddress::parse("email", e)));
+    let (Some(slug), Some(name)) = (slug, name) else {
+        return Err(errors.into());
+    };
+    if !errors.is_empty() {
+        return Err(errors.into());
+    }
+    let row = CompanyRow {
+        slug: slug.as_str().to_owned(),
+        name: name.as_str().to_owned(),
+        email: email.map(|e| e.as_str().to_owned()),
+        created_at: now_ms(),
+    };
+    state.store.create_company(&row).await.map_err(|e| match ServiceError::from(e) {
+        ServiceError::Conflict(_) => ServiceError::Conflict(format!("a company with slug {slug} already exists")),
+        other => other,
+    })?;
+    state
+        .store
+        .record_audit(&AuditRow {
+            at: row.created_at,
+            actor: actor.label(),
+            action: "company.create".to_owned(),
+            company: Some(row.slug.clone()),
+            target: format!("company:{slug}"),
+            fields: vec!["slug".into(), "name".into(), "email".into()],
+        })
+        .await?;
+    Ok(row.into())
+}
+
+/// The company, or a 404 that does not say whether it exists elsewhere.
+pub async fn company(state: &AppState, slug: &CompanySlug) -> ServiceResult<Company> {
+    let row = state.store.company(slug.as_str()).await?.ok_or_else(|| ServiceError::NotFound(format!("there is no company {slug}")))?;
+    Ok(Company {
+        slug: slug.clone(),
+        email: row.email.as_deref().and_then(|e| EmailAddress::parse("email", e).ok()),
+        name: row.name,
+    })
+}
+
+pub async fn company_out(state: &AppState, slug: &CompanySlug) -> ServiceResult<CompanyOut> {
+    let row = state.store.company(slug.as_str()).await?.ok_or_else(|| ServiceError::NotFound(format!("there is no company {slug}")))?;
+    Ok(row.into())
+}
+
+pub async fn companies(state: &AppState) -> ServiceResult<Vec<CompanyOut>> {
+    Ok(state.store.companies().await?.into_iter().map(CompanyOut::from).collect())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeyIn {
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ApiKeyOut {
+    pub id: String,
+    pub name: String,
+    /// The first characters, to recognise a key in a list.
+    pub prefix: String,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl From<ApiKeyRow> for ApiKeyOut {
+    fn from(row: ApiKeyRow) -> Self {
+        Self { id: row.id, name: row.name, prefix: row.prefix, created_at: rfc3339(row.created_at), revoked_at: row.revoked_at.map(rfc3339) }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct NewApiKey {
+    #[serde(flatten)]
+    pub info: ApiKeyOut,
+    /// The key itself: shown this once, stored only as a hash.
+    pub key: String,
+}
+
+pub async fn create_api_key(state: &AppState, actor: &Actor, company: &CompanySlug, input: &ApiKeyIn) -> ServiceResult<NewApiKey> {
+    self::company(state, company).await?;
+    let name = input.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).unwrap_or("default");
+    carteiro_core::error::check_header_text("name", name)?;
+    let key = random_token(API_KEY_PREFIX);
+    let row = ApiKeyRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        company: company.as_str().to_owned(),
+        prefix: key[..API_KEY_PREFIX.len() + 6].to_owned(),
+        name: name.to_owned(),
+        created_at: now_ms(),
+        revoked_at: None,
+    };
+    state.store.create_api_key(&row, &token_hash(&key)).await?;
+    state
+        .store
+        .record_audit(&AuditRow {
+            at: row.created_at,
+            actor: actor.label(),
+            action: "api_key.create".to_owned(),
+            company: Some(row.company.clone()),
+            target: format!("api_key:{}", row.id),
+            fields: vec!["name".into()],
+        })
+        .await?;
+    Ok(NewApiKey { info: row.into(), key })
+}
+
+pub async fn api_keys(state: &AppState, company: &CompanySlug) -> ServiceResult<Vec<ApiKeyOut>> {
+    self::company(state, company).await?;
+    Ok(state.store.api_keys(company.as_str()).await?.into_iter().map(ApiKeyOut::from).collect())
+}
+
+pub async fn revoke_api_key(state: &AppState, actor: &Actor, company: &CompanySlug, id: &str) -> ServiceResult<()> {
+    let now = now_ms();
+    if !state.store.revoke_api_key(company.as_str(), id, now).await? {
+        return Err(ServiceError::NotFound(format!("there is no active API key {id} in company {company}")));
+    }
+    state
+        .store
+        .record_audit(&AuditRow {
+            at: now,
+            actor: actor.label(),
+            action: "api_key.revoke".to_owned(),
+            company: Some(company.as_str().to_owned()),
+            target: format!("api_key:{id}"),
+            fields: vec!["revoked_at".into()],
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Test connection (SPEC §4): open a session with the settings on screen
+//! (saved or not), send a test e-mail as a `system` message, and report every
+//! step with its timing, the server's replies and, on failure, the likely fix.
+
+use carteiro_core::address::EmailAddress;
+use carteiro_core::delivery::{Failure, Stage};
+use carteiro_core::id::{CompanySlug, UserRef};
+use carteiro_core::message::{Kind, NewMessage};
+use carteiro_core::sender::{self, SenderContext};
+use carteiro_core::settings::{Connection, Level, Scope, Security, SettingsDoc};
+use carteiro_core::{FieldError, FieldErrors};
+use serde::{Deserialize, Serialize};
+
+use super::{ServiceResult, settings, tenants};
+use crate::delivery::mime;
+use crate::delivery::smtp::{Session, Step, Transcript};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestConnectionIn {
+    pub company: Option<String>,
+    pub user: Option<String>,
+    /// Unsaved settings of the most specific level named (global when none):
+    /// tested as they would be in force, a blank password meaning the stored one.
+    pub settings: Option<SettingsDoc>,
+    pub to: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TestConnectionOut {
+    pub ok: bool,
+    pub steps: Vec<Step>,
+    /// On failure: what is probably wrong and what to change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+/// The level a test names, parsed from the request.
+pub struct TestTarget {
+    pub company: Option<CompanySlug>,
+    pub user: Option<UserRef>,
+    pub to: EmailAddress,
+}
+
+impl TestConnectionIn {
+    pub fn target(&self) -> Result<TestTarget, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let company = self.company.as_deref().and_then(|c| errors.check(CompanySlug::parse("company", c)));
+        let user = self.user.as_deref().and_then(|u| errors.check(UserRef::parse("user", u)));
+        if self.user.is_some() && self.company.is_none() {
+            errors.push(FieldError::new("user", "user needs company: a user level belongs to a company"));
+        }
+        let to = errors.check(EmailAddress::parse("to", &self.to));
+        match to {
+            Some(to) if errors.is_empty() => Ok(TestTarget { company, user, to }),
+            _ => Err(errors),
+        }
+    }
+}
+
+pub async fn run(state: &AppState, target: &TestTarget, unsaved: Option<&SettingsDoc>) -> ServiceResult<TestConnectionOut> {
+    let company = match &target.company {
+        Some(slug) => Some(tenants::company(state, slug).await?),
+        None => None,
+    };
+    let mut levels = settings::levels_for(state, target.company.as_ref(), target.user.as_ref()).await?;
+    if let Some(doc) = unsaved {
+        let (scope, slot) = match (&target.company, &target.user) {
+            (Some(c), Some(u)) => (Scope::User(c.clone(), u.clone()), 2),
+            (Some(c), None) => (Scope::Company(c.clone()), 1),
+            _ => (Scope::Global, 0),
+        };
+        let stored = settings::load_level(state, &scope).await?;
+        levels[slot] = Some(Level::parse(doc, stored.as_ref())?);
+    }
+    let effective = settings::resolve(&levels);
+    let Some(connection) = effective.connection() else {
+        return Ok(failed_before_connecting(
+            "settings",
+            "no SMTP server is configured for this level: fill in the server, or enable specific e-mail sending",
+        ));
+    };
+
+    let company_mailbox = company.as_ref().and_then(tenants::Company::mailbox);
+    let ctx = SenderContext {
+        policy: &effective.policy,
+        company: company_mailbox.as_ref(),
+        login_username: connection.server.login.as_ref().map(|l| l.username.as_str()),
+    };
+    let resolved = match sender::resolve(&Kind::System, None, None, ctx) {
+        Ok(resolved) => resolved,
+        Err(e) => return Ok(failed_before_connecting("sender", &e.message)),
+    };
+    let message = test_message(target);
+    let id = uuid::Uuid::now_v7().to_string();
+    let raw = mime::build(&message, &resolved, &mime::message_id(&id, &state.delivery.hostname), time::OffsetDateTime::now_utc().unix_timestamp());
+
+    let mut log = Transcript::default();
+    let result = async {
+        let mut session = Session::open(&connection, &state.tls, &state.delivery.hostname, &mut log).await?;
+        let transaction = session.send(resolved.envelope_from.as_str(), &[target.to.as_str()], &raw, &mut log).await;
+        session.quit().await;
+        let transaction = transaction?;
+        match (transaction.rcpt.into_iter().next(), transaction.data) {
+            (Some(Err(reply)), _) => Err(Failure::Reply { stage: Stage::RcptTo, reply }),
+            (_, Some(Err(failure))) => Err(failure),
+            _ => Ok(()),
+        }
+    }
+    .await;
+    Ok(TestConnectionOut { ok: result.is_ok(), steps: log.steps, hint: result.err().and_then(|f| hint(&f, &connection)) })
+}
+
+fn failed_before_connecting(step: &'static str, detail: &str) -> TestConnectionOut {
+    TestConnectionOut { ok: false, steps: vec![Step { step, ok: false, ms: 0, detail: detail.to_owned() }], hint: None }
+}
+
+fn test_message(target: &TestTarget) -> NewMessage {
+    let level = match (&target.company, &target.user) {
+        (Some(c), Some(u)) => format!("user {u} of company {c}"),
+        (Some(c), None) => format!("company {c}"),
+        _ => "the global level".to_owned(),
+    };
+    NewMessage {
+        kind: Kind::System,
+        to: vec![carteiro_core::Mailbox::new(None, target.to.clone())],
+        cc: Vec::new(),
+        bcc: Vec::new(),
+        subject: "carteiro: test message / mensagem de teste".to_owned(),
+        text: Some(format!(
+            "This message was sent by carteiro's Test connection for {level}: the settings work.\r\n\r\n\
+             Esta mensagem foi enviada pelo Testar conexão do carteiro: as configurações funcionam.\r\n"
+        )),
+        html: None,
+        from: None,
+        reply_to: None,
+        headers: Vec::new(),
+        attachments: Vec::new(),
+        send_at: None,
+        idempotency_key: None,
+        tags: Vec::new(),
+    }
+}
+
+/// The likely cause of a failure and the change that fixes it, in words an administrator understands.
+pub fn hint(failure: &Failure, connection: &Connection) -> Option<String> {
+    let server = &connection.server;
+    let hint = match failure {
+        Failure::Network { stage: Stage::Dns, .. } => {
+            format!("the host name {} cannot be resolved: check its spelling and this machine's DNS", server.host)
+        }
+        Failure::Network { stage: Stage::Connect, .. } => format!(
+            "nothing accepts connections at {}:{}: check the host and the port, and that no firewall blocks them",
+            server.host,
+            server.port.get()
+        ),
+        Failure::Timeout { stage: Stage::Connect | Stage::Dns } => format!(
+            "{}:{} did not answer: a firewall may drop the connection, or the host is down",
+            server.host,
+            server.port.get()
+        ),
+        Failure::Timeout { stage: Stage::Greeting } if server.security != Security::Tls => {
+            "the server accepted the connection but never greeted us: this port may expect TLS from the start (choose TLS-SSL, usually port 465)".to_owned()
+        }
+        Failure::Tls { detail } if server.security == Security::Tls && looks_like_plain_text(detail) => {
+            "this port expects STARTTLS or no encryption; choose STARTTLS (usually port 587) or port 465 for TLS-SSL".to_owned()
+        }
+        Failure::Timeout { stage: Stage::Tls | Stage::Greeting } if server.security == Security::Tls => {
+            "the TLS handshake got no answer: this port may expect STARTTLS; choose STARTTLS or port 465".to_owned()
+        }
+        Failure::Tls { detail } if detail.contains("certificate") || detail.contains("Certificate") => format!(
+            "the server's certificate is not trusted for {}: check the host name matches the certificate, or add the certificate authority in tls_ca_pem",
+            server.host
+        ),
+        Failure::Unsupported { stage: Stage::StartTls, .. } => {
+            "the server does not offer STARTTLS: choose TLS-SSL (usually port 465) or, inside a trusted network, no encryption".to_owned()
+        }
+        Failure::Reply { stage: Stage::Auth, reply } if reply.code == 535 || reply.code == 534 => {
+            "the server refused the user name or password; Gmail and Microsoft 365 need XOAUTH2 or an app password".to_owned()
+        }
+        Failure::Unsupported { stage: Stage::Auth, .. } => {
+            "the server offers no login over this connection: many servers allow AUTH only after STARTTLS, or the chosen mechanism is not offered".to_owned()
+        }
+        Failure::Reply { stage: Stage::MailFrom, .. } => {
+            "the server refused the sender address: it may only send as the authenticated account; set the default sender to that account".to_owned()
+        }
+        Failure::Reply { stage: Stage::RcptTo, reply } if reply.code == 530 || reply.code == 550 && reply.text.contains("relay") => {
+            "the server refused to relay: enable authentication with an account allowed to send".to_owned()
+        }
+        Failure::Reply { stage: Stage::RcptTo, .. } => "the server refused the test address: check it, or try another one".to_owned(),
+        _ => return None,
+    };
+    Some(hint)
+}
+
+/// rustls' words when the peer answered a TLS hello with plain SMTP text.
+fn looks_like_plain_text(detail: &str) -> bool {
+    ["corrupt message", "InvalidContentType", "invalid content type", "received corrupt"].iter().any(|s| detail.contains(s))
+}

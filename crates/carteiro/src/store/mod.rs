@@ -1,0 +1,237 @@
+//! Persistence behind small traits, so that SQLite (embedded, the default)
+//! and PostgreSQL (scale-out) share the services above them. Rows carry plain
+//! values; the services turn them into core types. Times are Unix milliseconds.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use carteiro_core::id::CompanySlug;
+use carteiro_core::settings::Scope;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique key is taken (a company slug, a user name).
+    #[error("already exists")]
+    Conflict,
+    /// The database cannot be reached or is out of space: try again later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CompanyRow {
+    pub slug: String,
+    pub name: String,
+    pub email: Option<String>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AdminRow {
+    pub id: String,
+    pub username: String,
+    pub password_hash: String,
+    /// `None` for a platform administrator; the company a company administrator manages.
+    pub company: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub company: String,
+    pub prefix: String,
+    pub name: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[async_trait]
+pub trait TenantStore: Send + Sync {
+    async fn create_company(&self, row: &CompanyRow) -> StoreResult<()>;
+    async fn company(&self, slug: &str) -> StoreResult<Option<CompanyRow>>;
+    async fn companies(&self) -> StoreResult<Vec<CompanyRow>>;
+
+    async fn create_admin(&self, row: &AdminRow, now: i64) -> StoreResult<()>;
+    async fn admin_by_username(&self, username: &str) -> StoreResult<Option<AdminRow>>;
+    async fn set_admin_password(&self, username: &str, password_hash: &str) -> StoreResult<bool>;
+    async fn admin_count(&self) -> StoreResult<i64>;
+    async fn create_admin_token(&self, token_hash: &str, admin_id: &str, now: i64, expires_at: i64) -> StoreResult<()>;
+    async fn admin_by_token(&self, token_hash: &str, now: i64) -> StoreResult<Option<AdminRow>>;
+
+    async fn create_api_key(&self, row: &ApiKeyRow, key_hash: &str) -> StoreResult<()>;
+    /// The company of a key that is not revoked.
+    async fn api_key_company(&self, key_hash: &str) -> StoreResult<Option<String>>;
+    async fn api_keys(&self, company: &str) -> StoreResult<Vec<ApiKeyRow>>;
+    async fn revoke_api_key(&self, company: &str, id: &str, now: i64) -> StoreResult<bool>;
+}
+
+/// A level as stored: the document without secrets, and the sealed password.
+#[derive(Debug, Clone)]
+pub struct LevelRow {
+    pub document: String,
+    pub sealed_password: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub company: Option<String>,
+    pub target: String,
+    /// The names of the changed fields; never their values.
+    pub fields: Vec<String>,
+}
+
+#[async_trait]
+pub trait SettingsStore: Send + Sync {
+    async fn level(&self, scope: &Scope) -> StoreResult<Option<LevelRow>>;
+    /// Replaces a level and records the audit entry, in one transaction.
+    async fn save_level(&self, scope: &Scope, row: &LevelRow, audit: &AuditRow) -> StoreResult<()>;
+    async fn record_audit(&self, audit: &AuditRow) -> StoreResult<()>;
+    async fn audit_log(&self, company: Option<&CompanySlug>, limit: i64) -> StoreResult<Vec<AuditRow>>;
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecipientRow {
+    pub position: i64,
+    pub kind: String,
+    pub address: String,
+    pub display: String,
+    pub state: String,
+    pub code: Option<i64>,
+    pub reply: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MessageRow {
+    pub id: String,
+    pub company: String,
+    pub kind: String,
+    pub actor_id: Option<String>,
+    pub status: String,
+    pub from_header: String,
+    pub sender_header: Option<String>,
+    pub reply_to_header: Option<String>,
+    pub envelope_from: String,
+    pub subject: String,
+    pub idempotency_key: Option<String>,
+    pub tags: String,
+    pub size_bytes: i64,
+    pub created_at: i64,
+    pub send_at: Option<i64>,
+    pub due_at: i64,
+    pub attempt_count: i64,
+    pub last_reply: Option<String>,
+    pub updated_at: i64,
+}
+
+/// A message to store: its row, its recipients and its MIME bytes.
+#[derive(Debug, Clone)]
+pub struct NewMessageRecord {
+    pub row: MessageRow,
+    pub recipients: Vec<RecipientRow>,
+    pub raw: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    /// The company already has a message with this idempotency key: its id.
+    Duplicate(String),
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub at: i64,
+    pub server: String,
+    pub code: Option<i64>,
+    pub reply: String,
+    pub ms: i64,
+    pub outcome: String,
+    /// JSON array of the recipients refused in this attempt.
+    pub refusals: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    pub status: Option<String>,
+    pub recipient: Option<String>,
+    pub before: Option<i64>,
+    pub after: Option<i64>,
+    pub limit: i64,
+}
+
+/// A message claimed by a worker: what delivery needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedMessage {
+    pub id: String,
+    pub company: String,
+    pub kind: String,
+    pub actor_id: Option<String>,
+    pub envelope_from: String,
+    /// When the message first became due: the retry lifetime counts from here.
+    pub due_since: i64,
+    pub attempt_count: i64,
+}
+
+/// What a finished attempt changes.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub message_id: String,
+    pub lease_owner: String,
+    pub attempt: AttemptRow,
+    /// (position, state, code, reply) for each recipient the attempt touched.
+    pub recipients: Vec<(i64, String, Option<i64>, Option<String>)>,
+    pub status: String,
+    pub due_at: Option<i64>,
+    pub envelope_from: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Cancelled,
+    NotFound,
+    /// The message is being sent or finished: its status.
+    TooLate(String),
+}
+
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Stores messages in one transaction; each keeps its own idempotency outcome.
+    async fn insert_messages(&self, records: &[NewMessageRecord]) -> StoreResult<Vec<Inserted>>;
+    async fn message(&self, company: &str, id: &str) -> StoreResult<Option<MessageRow>>;
+    async fn recipients(&self, id: &str) -> StoreResult<Vec<RecipientRow>>;
+    async fn attempts(&self, id: &str) -> StoreResult<Vec<AttemptRow>>;
+    async fn raw(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
+    async fn list_messages(&self, company: &str, filter: &MessageFilter) -> StoreResult<Vec<MessageRow>>;
+    async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<CancelOutcome>;
+
+    /// Puts messages whose lease expired (their worker died) back in the queue.
+    async fn release_expired_leases(&self, now: i64) -> StoreResult<u64>;
+    /// Companies that have due messages, oldest first.
+    async fn due_companies(&self, now: i64) -> StoreResult<Vec<String>>;
+    /// The earliest due time of any waiting message, to sleep until then.
+    async fn next_due_at(&self) -> StoreResult<Option<i64>>;
+    /// Claims up to `limit` due messages of one company under a lease.
+    async fn claim(&self, company: &str, owner: &str, now: i64, lease_until: i64, limit: i64) -> StoreResult<Vec<ClaimedMessage>>;
+    async fn extend_leases(&self, owner: &str, lease_until: i64) -> StoreResult<u64>;
+    /// Records an attempt and moves the message on, if the lease is still ours.
+    async fn finish_attempt(&self, result: &AttemptResult) -> StoreResult<bool>;
+    /// Gives back every message leased by `owner` (clean shutdown).
+    async fn release_leases(&self, owner: &str, now: i64) -> StoreResult<u64>;
+}
+
+/// Everything carteiro keeps.
+#[async_trait]
+pub trait Store: TenantStore + SettingsStore + MessageStore {
+    async fn migrate(&self) -> StoreResult<()>;
+    /// Whether the database answers (for `/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+}
