@@ -83,6 +83,18 @@ pub struct ServeArgs {
     pub shutdown_grace_s: f64,
 }
 
+impl DeliveryArgs {
+    /// The defaults, for commands that do not deliver.
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: DeliveryArgs,
+        }
+        <Only as clap::Parser>::parse_from(["carteiro"]).args
+    }
+}
+
 /// Delivery settings, checked.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {

@@ -28,19 +28,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 
 /// Parses a JSON document, telling a syntax error (400) from a value of the wrong shape (422).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let malformed = |e: &serde_json::Error| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}"));
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).and_then(|v| {
-        de.end().map_err(|e| serde_path_to_error::Error::new(serde_path_to_error::Path::empty(), e))?;
-        Ok(v)
-    });
-    value.map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let inner = e.inner();
-        if inner.is_syntax() || inner.is_eof() || inner.is_io() {
-            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {inner}"))
-        } else {
-            shape_error(&e.path().to_string(), inner)
-        }
-    })
+        if inner.is_syntax() || inner.is_eof() || inner.is_io() { malformed(inner) } else { shape_error(&e.path().to_string(), inner) }
+    })?;
+    de.end().map_err(|e| malformed(&e))?;
+    Ok(value)
 }
 
 /// Deserializes one JSON value (a batch item), naming the field that has the wrong shape.

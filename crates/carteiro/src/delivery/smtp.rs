@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use carteiro_core::delivery::{Failure, Reply, ReplyClass, Stage, Transaction};
 use carteiro_core::settings::{AuthMechanism, Connection, Security};
-use mail_send::smtp::AssertReply;
 use mail_send::{Credentials, SmtpClient};
 use rustls::pki_types::ServerName;
 use serde::Serialize;

@@ -48,7 +48,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        Self::with_options(options).await
+        Ok(Self::with_options(options).await?)
     }
 
     async fn with_options(options: SqliteConnectOptions) -> Result<Self, sqlx::Error> {

@@ -1,0 +1,57 @@
+//! The JSON API under `/api/v1` (SPEC §7). Handlers are thin: extract,
+//! authorize (by extractor), call one use case, shape the answer.
+
+mod admin;
+mod auth;
+mod json;
+mod messages;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+
+use crate::state::AppState;
+
+pub use json::ApiJson;
+
+pub fn router(state: AppState) -> Router {
+    let max = state.delivery.max_message_bytes;
+    // JSON and base64 inflate a message by about 4/3; leave room for the envelope of the document.
+    let single_limit = max / 3 * 4 + 1024 * 1024;
+    let batch_limit = single_limit.max(64 * 1024 * 1024);
+    let api = Router::new()
+        .route("/login", post(admin::login))
+        .route("/settings/global", get(admin::get_global).put(admin::put_global))
+        .route("/companies", get(admin::list_companies).post(admin::create_company))
+        .route("/companies/{slug}", get(admin::get_company))
+        .route("/companies/{slug}/settings", get(admin::get_company_settings).put(admin::put_company_settings))
+        .route("/companies/{slug}/users/{user_id}/settings", get(admin::get_user_settings).put(admin::put_user_settings))
+        .route("/companies/{slug}/effective-settings", get(admin::effective_settings))
+        .route("/companies/{slug}/api-keys", get(admin::list_api_keys).post(admin::create_api_key))
+        .route("/companies/{slug}/api-keys/{id}", delete(admin::revoke_api_key))
+        .route("/companies/{slug}/admins", post(admin::create_company_admin))
+        .route("/companies/{slug}/messages", get(admin::list_company_messages))
+        .route("/companies/{slug}/messages/{id}", get(admin::get_company_message))
+        .route("/test-connection", post(admin::test_connection))
+        .route("/audit", get(admin::audit_log))
+        .route("/messages", post(messages::submit).get(messages::list))
+        .route("/messages/{id}", get(messages::get))
+        .route("/messages/{id}/cancel", post(messages::cancel))
+        .layer(DefaultBodyLimit::max(single_limit))
+        .route("/messages/batch", post(messages::submit_batch).layer(DefaultBodyLimit::max(batch_limit)))
+        .fallback(|| async { crate::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "there is no such API route") });
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// Ready when the database answers.
+async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    match state.store.ping().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the database does not answer"),
+    }
+}

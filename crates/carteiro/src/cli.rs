@@ -1,0 +1,289 @@
+//! The command line (SPEC §5): serve, migrate, send, test-connection, config, admin.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use carteiro_core::id::{CompanySlug, UserRef};
+use carteiro_core::message::{ActorIn, IdIn, MailboxIn, MessageIn};
+use carteiro_core::settings::SettingsDoc;
+use clap::{Parser, Subcommand};
+
+use crate::config::{DeliveryArgs, ServeArgs, StoreArgs};
+use crate::service::test_connection::{TestConnectionIn, run as run_test};
+use crate::service::{auth, settings, submit};
+use crate::startup::{App, app_state, open_store, shutdown_on_signals};
+use crate::state::AppState;
+
+#[derive(Debug, Parser)]
+#[command(name = "carteiro", version, about = "A self-hosted outbound e-mail gateway for business platforms.")]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, env = "CARTEIRO_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API and the delivery worker (and create the first administrator on a new store).
+    Serve(ServeArgs),
+    /// Apply the database migrations and exit (serve applies them too).
+    Migrate(StoreArgs),
+    /// Queue a message from the command line, through the same path as the API.
+    Send(SendArgs),
+    /// Connect to the SMTP server of a level, send a test e-mail, and show every step.
+    TestConnection(TestArgs),
+    /// Read the layered settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Manage administrators.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    /// The company sending (its slug).
+    #[arg(long)]
+    company: String,
+    /// A JSON message document as in the API (`-` for standard input); the other message flags are then ignored.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// `system` (no acting user) or `user` (needs --actor-id and --actor-address).
+    #[arg(long, default_value = "system")]
+    kind: String,
+    #[arg(long)]
+    to: Vec<String>,
+    #[arg(long)]
+    cc: Vec<String>,
+    #[arg(long)]
+    bcc: Vec<String>,
+    #[arg(long, default_value = "")]
+    subject: String,
+    /// The plain-text body (`-` reads standard input).
+    #[arg(long)]
+    text: Option<String>,
+    #[arg(long)]
+    html: Option<String>,
+    #[arg(long)]
+    actor_id: Option<String>,
+    #[arg(long)]
+    actor_name: Option<String>,
+    #[arg(long)]
+    actor_address: Option<String>,
+    /// Send at this RFC 3339 time instead of now.
+    #[arg(long)]
+    send_at: Option<String>,
+    #[arg(long)]
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TestArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
+    /// Test the company's settings (default: the global level).
+    #[arg(long)]
+    company: Option<String>,
+    /// Test this user's settings within --company.
+    #[arg(long)]
+    user: Option<String>,
+    /// Test these unsaved settings (a JSON settings document) instead of the saved ones.
+    #[arg(long)]
+    settings: Option<PathBuf>,
+    /// Where to send the test e-mail.
+    #[arg(long)]
+    to: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Show every effective value of a (company, user) and the level it comes from.
+    Explain {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        company: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an administrator; with --company, one who manages only that company.
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        company: Option<String>,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password for an administrator (ends their sessions).
+    ResetPassword {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        username: String,
+        /// Read the password from standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn env_secret(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let master_key = env_secret("CARTEIRO_MASTER_KEY");
+    let master_key = master_key.as_deref();
+    match cli.command {
+        Command::Serve(args) => {
+            let app = App::build(&args, master_key, env_secret("CARTEIRO_ADMIN_PASSWORD").as_deref()).await?;
+            if let Some(password) = &app.generated_admin_password {
+                println!(
+                    "carteiro: created the platform administrator '{}' with the password {password}\n\
+                     carteiro: it is shown this once; change it with `carteiro admin reset-password --username {}`",
+                    auth::FIRST_ADMIN,
+                    auth::FIRST_ADMIN
+                );
+            }
+            println!("carteiro: API on http://{}/api/v1", app.local_addr());
+            app.run_until_stopped(shutdown_on_signals()).await
+        }
+        Command::Migrate(store) => {
+            open_store(&store).await?;
+            println!("carteiro: the database is up to date");
+            Ok(())
+        }
+        Command::Send(args) => send(args, master_key).await,
+        Command::TestConnection(args) => test_connection(args, master_key).await,
+        Command::Config(ConfigCommand::Explain { store, company, user }) => {
+            let state = app_state(&store, master_key, DeliveryArgs::defaults().check()?).await?;
+            let company = CompanySlug::parse("--company", &company)?;
+            let user = user.map(|u| UserRef::parse("--user", &u)).transpose()?;
+            let explained = settings::explain(&state, &company, user.as_ref()).await.map_err(service_error)?;
+            println!("{}", serde_json::to_string_pretty(&explained)?);
+            Ok(())
+        }
+        Command::Admin(AdminCommand::Create { store, username, company, password_stdin }) => {
+            let state = app_state(&store, master_key, DeliveryArgs::defaults().check()?).await?;
+            let company = company.map(|c| CompanySlug::parse("--company", &c)).transpose()?;
+            let (password, generated) = password(password_stdin)?;
+            auth::create_admin(&state, &username, &password, company.as_ref()).await.map_err(service_error)?;
+            report_password(&username, generated.then_some(&password));
+            Ok(())
+        }
+        Command::Admin(AdminCommand::ResetPassword { store, username, password_stdin }) => {
+            let state = app_state(&store, master_key, DeliveryArgs::defaults().check()?).await?;
+            let (password, generated) = password(password_stdin)?;
+            auth::reset_password(&state, &username, &password).await.map_err(service_error)?;
+            report_password(&username, generated.then_some(&password));
+            Ok(())
+        }
+    }
+}
+
+fn service_error(e: crate::service::ServiceError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+        Ok((line.trim_end_matches(['\r', '\n']).to_owned(), false))
+    } else {
+        Ok((auth::random_token(""), true))
+    }
+}
+
+fn report_password(username: &str, generated: Option<&String>) {
+    match generated {
+        Some(p) => println!("carteiro: administrator '{username}' now has the password {p} (shown this once)"),
+        None => println!("carteiro: administrator '{username}' updated"),
+    }
+}
+
+fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}
+
+async fn send(args: SendArgs, master_key: Option<&str>) -> anyhow::Result<()> {
+    let state: AppState = app_state(&args.store, master_key, args.delivery.check()?).await?;
+    let company = CompanySlug::parse("--company", &args.company)?;
+    let message = match &args.json {
+        Some(path) => serde_json::from_str(&read_input(path)?).context("the message document is not valid")?,
+        None => {
+            let text = match args.text.as_deref() {
+                Some("-") => Some(read_input(std::path::Path::new("-"))?),
+                other => other.map(str::to_owned),
+            };
+            let actor = args.actor_id.map(|id| ActorIn { id: IdIn::Text(id), name: args.actor_name, address: args.actor_address });
+            MessageIn {
+                kind: Some(args.kind),
+                to: args.to.into_iter().map(MailboxIn::Text).collect(),
+                cc: args.cc.into_iter().map(MailboxIn::Text).collect(),
+                bcc: args.bcc.into_iter().map(MailboxIn::Text).collect(),
+                subject: Some(args.subject),
+                text,
+                html: args.html,
+                actor,
+                send_at: args.send_at,
+                idempotency_key: args.idempotency_key,
+                ..MessageIn::default()
+            }
+        }
+    };
+    let accepted = submit::submit_one(&state, &company, &message).await.map_err(service_error)?;
+    println!("{}", serde_json::to_string(&accepted)?);
+    Ok(())
+}
+
+async fn test_connection(args: TestArgs, master_key: Option<&str>) -> anyhow::Result<()> {
+    let state = app_state(&args.store, master_key, args.delivery.check()?).await?;
+    let settings: Option<SettingsDoc> = match &args.settings {
+        Some(path) => Some(serde_json::from_str(&read_input(path)?).context("the settings document is not valid")?),
+        None => None,
+    };
+    let input = TestConnectionIn { company: args.company, user: args.user, settings, to: args.to };
+    let target = input.target().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = run_test(&state, &target, input.settings.as_ref()).await.map_err(service_error)?;
+    for step in &report.steps {
+        println!("{} {:<9} {:>6} ms  {}", if step.ok { "ok  " } else { "FAIL" }, step.step, step.ms, step.detail);
+    }
+    if let Some(hint) = &report.hint {
+        println!("hint: {hint}");
+    }
+    if !report.ok {
+        bail!("the test e-mail could not be sent");
+    }
+    println!("the test e-mail was accepted by the server");
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! carteiro, the program: API, services, store, delivery, worker and CLI
+//! around the rules of `carteiro-core`.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod delivery;
+pub mod error;
+pub mod service;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+pub mod worker;

@@ -1,0 +1,100 @@
+//! Building carteiro from its configuration, and running it until stopped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{DeliveryConfig, ServeArgs, StoreArgs};
+use crate::crypto::MasterKey;
+use crate::service::auth;
+use crate::state::AppState;
+use crate::store::{SqliteStore, Store};
+use crate::worker::Worker;
+
+/// Opens the store named by the arguments and applies its migrations.
+pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match args.database_url.as_deref() {
+        None => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+            Arc::new(SqliteStore::open(&args.data_dir.join("carteiro.db")).await?)
+        }
+        Some(url) if url.starts_with("sqlite:") => Arc::new(SqliteStore::open_url(url).await?),
+        Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+            bail!("PostgreSQL is not supported by this version of carteiro yet; leave --database-url out to use the embedded SQLite database")
+        }
+        Some(_) => bail!("--database-url must start with sqlite: (or leave it out for the embedded database)"),
+    };
+    store.migrate().await.context("cannot apply the database migrations")?;
+    Ok(store)
+}
+
+/// The state every command works with: store, master key, delivery settings.
+pub async fn app_state(args: &StoreArgs, master_key: Option<&str>, delivery: DeliveryConfig) -> anyhow::Result<AppState> {
+    let store = open_store(args).await?;
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    let keys = MasterKey::load_or_create(master_key, &args.data_dir)?;
+    Ok(AppState::new(store, keys, delivery))
+}
+
+/// A built server, listening, not yet serving.
+pub struct App {
+    pub state: AppState,
+    listener: TcpListener,
+    grace: Duration,
+    /// The first administrator's password when carteiro generated it: to show once.
+    pub generated_admin_password: Option<String>,
+}
+
+impl App {
+    pub async fn build(args: &ServeArgs, master_key: Option<&str>, admin_password: Option<&str>) -> anyhow::Result<Self> {
+        let delivery = args.delivery.check()?;
+        let state = app_state(&args.store, master_key, delivery).await?;
+        let generated_admin_password = auth::ensure_first_admin(&state, admin_password).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let listener = TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+        anyhow::ensure!(args.shutdown_grace_s.is_finite() && args.shutdown_grace_s >= 0.0, "--shutdown-grace-s must not be negative");
+        Ok(Self { state, listener, grace: Duration::from_secs_f64(args.shutdown_grace_s), generated_admin_password })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves the API and runs the worker until `shutdown` fires; then stops
+    /// accepting, lets sends finish or gives them back, and returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let worker = tokio::spawn(Worker::new(self.state.clone()).run(shutdown.clone(), self.grace));
+        let router = crate::api::router(self.state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
+        tracing::info!(address = %self.local_addr(), "carteiro is listening");
+        axum::serve(self.listener, router).with_graceful_shutdown(shutdown.clone().cancelled_owned()).await.context("the HTTP server failed")?;
+        worker.await.context("the worker panicked")?;
+        tracing::info!("carteiro stopped");
+        Ok(())
+    }
+}
+
+/// Fires on SIGINT or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("stopping: finishing the messages being sent");
+        fire.cancel();
+    });
+    token
+}
