@@ -1,1 +1,12 @@
+//! carteiro's integration tests: the real binary, a fresh data directory per
+//! test, and real peers (aiosmtpd, Postfix's smtp-sink) that stop on drop.
 
+mod helpers;
+
+mod cli;
+mod crash;
+mod delivery;
+mod messages_api;
+mod secrets;
+mod settings_api;
+mod test_connection;
