@@ -15,12 +15,15 @@ use crate::state::AppState;
 use crate::store::{SqliteStore, Store};
 use crate::worker::Worker;
 
+fn ensure_data_dir(args: &StoreArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))
+}
+
 /// Opens the store named by the arguments and applies its migrations.
 pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
     let store: Arc<dyn Store> = match args.database_url.as_deref() {
         None => {
-            std::fs::create_dir_all(&args.data_dir)
-                .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+            ensure_data_dir(args)?;
             Arc::new(SqliteStore::open(&args.data_dir.join("carteiro.db")).await?)
         }
         Some(url) if url.starts_with("sqlite:") => Arc::new(SqliteStore::open_url(url).await?),
@@ -36,7 +39,7 @@ pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
 /// The state every command works with: store, master key, delivery settings.
 pub async fn app_state(args: &StoreArgs, master_key: Option<&str>, delivery: DeliveryConfig) -> anyhow::Result<AppState> {
     let store = open_store(args).await?;
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+    ensure_data_dir(args)?;
     let keys = MasterKey::load_or_create(master_key, &args.data_dir)?;
     Ok(AppState::new(store, keys, delivery))
 }

@@ -2,7 +2,7 @@
 //! company administrators, Test connection, the audit log.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use carteiro_core::id::UserRef;
 use carteiro_core::settings::{Scope, SettingsDoc};
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::auth::AdminAuth;
 use super::json::ApiJson;
+use super::query::ApiQuery;
 use super::messages::{ListQuery, filter};
 use crate::error::{ApiError, ApiResult};
 use crate::service::messages::MessageOut;
@@ -113,7 +114,7 @@ pub async fn effective_settings(
     State(state): State<AppState>,
     admin: AdminAuth,
     Path(slug): Path<String>,
-    Query(query): Query<EffectiveQuery>,
+    ApiQuery(query): ApiQuery<EffectiveQuery>,
 ) -> ApiResult<Json<Value>> {
     let company = admin.require_company(&slug)?;
     let user = query.user.as_deref().map(user_ref).transpose()?;
@@ -170,7 +171,7 @@ pub async fn list_company_messages(
     State(state): State<AppState>,
     admin: AdminAuth,
     Path(slug): Path<String>,
-    Query(query): Query<ListQuery>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<MessageOut>>> {
     let company = admin.require_company(&slug)?;
     Ok(Json(messages::list(&state, &company, &filter(&query)?).await?))
@@ -207,7 +208,7 @@ pub struct AuditQuery {
     limit: Option<i64>,
 }
 
-pub async fn audit_log(State(state): State<AppState>, admin: AdminAuth, Query(query): Query<AuditQuery>) -> ApiResult<Json<Value>> {
+pub async fn audit_log(State(state): State<AppState>, admin: AdminAuth, ApiQuery(query): ApiQuery<AuditQuery>) -> ApiResult<Json<Value>> {
     let company = match &query.company {
         Some(c) => Some(admin.require_company(c)?),
         None => {

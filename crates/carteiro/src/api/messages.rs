@@ -2,7 +2,7 @@
 //! its own messages, and nobody else's.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use carteiro_core::FieldError;
 use carteiro_core::message::MessageIn;
@@ -14,6 +14,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::auth::CompanyKey;
 use super::json::{self, ApiJson};
+use super::query::ApiQuery;
 use crate::error::{ApiError, ApiResult};
 use crate::service::messages::{self as service, MessageOut};
 use crate::service::submit::{self, Accepted};
@@ -107,6 +108,6 @@ pub fn filter(query: &ListQuery) -> ApiResult<MessageFilter> {
     })
 }
 
-pub async fn list(State(state): State<AppState>, CompanyKey(company): CompanyKey, Query(query): Query<ListQuery>) -> ApiResult<Json<Vec<MessageOut>>> {
+pub async fn list(State(state): State<AppState>, CompanyKey(company): CompanyKey, ApiQuery(query): ApiQuery<ListQuery>) -> ApiResult<Json<Vec<MessageOut>>> {
     Ok(Json(service::list(&state, &company, &filter(&query)?).await?))
 }

@@ -5,6 +5,7 @@ mod admin;
 mod auth;
 mod json;
 mod messages;
+mod query;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};

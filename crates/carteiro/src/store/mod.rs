@@ -224,6 +224,8 @@ pub trait MessageStore: Send + Sync {
     async fn extend_leases(&self, owner: &str, lease_until: i64) -> StoreResult<u64>;
     /// Records an attempt and moves the message on, if the lease is still ours.
     async fn finish_attempt(&self, result: &AttemptResult) -> StoreResult<bool>;
+    /// Gives one message back to the queue, due at `due_at` (its attempt could not run or be recorded).
+    async fn release_message(&self, id: &str, owner: &str, due_at: i64) -> StoreResult<bool>;
     /// Gives back every message leased by `owner` (clean shutdown).
     async fn release_leases(&self, owner: &str, now: i64) -> StoreResult<u64>;
 }

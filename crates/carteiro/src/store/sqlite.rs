@@ -569,6 +569,20 @@ impl MessageStore for SqliteStore {
         Ok(true)
     }
 
+    async fn release_message(&self, id: &str, owner: &str, due_at: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, due_at = $1, updated_at = $1
+             WHERE id = $2 AND lease_owner = $3 AND status = 'sending'",
+        )
+        .bind(due_at)
+        .bind(id)
+        .bind(owner)
+        .execute(&self.writer)
+        .await
+        .store()?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn release_leases(&self, owner: &str, now: i64) -> StoreResult<u64> {
         let done = sqlx::query(
             "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1

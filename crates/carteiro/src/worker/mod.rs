@@ -132,8 +132,23 @@ impl Worker {
         let (state, owner) = (self.state.clone(), self.owner.clone());
         tasks.spawn(async move {
             let id = message.id.clone();
-            if let Err(e) = deliver::deliver(&state, &owner, message).await {
-                tracing::error!(message_id = %id, error = format!("{e:#}"), "delivery attempt could not be recorded; the message returns when its lease expires");
+            // A task of its own, so that even a panic ends in the message going back to the queue:
+            // the heartbeat renews every lease this worker holds, so a lost message would stay leased.
+            let attempt = tokio::spawn({
+                let (state, owner) = (state.clone(), owner.clone());
+                async move { deliver::deliver(&state, &owner, message).await }
+            });
+            let failure = match attempt.await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(format!("{e:#}")),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(error) = failure {
+                let retry_at = now_ms() + state.delivery.retry.first_delay.as_millis() as i64;
+                tracing::error!(message_id = %id, error, "the delivery attempt could not run or be recorded; the message goes back to the queue");
+                if let Err(e) = state.store.release_message(&id, &owner, retry_at).await {
+                    tracing::error!(message_id = %id, error = %e, "cannot give the message back; it returns when this process stops");
+                }
             }
             drop(slot);
         });
