@@ -466,4 +466,38 @@ mod tests {
         let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["to[0]", "subject", "text"]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn any_text() -> impl Strategy<Value = String> {
+            prop_oneof!["\\PC{0,40}", "[a-z]{1,8}@[a-z]{1,8}\\.example", ".{0,20}[\r\n].{0,20}"]
+        }
+
+        proptest! {
+            #[test]
+            fn parsing_never_panics_and_no_header_field_keeps_a_line_break(
+                subject in any_text(), to in any_text(), name in any_text(), header in any_text(), filename in any_text(),
+            ) {
+                let input = MessageIn {
+                    kind: Some("user".into()),
+                    to: vec![MailboxIn::Text(to)],
+                    subject: Some(subject),
+                    text: Some("body".into()),
+                    actor: Some(ActorIn { id: IdIn::Number(7), name: Some(name), address: Some("ana@acme.example".into()) }),
+                    headers: BTreeMap::from([("X-Test".to_owned(), header)]),
+                    attachments: vec![AttachmentIn { filename, content_type: None, content_base64: "aGk=".into() }],
+                    ..MessageIn::default()
+                };
+                if let Ok(m) = NewMessage::parse(&input, Limits::default()) {
+                    let actor = m.kind.actor().unwrap();
+                    let fields = [m.subject.clone(), m.to[0].to_string(), actor.mailbox().to_string(), m.headers[0].value.clone(), m.attachments[0].filename.clone()];
+                    for field in fields {
+                        prop_assert!(!field.contains(['\r', '\n']), "{field:?}");
+                    }
+                }
+            }
+        }
+    }
 }
