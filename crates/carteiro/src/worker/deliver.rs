@@ -62,6 +62,7 @@ pub async fn deliver(state: &AppState, owner: &str, claimed: ClaimedMessage) -> 
     let untouched = all.iter().filter(|r| r.state != RecipientState::Pending.as_str()).filter_map(|r| RecipientState::parse(&r.state));
     let mut settled = settle(results.iter().map(|r| r.state).chain(untouched));
     let mut due_at = None;
+    let mut gave_up = false;
     if settled == Settled::Deferred {
         let failures = u32::try_from(claimed.attempt_count + 1).unwrap_or(u32::MAX);
         let due_since = OffsetDateTime::from_unix_timestamp_nanos(i128::from(claimed.due_since) * 1_000_000)?;
@@ -69,6 +70,7 @@ pub async fn deliver(state: &AppState, owner: &str, claimed: ClaimedMessage) -> 
             Some(next) => due_at = Some((next.unix_timestamp_nanos() / 1_000_000) as i64),
             None => {
                 // Out of time: what is still pending fails, keeping the last answer.
+                gave_up = true;
                 settled = if results.iter().any(|r| r.state == RecipientState::Sent) || all.iter().any(|r| r.state == "sent") {
                     Settled::Sent
                 } else {
@@ -87,7 +89,10 @@ pub async fn deliver(state: &AppState, owner: &str, claimed: ClaimedMessage) -> 
         Settled::Failed => "failed",
     };
 
-    let (code, reply) = summary(&attempt);
+    let (code, mut reply) = summary(&attempt);
+    if gave_up {
+        reply = format!("gave up after the maximum queue lifetime; last answer: {reply}");
+    }
     let refusals: Vec<_> = pending
         .iter()
         .zip(&results)
