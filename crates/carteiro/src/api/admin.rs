@@ -130,8 +130,9 @@ pub async fn create_api_key(
     State(state): State<AppState>,
     admin: AdminAuth,
     Path(slug): Path<String>,
-    body: axum::body::Bytes,
+    request: axum::extract::Request,
 ) -> ApiResult<(StatusCode, Json<NewApiKey>)> {
+    let body = super::json::read_body(request, &state).await?;
     let company = admin.require_company(&slug)?;
     // The body is optional: a key needs no more than its company.
     let input: ApiKeyIn = if body.iter().all(u8::is_ascii_whitespace) { ApiKeyIn::default() } else { super::json::parse(&body)? };

@@ -1,29 +1,62 @@
 //! JSON bodies with errors that name the field: a syntax error is a 400, a
 //! value of the wrong shape a 422 naming its path, a body over the limit a 413.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use carteiro_core::{FieldError, FieldErrors};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
+use crate::state::AppState;
+
+/// How many bytes of body a route reads; set on a route with `Extension(BodyLimit(n))`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+const DEFAULT_LIMIT: usize = 1024 * 1024;
+/// A body over its limit is still read, and dropped, up to this many times the
+/// limit: a client gets the 413 rather than a connection reset in mid-upload.
+const DRAIN_FACTOR: usize = 8;
 
 pub struct ApiJson<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "the request body is larger than carteiro accepts")
-            } else {
-                ApiError::new(rejection.status(), "bad_request", rejection.body_text())
-            }
-        })?;
-        parse(&bytes).map(ApiJson)
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        parse(&read_body(req, state).await?).map(ApiJson)
     }
+}
+
+/// The whole body, or a 413 that states the limit.
+pub async fn read_body(req: Request, state: &AppState) -> Result<Vec<u8>, ApiError> {
+    let limit = req.extensions().get::<BodyLimit>().map_or(DEFAULT_LIMIT, |l| l.0);
+    let mut body = req.into_body();
+    let (mut bytes, mut seen) = (Vec::new(), 0usize);
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the request body: {e}")))?;
+        let Some(data) = frame.data_ref() else { continue };
+        seen += data.len();
+        if seen <= limit {
+            bytes.extend_from_slice(data);
+        } else if seen > limit * DRAIN_FACTOR {
+            break;
+        } else {
+            bytes = Vec::new();
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the request body is over {limit} bytes, more than carteiro reads for this request; a message may be at most {} bytes once built, attachments included",
+                state.delivery.max_message_bytes
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Parses a JSON document, telling a syntax error (400) from a value of the wrong shape (422).
@@ -44,13 +77,13 @@ pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Ap
 }
 
 fn shape_error(path: &str, inner: &serde_json::Error) -> ApiError {
-    // serde reports an unknown field at the object holding it; name the field itself.
     let text = inner.to_string();
     let text = text.split(" at line ").next().unwrap_or(&text);
-    let field = match text.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
-        Some(unknown) if path == "." || path.is_empty() => unknown.to_owned(),
-        Some(unknown) => format!("{path}.{unknown}"),
-        None if path == "." => String::new(),
+    // The path already ends at an unknown field; a missing field is named only in the text.
+    let path = if path == "." { "" } else { path };
+    let field = match text.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        Some(missing) if path.is_empty() => missing.to_owned(),
+        Some(missing) => format!("{path}.{missing}"),
         None => path.to_owned(),
     };
     let message = if field.is_empty() { text.to_owned() } else { format!("{field}: {text}") };

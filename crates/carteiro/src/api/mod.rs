@@ -8,12 +8,14 @@ mod messages;
 mod query;
 
 use axum::Router;
+use axum::Extension;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 
 use crate::state::AppState;
 
+use json::BodyLimit;
 pub use json::ApiJson;
 
 pub fn router(state: AppState) -> Router {
@@ -39,13 +41,15 @@ pub fn router(state: AppState) -> Router {
         .route("/messages", post(messages::submit).get(messages::list))
         .route("/messages/{id}", get(messages::get))
         .route("/messages/{id}/cancel", post(messages::cancel))
-        .layer(DefaultBodyLimit::max(single_limit))
-        .route("/messages/batch", post(messages::submit_batch).layer(DefaultBodyLimit::max(batch_limit)))
+        .route("/messages/batch", post(messages::submit_batch).layer(Extension(BodyLimit(batch_limit))))
+        .route_layer(Extension(BodyLimit(single_limit)))
         .fallback(|| async { crate::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "there is no such API route") });
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        // Bodies are read by `ApiJson`, which applies each route's `BodyLimit`.
+        .layer(DefaultBodyLimit::disable())
         .with_state(state)
 }
 

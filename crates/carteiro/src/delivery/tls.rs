@@ -16,13 +16,19 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads the certificates of a PEM text; at least one.
-pub fn parse_ca_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
-    if certs.is_empty() {
-        return Err("no certificate found".to_owned());
+/// The public roots plus the certificates of a PEM text (at least one, each a usable trust anchor).
+pub fn roots_with(extra_ca_pem: Option<&str>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(pem) = extra_ca_pem {
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
+        if certs.is_empty() {
+            return Err("no certificate found".to_owned());
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| format!("not a usable CA certificate: {e}"))?;
+        }
     }
-    Ok(certs)
+    Ok(roots)
 }
 
 /// Client configurations, built once per (verify, extra CA) pair: loading the
@@ -51,13 +57,7 @@ fn build(verify: bool, extra_ca_pem: Option<&str>) -> Result<ClientConfig, Strin
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let config = if verify {
-        let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-        if let Some(pem) = extra_ca_pem {
-            for cert in parse_ca_pem(pem)? {
-                roots.add(cert).map_err(|e| format!("the extra CA certificate cannot be used: {e}"))?;
-            }
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
+        builder.with_root_certificates(roots_with(extra_ca_pem)?).with_no_client_auth()
     } else {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider))).with_no_client_auth()
     };

@@ -71,6 +71,10 @@ pub async fn save_level(state: &AppState, actor: &Actor, scope: &Scope, doc: &Se
     check_default_sender(state, scope, &level).await?;
 
     let fields = level.changed_fields(stored.as_ref());
+    if fields.is_empty() && stored.is_some() {
+        // Nothing changed: nothing to store or to audit.
+        return Ok(level.to_doc());
+    }
     let row = LevelRow {
         document: serde_json::to_string(&level.to_doc()).map_err(anyhow::Error::from)?,
         sealed_password: level.password().map(|p: &Secret| state.keys.seal(&password_aad(scope), p)),
@@ -89,7 +93,7 @@ fn check_ca_certificates(level: &Level) -> ServiceResult<()> {
     let Some(pem) = level.connection.as_ref().and_then(|c| c.tls_ca_pem.as_deref()) else {
         return Ok(());
     };
-    crate::delivery::tls::parse_ca_pem(pem)
+    crate::delivery::tls::roots_with(Some(pem))
         .map(drop)
         .map_err(|why| FieldError::new("connection.tls_ca_pem", format!("connection.tls_ca_pem cannot be read: {why}")).into())
 }

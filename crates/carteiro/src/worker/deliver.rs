@@ -131,11 +131,15 @@ pub async fn deliver(state: &AppState, owner: &str, claimed: ClaimedMessage) -> 
     Ok(())
 }
 
-/// The answer that best describes an attempt: the final DATA reply, else the failure.
+/// The answer that best describes an attempt: the final DATA reply, else the
+/// failure (the server's own words when it answered, else what went wrong).
 fn summary(attempt: &Result<Transaction, Failure>) -> (Option<u16>, String) {
     match attempt {
         Ok(Transaction { data: Some(Ok(reply)), .. }) => (Some(reply.code), reply.text.clone()),
-        Ok(Transaction { data: Some(Err(failure)), .. }) | Err(failure) => (failure.reply().map(|r| r.code), failure.to_string()),
+        Ok(Transaction { data: Some(Err(failure)), .. }) | Err(failure) => match failure.reply() {
+            Some(reply) => (Some(reply.code), reply.text.clone()),
+            None => (None, failure.to_string()),
+        },
         Ok(Transaction { rcpt, data: None }) => {
             let first = rcpt.iter().find_map(|r| r.as_ref().err());
             (first.map(|r| r.code), "every recipient was refused".to_owned())
