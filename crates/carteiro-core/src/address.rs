@@ -18,7 +18,10 @@ pub struct EmailAddress(String);
 impl EmailAddress {
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         let invalid = |why: &str| {
-            FieldError::new(field, format!("{field} is not a valid e-mail address ({why}), got {input:?}"))
+            FieldError::new(
+                field,
+                format!("{field} is not a valid e-mail address ({why}), got {input:?}"),
+            )
         };
         let value = input.trim();
         if value.is_empty() {
@@ -27,8 +30,13 @@ impl EmailAddress {
         if value.len() > MAX_ADDRESS_OCTETS {
             return Err(invalid("longer than 254 octets"));
         }
-        if value.chars().any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>') {
-            return Err(invalid("spaces, angle brackets and control characters are not allowed"));
+        if value
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
+        {
+            return Err(invalid(
+                "spaces, angle brackets and control characters are not allowed",
+            ));
         }
         let options = email_address::Options {
             allow_display_text: false,
@@ -124,7 +132,10 @@ impl Mailbox {
             .and_then(|n| n.strip_suffix('"'))
             .map(|n| n.replace("\\\"", "\"").replace("\\\\", "\\"))
             .unwrap_or_else(|| name.to_owned());
-        Ok(Self::new(DisplayName::parse(field, &name)?, EmailAddress::parse(field, address)?))
+        Ok(Self::new(
+            DisplayName::parse(field, &name)?,
+            EmailAddress::parse(field, address)?,
+        ))
     }
 
     /// Parses a name and an address given apart (`{"name": …, "address": …}`).
@@ -133,7 +144,10 @@ impl Mailbox {
             Some(n) => DisplayName::parse(&format!("{field}.name"), n)?,
             None => None,
         };
-        Ok(Self::new(name, EmailAddress::parse(&format!("{field}.address"), address)?))
+        Ok(Self::new(
+            name,
+            EmailAddress::parse(&format!("{field}.address"), address)?,
+        ))
     }
 
     pub fn name(&self) -> Option<&str> {
@@ -145,10 +159,19 @@ impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.name() {
             None => write!(f, "{}", self.address),
-            Some(name) if name.chars().all(|c| c.is_alphanumeric() || " -_'!#$%&*+/=?^`{|}~".contains(c)) => {
+            Some(name)
+                if name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || " -_'!#$%&*+/=?^`{|}~".contains(c)) =>
+            {
                 write!(f, "{name} <{}>", self.address)
             }
-            Some(name) => write!(f, "\"{}\" <{}>", name.replace('\\', "\\\\").replace('"', "\\\""), self.address),
+            Some(name) => write!(
+                f,
+                "\"{}\" <{}>",
+                name.replace('\\', "\\\\").replace('"', "\\\""),
+                self.address
+            ),
         }
     }
 }
@@ -160,15 +183,40 @@ mod tests {
 
     #[test]
     fn parses_addresses() {
-        assert_eq!(EmailAddress::parse("to", " ana@acme.example ").unwrap().as_str(), "ana@acme.example");
-        assert_eq!(EmailAddress::parse("to", "ana@acme.example").unwrap().domain(), "acme.example");
-        for bad in ["", "ana", "ana@", "@acme", "a b@acme.example", "ana@acme.example>", "<ana@x.y>", "a@[127.0.0.1]", "ana@acme.example\r\nRCPT TO:<x@y>"] {
+        assert_eq!(
+            EmailAddress::parse("to", " ana@acme.example ")
+                .unwrap()
+                .as_str(),
+            "ana@acme.example"
+        );
+        assert_eq!(
+            EmailAddress::parse("to", "ana@acme.example")
+                .unwrap()
+                .domain(),
+            "acme.example"
+        );
+        for bad in [
+            "",
+            "ana",
+            "ana@",
+            "@acme",
+            "a b@acme.example",
+            "ana@acme.example>",
+            "<ana@x.y>",
+            "a@[127.0.0.1]",
+            "ana@acme.example\r\nRCPT TO:<x@y>",
+        ] {
             let e = EmailAddress::parse("to[0]", bad).unwrap_err();
             assert_eq!(e.field, "to[0]", "{bad:?}");
             assert!(e.message.starts_with("to[0]"), "{}", e.message);
         }
         let long = format!("{}@acme.example", "a".repeat(250));
-        assert!(EmailAddress::parse("to", &long).unwrap_err().message.contains("254"));
+        assert!(
+            EmailAddress::parse("to", &long)
+                .unwrap_err()
+                .message
+                .contains("254")
+        );
     }
 
     #[test]
@@ -181,14 +229,29 @@ mod tests {
         assert_eq!(m.to_string(), r#""Souza, Ana \"A\"" <ana@acme.example>"#);
         let m = Mailbox::parse("from", "ana@acme.example").unwrap();
         assert_eq!(m.name(), None);
-        assert_eq!(Mailbox::parse("from", "João <j@acme.example>").unwrap().to_string(), "João <j@acme.example>");
+        assert_eq!(
+            Mailbox::parse("from", "João <j@acme.example>")
+                .unwrap()
+                .to_string(),
+            "João <j@acme.example>"
+        );
         assert!(Mailbox::parse("from", "Ana <ana@acme.example").is_err());
-        assert!(Mailbox::parse("from", "Ana\r\nBcc: x@y <ana@acme.example>").unwrap_err().message.contains("CR or LF"));
+        assert!(
+            Mailbox::parse("from", "Ana\r\nBcc: x@y <ana@acme.example>")
+                .unwrap_err()
+                .message
+                .contains("CR or LF")
+        );
     }
 
     #[test]
     fn masks_for_logs() {
-        assert_eq!(EmailAddress::parse("to", "ana@acme.example").unwrap().masked(), "a***@acme.example");
+        assert_eq!(
+            EmailAddress::parse("to", "ana@acme.example")
+                .unwrap()
+                .masked(),
+            "a***@acme.example"
+        );
     }
 
     proptest! {

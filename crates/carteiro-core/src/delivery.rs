@@ -12,7 +12,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(code: u16, text: impl Into<String>) -> Self {
-        Self { code, text: text.into() }
+        Self {
+            code,
+            text: text.into(),
+        }
     }
 
     pub fn class(&self) -> ReplyClass {
@@ -99,7 +102,10 @@ impl Failure {
 
     pub fn stage(&self) -> Stage {
         match self {
-            Self::Network { stage, .. } | Self::Timeout { stage } | Self::Reply { stage, .. } | Self::Unsupported { stage, .. } => *stage,
+            Self::Network { stage, .. }
+            | Self::Timeout { stage }
+            | Self::Reply { stage, .. }
+            | Self::Unsupported { stage, .. } => *stage,
             Self::Tls { .. } => Stage::Tls,
         }
     }
@@ -115,11 +121,19 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Network { stage, detail } => write!(f, "network error at {}: {detail}", stage.as_str()),
-            Self::Timeout { stage } => write!(f, "no answer from the server at {} within the timeout", stage.as_str()),
+            Self::Network { stage, detail } => {
+                write!(f, "network error at {}: {detail}", stage.as_str())
+            }
+            Self::Timeout { stage } => write!(
+                f,
+                "no answer from the server at {} within the timeout",
+                stage.as_str()
+            ),
             Self::Tls { detail } => write!(f, "TLS handshake failed: {detail}"),
             Self::Unsupported { detail, .. } => f.write_str(detail),
-            Self::Reply { stage, reply } => write!(f, "server replied at {}: {reply}", stage.as_str()),
+            Self::Reply { stage, reply } => {
+                write!(f, "server replied at {}: {reply}", stage.as_str())
+            }
         }
     }
 }
@@ -145,7 +159,9 @@ impl RecipientState {
     }
 
     pub fn parse(input: &str) -> Option<Self> {
-        [Self::Pending, Self::Sent, Self::Failed].into_iter().find(|s| s.as_str() == input)
+        [Self::Pending, Self::Sent, Self::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == input)
     }
 }
 
@@ -192,14 +208,26 @@ pub struct RecipientResult {
 
 impl RecipientResult {
     fn from_reply(state: RecipientState, reply: &Reply) -> Self {
-        Self { state, code: Some(reply.code), reply: reply.text.clone() }
+        Self {
+            state,
+            code: Some(reply.code),
+            reply: reply.text.clone(),
+        }
     }
 
     fn from_failure(failure: &Failure) -> Self {
-        let state = if failure.is_permanent() { RecipientState::Failed } else { RecipientState::Pending };
+        let state = if failure.is_permanent() {
+            RecipientState::Failed
+        } else {
+            RecipientState::Pending
+        };
         match failure.reply() {
             Some(reply) => Self::from_reply(state, reply),
-            None => Self { state, code: None, reply: failure.to_string() },
+            None => Self {
+                state,
+                code: None,
+                reply: failure.to_string(),
+            },
         }
     }
 }
@@ -207,7 +235,10 @@ impl RecipientResult {
 /// What an attempt means for each of the `count` recipients it was for:
 /// a session that failed before the transaction decides for all of them;
 /// otherwise each RCPT answer, then the DATA answer for the accepted ones.
-pub fn recipient_results(attempt: &Result<Transaction, Failure>, count: usize) -> Vec<RecipientResult> {
+pub fn recipient_results(
+    attempt: &Result<Transaction, Failure>,
+    count: usize,
+) -> Vec<RecipientResult> {
     match attempt {
         Err(failure) => vec![RecipientResult::from_failure(failure); count],
         Ok(t) => t
@@ -215,12 +246,20 @@ pub fn recipient_results(attempt: &Result<Transaction, Failure>, count: usize) -
             .iter()
             .map(|rcpt| match (rcpt, &t.data) {
                 (Err(refused), _) => {
-                    let state = if refused.class() == ReplyClass::Permanent { RecipientState::Failed } else { RecipientState::Pending };
+                    let state = if refused.class() == ReplyClass::Permanent {
+                        RecipientState::Failed
+                    } else {
+                        RecipientState::Pending
+                    };
                     RecipientResult::from_reply(state, refused)
                 }
-                (Ok(_), Some(Ok(accepted))) => RecipientResult::from_reply(RecipientState::Sent, accepted),
+                (Ok(_), Some(Ok(accepted))) => {
+                    RecipientResult::from_reply(RecipientState::Sent, accepted)
+                }
                 (Ok(_), Some(Err(failure))) => RecipientResult::from_failure(failure),
-                (Ok(accepted), None) => RecipientResult::from_reply(RecipientState::Pending, accepted),
+                (Ok(accepted), None) => {
+                    RecipientResult::from_reply(RecipientState::Pending, accepted)
+                }
             })
             .collect(),
     }
@@ -241,33 +280,77 @@ mod tests {
 
     #[test]
     fn what_is_permanent() {
-        let reply = |stage, code| Failure::Reply { stage, reply: Reply::new(code, "x") };
+        let reply = |stage, code| Failure::Reply {
+            stage,
+            reply: Reply::new(code, "x"),
+        };
         assert!(reply(Stage::RcptTo, 550).is_permanent());
         assert!(reply(Stage::DataEnd, 554).is_permanent());
         assert!(reply(Stage::Greeting, 554).is_permanent());
-        assert!(!reply(Stage::Auth, 535).is_permanent(), "a wrong password waits for the operator's fix");
+        assert!(
+            !reply(Stage::Auth, 535).is_permanent(),
+            "a wrong password waits for the operator's fix"
+        );
         assert!(!reply(Stage::DataEnd, 451).is_permanent());
-        assert!(!Failure::Timeout { stage: Stage::DataEnd }.is_permanent());
-        assert!(!Failure::Tls { detail: "bad name".into() }.is_permanent());
-        assert!(!Failure::Network { stage: Stage::Connect, detail: "refused".into() }.is_permanent());
+        assert!(
+            !Failure::Timeout {
+                stage: Stage::DataEnd
+            }
+            .is_permanent()
+        );
+        assert!(
+            !Failure::Tls {
+                detail: "bad name".into()
+            }
+            .is_permanent()
+        );
+        assert!(
+            !Failure::Network {
+                stage: Stage::Connect,
+                detail: "refused".into()
+            }
+            .is_permanent()
+        );
     }
 
     #[test]
     fn each_recipient_gets_its_own_outcome() {
         let ok = Reply::new(250, "2.1.5 OK");
         let attempt = Ok(Transaction {
-            rcpt: vec![Ok(ok.clone()), Err(Reply::new(550, "5.1.1 no such user")), Err(Reply::new(451, "4.3.0 later"))],
+            rcpt: vec![
+                Ok(ok.clone()),
+                Err(Reply::new(550, "5.1.1 no such user")),
+                Err(Reply::new(451, "4.3.0 later")),
+            ],
             data: Some(Ok(Reply::new(250, "2.0.0 queued"))),
         });
-        let states: Vec<_> = recipient_results(&attempt, 3).into_iter().map(|r| (r.state, r.code)).collect();
-        assert_eq!(states, [(Sent, Some(250)), (Failed, Some(550)), (Pending, Some(451))]);
+        let states: Vec<_> = recipient_results(&attempt, 3)
+            .into_iter()
+            .map(|r| (r.state, r.code))
+            .collect();
+        assert_eq!(
+            states,
+            [(Sent, Some(250)), (Failed, Some(550)), (Pending, Some(451))]
+        );
 
-        let refused_data = Ok(Transaction { rcpt: vec![Ok(ok)], data: Some(Err(Failure::Reply { stage: Stage::DataEnd, reply: Reply::new(554, "5.7.1 spam") })) });
+        let refused_data = Ok(Transaction {
+            rcpt: vec![Ok(ok)],
+            data: Some(Err(Failure::Reply {
+                stage: Stage::DataEnd,
+                reply: Reply::new(554, "5.7.1 spam"),
+            })),
+        });
         assert_eq!(recipient_results(&refused_data, 1)[0].state, Failed);
 
-        let lost = Err(Failure::Timeout { stage: Stage::Greeting });
+        let lost = Err(Failure::Timeout {
+            stage: Stage::Greeting,
+        });
         let results = recipient_results(&lost, 2);
-        assert!(results.iter().all(|r| r.state == Pending && r.code.is_none() && r.reply.contains("greeting")));
+        assert!(
+            results
+                .iter()
+                .all(|r| r.state == Pending && r.code.is_none() && r.reply.contains("greeting"))
+        );
     }
 
     #[test]

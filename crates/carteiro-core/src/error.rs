@@ -13,13 +13,20 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { field: field.into(), message: message.into() }
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// The same error one level deeper: `port …` inside `connection` becomes `connection.port …`.
     pub fn within(mut self, parent: &str) -> Self {
         let old = std::mem::take(&mut self.field);
-        self.field = if old.starts_with('[') { format!("{parent}{old}") } else { format!("{parent}.{old}") };
+        self.field = if old.starts_with('[') {
+            format!("{parent}{old}")
+        } else {
+            format!("{parent}.{old}")
+        };
         self.message = if self.message.starts_with(&old) && !old.is_empty() {
             format!("{}{}", self.field, &self.message[old.len()..])
         } else {
@@ -60,7 +67,11 @@ impl FieldErrors {
     }
 
     pub fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T, FieldErrors> {
-        if self.is_empty() { Ok(value()) } else { Err(self) }
+        if self.is_empty() {
+            Ok(value())
+        } else {
+            Err(self)
+        }
     }
 }
 
@@ -82,10 +93,16 @@ impl std::error::Error for FieldErrors {}
 /// Refuses CR, LF and other control characters in a value that becomes part of a header.
 pub fn check_header_text(field: &str, value: &str) -> Result<(), FieldError> {
     if value.contains(['\r', '\n']) {
-        return Err(FieldError::new(field, format!("{field} must not contain CR or LF")));
+        return Err(FieldError::new(
+            field,
+            format!("{field} must not contain CR or LF"),
+        ));
     }
     if value.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(FieldError::new(field, format!("{field} must not contain control characters")));
+        return Err(FieldError::new(
+            field,
+            format!("{field} must not contain control characters"),
+        ));
     }
     Ok(())
 }
@@ -96,9 +113,13 @@ mod tests {
 
     #[test]
     fn within_prefixes_field_and_sentence() {
-        let e = FieldError::new("port", "port must be between 1 and 65535, got 0").within("connection");
+        let e =
+            FieldError::new("port", "port must be between 1 and 65535, got 0").within("connection");
         assert_eq!(e.field, "connection.port");
-        assert_eq!(e.message, "connection.port must be between 1 and 65535, got 0");
+        assert_eq!(
+            e.message,
+            "connection.port must be between 1 and 65535, got 0"
+        );
         let e = FieldError::new("[2]", "[2] is not an e-mail address").within("to");
         assert_eq!(e.field, "to[2]");
         assert_eq!(e.message, "to[2] is not an e-mail address");
@@ -107,7 +128,12 @@ mod tests {
     #[test]
     fn header_text_refuses_line_breaks() {
         assert!(check_header_text("subject", "Olá, mundo").is_ok());
-        assert!(check_header_text("subject", "a\r\nBcc: x@y").unwrap_err().message.contains("CR or LF"));
+        assert!(
+            check_header_text("subject", "a\r\nBcc: x@y")
+                .unwrap_err()
+                .message
+                .contains("CR or LF")
+        );
         assert!(check_header_text("subject", "a\u{0}b").is_err());
     }
 }

@@ -16,10 +16,20 @@ use crate::startup::{App, app_state, open_store, shutdown_on_signals};
 use crate::state::AppState;
 
 #[derive(Debug, Parser)]
-#[command(name = "carteiro", version, about = "A self-hosted outbound e-mail gateway for business platforms.")]
+#[command(
+    name = "carteiro",
+    version,
+    about = "A self-hosted outbound e-mail gateway for business platforms."
+)]
 pub struct Cli {
     /// Log format.
-    #[arg(long, env = "CARTEIRO_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "CARTEIRO_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 
     #[command(subcommand)]
@@ -159,7 +169,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let master_key = master_key.as_deref();
     match cli.command {
         Command::Serve(args) => {
-            let app = App::build(&args, master_key, env_secret("CARTEIRO_ADMIN_PASSWORD").as_deref()).await?;
+            let app = App::build(
+                &args,
+                master_key,
+                env_secret("CARTEIRO_ADMIN_PASSWORD").as_deref(),
+            )
+            .await?;
             if let Some(password) = &app.generated_admin_password {
                 println!(
                     "carteiro: created the platform administrator '{}' with the password {password}\n\
@@ -178,26 +193,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Send(args) => send(args, master_key).await,
         Command::TestConnection(args) => test_connection(args, master_key).await,
-        Command::Config(ConfigCommand::Explain { store, company, user }) => {
+        Command::Config(ConfigCommand::Explain {
+            store,
+            company,
+            user,
+        }) => {
             let state = app_state(&store, master_key, DeliveryArgs::defaults().check()?).await?;
             let company = CompanySlug::parse("--company", &company)?;
             let user = user.map(|u| UserRef::parse("--user", &u)).transpose()?;
-            let explained = settings::explain(&state, &company, user.as_ref()).await.map_err(service_error)?;
+            let explained = settings::explain(&state, &company, user.as_ref())
+                .await
+                .map_err(service_error)?;
             println!("{}", serde_json::to_string_pretty(&explained)?);
             Ok(())
         }
-        Command::Admin(AdminCommand::Create { store, username, company, password_stdin }) => {
+        Command::Admin(AdminCommand::Create {
+            store,
+            username,
+            company,
+            password_stdin,
+        }) => {
             let state = app_state(&store, master_key, DeliveryArgs::defaults().check()?).await?;
-            let company = company.map(|c| CompanySlug::parse("--company", &c)).transpose()?;
+            let company = company
+                .map(|c| CompanySlug::parse("--company", &c))
+                .transpose()?;
             let (password, generated) = password(password_stdin)?;
-            auth::create_admin(&state, &username, &password, company.as_ref()).await.map_err(service_error)?;
+            auth::create_admin(&state, &username, &password, company.as_ref())
+                .await
+                .map_err(service_error)?;
             report_password(&username, generated.then_some(&password));
             Ok(())
         }
-        Command::Admin(AdminCommand::ResetPassword { store, username, password_stdin }) => {
+        Command::Admin(AdminCommand::ResetPassword {
+            store,
+            username,
+            password_stdin,
+        }) => {
             let state = app_state(&store, master_key, DeliveryArgs::defaults().check()?).await?;
             let (password, generated) = password(password_stdin)?;
-            auth::reset_password(&state, &username, &password).await.map_err(service_error)?;
+            auth::reset_password(&state, &username, &password)
+                .await
+                .map_err(service_error)?;
             report_password(&username, generated.then_some(&password));
             Ok(())
         }
@@ -205,13 +241,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn service_error(e: crate::service::ServiceError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
+    anyhow::anyhow!("{e:#}")
 }
 
 fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     if from_stdin {
         let mut line = String::new();
-        std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
         Ok((line.trim_end_matches(['\r', '\n']).to_owned(), false))
     } else {
         Ok((auth::random_token(""), true))
@@ -220,7 +258,9 @@ fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 
 fn report_password(username: &str, generated: Option<&String>) {
     match generated {
-        Some(p) => println!("carteiro: administrator '{username}' now has the password {p} (shown this once)"),
+        Some(p) => println!(
+            "carteiro: administrator '{username}' now has the password {p} (shown this once)"
+        ),
         None => println!("carteiro: administrator '{username}' updated"),
     }
 }
@@ -239,13 +279,19 @@ async fn send(args: SendArgs, master_key: Option<&str>) -> anyhow::Result<()> {
     let state: AppState = app_state(&args.store, master_key, args.delivery.check()?).await?;
     let company = CompanySlug::parse("--company", &args.company)?;
     let message = match &args.json {
-        Some(path) => serde_json::from_str(&read_input(path)?).context("the message document is not valid")?,
+        Some(path) => {
+            serde_json::from_str(&read_input(path)?).context("the message document is not valid")?
+        }
         None => {
             let text = match args.text.as_deref() {
                 Some("-") => Some(read_input(std::path::Path::new("-"))?),
                 other => other.map(str::to_owned),
             };
-            let actor = args.actor_id.map(|id| ActorIn { id: IdIn::Text(id), name: args.actor_name, address: args.actor_address });
+            let actor = args.actor_id.map(|id| ActorIn {
+                id: IdIn::Text(id),
+                name: args.actor_name,
+                address: args.actor_address,
+            });
             MessageIn {
                 kind: Some(args.kind),
                 to: args.to.into_iter().map(MailboxIn::Text).collect(),
@@ -261,7 +307,9 @@ async fn send(args: SendArgs, master_key: Option<&str>) -> anyhow::Result<()> {
             }
         }
     };
-    let accepted = submit::submit_one(&state, &company, &message).await.map_err(service_error)?;
+    let accepted = submit::submit_one(&state, &company, &message)
+        .await
+        .map_err(service_error)?;
     println!("{}", serde_json::to_string(&accepted)?);
     Ok(())
 }
@@ -269,14 +317,30 @@ async fn send(args: SendArgs, master_key: Option<&str>) -> anyhow::Result<()> {
 async fn test_connection(args: TestArgs, master_key: Option<&str>) -> anyhow::Result<()> {
     let state = app_state(&args.store, master_key, args.delivery.check()?).await?;
     let settings: Option<SettingsDoc> = match &args.settings {
-        Some(path) => Some(serde_json::from_str(&read_input(path)?).context("the settings document is not valid")?),
+        Some(path) => Some(
+            serde_json::from_str(&read_input(path)?)
+                .context("the settings document is not valid")?,
+        ),
         None => None,
     };
-    let input = TestConnectionIn { company: args.company, user: args.user, settings, to: args.to };
+    let input = TestConnectionIn {
+        company: args.company,
+        user: args.user,
+        settings,
+        to: args.to,
+    };
     let target = input.target().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let report = run_test(&state, &target, input.settings.as_ref()).await.map_err(service_error)?;
+    let report = run_test(&state, &target, input.settings.as_ref())
+        .await
+        .map_err(service_error)?;
     for step in &report.steps {
-        println!("{} {:<9} {:>6} ms  {}", if step.ok { "ok  " } else { "FAIL" }, step.step, step.ms, step.detail);
+        println!(
+            "{} {:<9} {:>6} ms  {}",
+            if step.ok { "ok  " } else { "FAIL" },
+            step.step,
+            step.ms,
+            step.detail
+        );
     }
     if let Some(hint) = &report.hint {
         println!("hint: {hint}");

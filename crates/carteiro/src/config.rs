@@ -41,7 +41,11 @@ pub struct DeliveryArgs {
     pub retry_max_delay_s: f64,
 
     /// A message not delivered this long after it became due fails, in seconds (default 5 days).
-    #[arg(long, env = "CARTEIRO_MAX_QUEUE_LIFETIME_S", default_value_t = 432_000.0)]
+    #[arg(
+        long,
+        env = "CARTEIRO_MAX_QUEUE_LIFETIME_S",
+        default_value_t = 432_000.0
+    )]
     pub max_queue_lifetime_s: f64,
 
     /// How long a worker holds a message before another may take it over, in seconds.
@@ -109,23 +113,47 @@ pub struct DeliveryConfig {
 }
 
 fn seconds(name: &str, value: f64, min: f64) -> anyhow::Result<Duration> {
-    ensure!(value.is_finite() && value >= min, "--{name} must be at least {min} seconds, got {value}");
+    ensure!(
+        value.is_finite() && value >= min,
+        "--{name} must be at least {min} seconds, got {value}"
+    );
     Ok(Duration::from_secs_f64(value))
 }
 
 impl DeliveryArgs {
     pub fn check(&self) -> anyhow::Result<DeliveryConfig> {
-        ensure!(self.max_message_bytes >= 1024, "--max-message-bytes must be at least 1024, got {}", self.max_message_bytes);
-        ensure!((1..=10_000).contains(&self.max_recipients), "--max-recipients must be between 1 and 10000, got {}", self.max_recipients);
-        ensure!(self.max_in_flight >= 1, "--max-in-flight must be at least 1");
-        ensure!(self.company_concurrency >= 1, "--company-concurrency must be at least 1");
-        ensure!(self.poll_ms >= 10, "--poll-ms must be at least 10, got {}", self.poll_ms);
+        ensure!(
+            self.max_message_bytes >= 1024,
+            "--max-message-bytes must be at least 1024, got {}",
+            self.max_message_bytes
+        );
+        ensure!(
+            (1..=10_000).contains(&self.max_recipients),
+            "--max-recipients must be between 1 and 10000, got {}",
+            self.max_recipients
+        );
+        ensure!(
+            self.max_in_flight >= 1,
+            "--max-in-flight must be at least 1"
+        );
+        ensure!(
+            self.company_concurrency >= 1,
+            "--company-concurrency must be at least 1"
+        );
+        ensure!(
+            self.poll_ms >= 10,
+            "--poll-ms must be at least 10, got {}",
+            self.poll_ms
+        );
         let retry = RetryPolicy {
             first_delay: seconds("retry-first-delay-s", self.retry_first_delay_s, 0.01)?,
             max_delay: seconds("retry-max-delay-s", self.retry_max_delay_s, 0.01)?,
             max_lifetime: seconds("max-queue-lifetime-s", self.max_queue_lifetime_s, 0.01)?,
         };
-        ensure!(retry.max_delay >= retry.first_delay, "--retry-max-delay-s must not be below --retry-first-delay-s");
+        ensure!(
+            retry.max_delay >= retry.first_delay,
+            "--retry-max-delay-s must not be below --retry-first-delay-s"
+        );
         let hostname = match &self.hostname {
             Some(h) => h.clone(),
             None => gethostname::gethostname().to_string_lossy().into_owned(),
@@ -135,7 +163,9 @@ impl DeliveryArgs {
         }
         Ok(DeliveryConfig {
             max_message_bytes: self.max_message_bytes,
-            limits: Limits { max_recipients: self.max_recipients },
+            limits: Limits {
+                max_recipients: self.max_recipients,
+            },
             retry,
             lease: seconds("lease-s", self.lease_s, 1.0)?,
             poll: Duration::from_millis(self.poll_ms),

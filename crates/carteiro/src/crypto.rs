@@ -12,6 +12,14 @@ use carteiro_core::Secret;
 use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 
+/// A sealed secret does not open: carteiro runs with another master key than
+/// the one the secret was saved with. Said in these words wherever it surfaces.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a stored password cannot be opened with this master key: start carteiro with the key it was saved with (CARTEIRO_MASTER_KEY, or master.key in the data directory)"
+)]
+pub struct WrongMasterKey;
+
 /// Format tag of sealed values, so that a later scheme can sit beside this one.
 const SEALED_PREFIX: &str = "v1:";
 const KEY_FILE: &str = "master.key";
@@ -22,22 +30,37 @@ pub struct MasterKey {
 
 impl MasterKey {
     /// Uses `CARTEIRO_MASTER_KEY` (base64 of 32 bytes) when given; else the key
-    /// file in the data directory, created with mode 0600 on first run.
-    pub fn load_or_create(from_env: Option<&str>, data_dir: &Path) -> anyhow::Result<Self> {
+    /// file in the data directory, created with mode 0600 on first run. A new
+    /// key is made only when `may_create`: a store that already holds sealed
+    /// secrets needs the key they were sealed with, not a fresh one.
+    pub fn load_or_create(
+        from_env: Option<&str>,
+        data_dir: &Path,
+        may_create: bool,
+    ) -> anyhow::Result<Self> {
         if let Some(encoded) = from_env {
             return Self::from_base64(encoded).context("CARTEIRO_MASTER_KEY must be the base64 of 32 random bytes (try: openssl rand -base64 32)");
         }
         let path = data_dir.join(KEY_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(encoded) => Self::from_base64(&encoded).with_context(|| format!("the key file {} is damaged", path.display())),
+            Ok(encoded) => Self::from_base64(&encoded)
+                .with_context(|| format!("the key file {} is damaged", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !may_create => bail!(
+                "the master key is missing: {} does not exist and CARTEIRO_MASTER_KEY is not set, but the database holds passwords sealed with a key; restore the key file or set CARTEIRO_MASTER_KEY",
+                path.display()
+            ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Key::generate();
                 write_private(&path, B64.encode(key.as_slice()).as_bytes())
                     .with_context(|| format!("cannot create the key file {}", path.display()))?;
                 tracing::info!(path = %path.display(), "created a new master key; keep a copy of it: without it stored passwords cannot be read");
-                Ok(Self { cipher: XChaCha20Poly1305::new(&key) })
+                Ok(Self {
+                    cipher: XChaCha20Poly1305::new(&key),
+                })
             }
-            Err(e) => Err(e).with_context(|| format!("cannot read the key file {}", path.display())),
+            Err(e) => {
+                Err(e).with_context(|| format!("cannot read the key file {}", path.display()))
+            }
         }
     }
 
@@ -47,7 +70,9 @@ impl MasterKey {
             bail!("the key is {} bytes long; it must be 32", bytes.len());
         }
         let key = Key::try_from(bytes.as_slice()).context("key length")?;
-        Ok(Self { cipher: XChaCha20Poly1305::new(&key) })
+        Ok(Self {
+            cipher: XChaCha20Poly1305::new(&key),
+        })
     }
 
     /// Seals a secret for the place `aad` names.
@@ -55,7 +80,13 @@ impl MasterKey {
         let nonce = XNonce::generate();
         let sealed = self
             .cipher
-            .encrypt(&nonce, Payload { msg: secret.expose().as_bytes(), aad: aad.as_bytes() })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: secret.expose().as_bytes(),
+                    aad: aad.as_bytes(),
+                },
+            )
             .expect("encryption with a valid key cannot fail");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
@@ -64,7 +95,9 @@ impl MasterKey {
 
     /// Opens a value sealed for `aad`; fails on another key, another place or tampering.
     pub fn open(&self, aad: &str, sealed: &str) -> anyhow::Result<Secret> {
-        let encoded = sealed.strip_prefix(SEALED_PREFIX).context("unknown sealed-secret format")?;
+        let encoded = sealed
+            .strip_prefix(SEALED_PREFIX)
+            .context("unknown sealed-secret format")?;
         let bytes = B64.decode(encoded).context("sealed secret is not base64")?;
         if bytes.len() < 24 {
             bail!("sealed secret is too short");
@@ -73,9 +106,17 @@ impl MasterKey {
         let nonce = XNonce::try_from(nonce).context("nonce length")?;
         let plain = self
             .cipher
-            .decrypt(&nonce, Payload { msg: ciphertext, aad: aad.as_bytes() })
-            .map_err(|_| anyhow::anyhow!("a stored secret cannot be opened with this master key (was the key changed?)"))?;
-        Ok(Secret::new(String::from_utf8(plain).context("sealed secret is not UTF-8")?))
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: ciphertext,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| WrongMasterKey)?;
+        Ok(Secret::new(
+            String::from_utf8(plain).context("sealed secret is not UTF-8")?,
+        ))
     }
 }
 
@@ -97,22 +138,56 @@ mod tests {
     #[test]
     fn seals_and_opens_for_the_same_place_only() {
         let dir = tempfile::tempdir().unwrap();
-        let key = MasterKey::load_or_create(None, dir.path()).unwrap();
-        let sealed = key.seal("settings:global:connection.password", &Secret::new("hunter2"));
+        let key = MasterKey::load_or_create(None, dir.path(), true).unwrap();
+        let sealed = key.seal(
+            "settings:global:connection.password",
+            &Secret::new("hunter2"),
+        );
         assert!(!sealed.contains("hunter2"));
-        assert_eq!(key.open("settings:global:connection.password", &sealed).unwrap().expose(), "hunter2");
-        assert!(key.open("settings:company:acme:connection.password", &sealed).is_err());
+        assert_eq!(
+            key.open("settings:global:connection.password", &sealed)
+                .unwrap()
+                .expose(),
+            "hunter2"
+        );
+        assert!(
+            key.open("settings:company:acme:connection.password", &sealed)
+                .is_err()
+        );
 
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let again = MasterKey::load_or_create(None, dir.path()).unwrap();
-        assert_eq!(again.open("settings:global:connection.password", &sealed).unwrap().expose(), "hunter2");
+        let again = MasterKey::load_or_create(None, dir.path(), false).unwrap();
+        assert_eq!(
+            again
+                .open("settings:global:connection.password", &sealed)
+                .unwrap()
+                .expose(),
+            "hunter2"
+        );
         let other = MasterKey::from_base64(&B64.encode([7u8; 32])).unwrap();
-        assert!(other.open("settings:global:connection.password", &sealed).is_err());
+        assert!(
+            other
+                .open("settings:global:connection.password", &sealed)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn never_replaces_a_missing_key_that_secrets_need() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = MasterKey::load_or_create(None, dir.path(), false)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("the master key is missing"), "{e}");
+        assert!(!dir.path().join(KEY_FILE).exists());
     }
 
     #[test]

@@ -34,7 +34,9 @@ impl AppState {
 
 /// Milliseconds since the Unix epoch: how times are stored.
 pub fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos().div_euclid(1_000_000) as i64
+    time::OffsetDateTime::now_utc()
+        .unix_timestamp_nanos()
+        .div_euclid(1_000_000) as i64
 }
 
 /// RFC 3339 text of a stored time.

@@ -18,7 +18,10 @@ pub struct Host(String);
 impl Host {
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         let value = input.trim();
-        let value = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(value);
+        let value = value
+            .strip_prefix('[')
+            .and_then(|v| v.strip_suffix(']'))
+            .unwrap_or(value);
         if value.is_empty() {
             return Err(FieldError::new(field, format!("{field} must not be empty")));
         }
@@ -28,14 +31,19 @@ impl Host {
         let labels_ok = value.len() <= 253
             && value.trim_end_matches('.').split('.').all(|label| {
                 (1..=63).contains(&label.len())
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             });
         if labels_ok {
             Ok(Self(value.to_ascii_lowercase()))
         } else {
-            Err(FieldError::new(field, format!("{field} must be a host name or an IP address, got {input:?}")))
+            Err(FieldError::new(
+                field,
+                format!("{field} must be a host name or an IP address, got {input:?}"),
+            ))
         }
     }
 
@@ -58,7 +66,10 @@ impl Port {
     pub fn parse(field: &str, input: i64) -> Result<Self, FieldError> {
         match u16::try_from(input) {
             Ok(p) if p >= 1 => Ok(Self(p)),
-            _ => Err(FieldError::new(field, format!("{field} must be between 1 and 65535, got {input}"))),
+            _ => Err(FieldError::new(
+                field,
+                format!("{field} must be between 1 and 65535, got {input}"),
+            )),
         }
     }
 
@@ -76,7 +87,10 @@ impl TimeoutSecs {
         if (10..=180).contains(&input) {
             Ok(Self(input as u16))
         } else {
-            Err(FieldError::new(field, format!("{field} must be between 10 and 180, got {input}")))
+            Err(FieldError::new(
+                field,
+                format!("{field} must be between 10 and 180, got {input}"),
+            ))
         }
     }
 
@@ -94,10 +108,17 @@ impl Default for TimeoutSecs {
 /// Parses one of a fixed set of lowercase words, naming them all when the value is none of them.
 fn parse_choice<T: Copy>(field: &str, input: &str, choices: &[(&str, T)]) -> Result<T, FieldError> {
     let value = input.trim().to_ascii_lowercase();
-    choices.iter().find(|(name, _)| *name == value).map(|(_, v)| *v).ok_or_else(|| {
-        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-        FieldError::new(field, format!("{field} must be one of {}, got {input:?}", names.join(", ")))
-    })
+    choices
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            FieldError::new(
+                field,
+                format!("{field} must be one of {}, got {input:?}", names.join(", ")),
+            )
+        })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -112,7 +133,11 @@ pub enum Security {
 }
 
 impl Security {
-    const CHOICES: &[(&str, Security)] = &[("none", Self::None), ("starttls", Self::StartTls), ("tls", Self::Tls)];
+    const CHOICES: &[(&str, Security)] = &[
+        ("none", Self::None),
+        ("starttls", Self::StartTls),
+        ("tls", Self::Tls),
+    ];
 
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         parse_choice(field, input, Self::CHOICES)
@@ -137,7 +162,11 @@ pub enum AuthMechanism {
 }
 
 impl AuthMechanism {
-    const CHOICES: &[(&str, AuthMechanism)] = &[("auto", Self::Auto), ("plain", Self::Plain), ("login", Self::Login)];
+    const CHOICES: &[(&str, AuthMechanism)] = &[
+        ("auto", Self::Auto),
+        ("plain", Self::Plain),
+        ("login", Self::Login),
+    ];
 
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         parse_choice(field, input, Self::CHOICES)
@@ -170,7 +199,10 @@ impl TransportKind {
                     "{field} {legacy:?} is no longer supported: it ran on the user's workstation; use \"smtp\" with your mail server instead"
                 ),
             )),
-            _ => Err(FieldError::new(field, format!("{field} must be \"smtp\", got {input:?}"))),
+            _ => Err(FieldError::new(
+                field,
+                format!("{field} must be \"smtp\", got {input:?}"),
+            )),
         }
     }
 
@@ -242,30 +274,69 @@ impl ConnectionBlock {
     /// Parses a connection document. A blank or absent password keeps
     /// `stored_password`. Fields are checked one by one and every error is
     /// returned; an enabled block must also be complete.
-    pub fn parse(doc: &ConnectionDoc, stored_password: Option<&Secret>) -> Result<Self, FieldErrors> {
+    pub fn parse(
+        doc: &ConnectionDoc,
+        stored_password: Option<&Secret>,
+    ) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::default();
         let transport = match &doc.transport {
-            Some(t) => errors.check(TransportKind::parse("connection.transport", t)).unwrap_or_default(),
+            Some(t) => errors
+                .check(TransportKind::parse("connection.transport", t))
+                .unwrap_or_default(),
             None => TransportKind::Smtp,
         };
-        let host = doc.host.as_deref().filter(|h| !h.trim().is_empty()).and_then(|h| errors.check(Host::parse("connection.host", h)));
-        let port = doc.port.and_then(|p| errors.check(Port::parse("connection.port", p)));
-        let security = doc.security.as_deref().and_then(|s| errors.check(Security::parse("connection.security", s)));
-        let auth_mechanism =
-            doc.auth_mechanism.as_deref().and_then(|m| errors.check(AuthMechanism::parse("connection.auth_mechanism", m)));
-        let username = doc.username.as_deref().map(str::trim).filter(|u| !u.is_empty()).and_then(|u| {
-            errors.check(check_header_text("connection.username", u).and_then(|()| bounded("connection.username", u, 256)))
-                .map(|()| u.to_owned())
-        });
+        let host = doc
+            .host
+            .as_deref()
+            .filter(|h| !h.trim().is_empty())
+            .and_then(|h| errors.check(Host::parse("connection.host", h)));
+        let port = doc
+            .port
+            .and_then(|p| errors.check(Port::parse("connection.port", p)));
+        let security = doc
+            .security
+            .as_deref()
+            .and_then(|s| errors.check(Security::parse("connection.security", s)));
+        let auth_mechanism = doc
+            .auth_mechanism
+            .as_deref()
+            .and_then(|m| errors.check(AuthMechanism::parse("connection.auth_mechanism", m)));
+        let username = doc
+            .username
+            .as_deref()
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .and_then(|u| {
+                errors
+                    .check(
+                        check_header_text("connection.username", u)
+                            .and_then(|()| bounded("connection.username", u, 256)),
+                    )
+                    .map(|()| u.to_owned())
+            });
         let password = match doc.password.as_deref().filter(|p| !p.is_empty()) {
-            Some(p) => errors.check(check_secret("connection.password", p)).map(|()| Secret::new(p)),
+            Some(p) => errors
+                .check(check_secret("connection.password", p))
+                .map(|()| Secret::new(p)),
             None => stored_password.cloned(),
         };
-        let timeout = doc.timeout_s.and_then(|t| errors.check(TimeoutSecs::parse("connection.timeout_s", t)));
-        let tls_ca_pem = doc.tls_ca_pem.as_deref().map(str::trim).filter(|p| !p.is_empty()).and_then(|p| {
-            errors.check(check_pem("connection.tls_ca_pem", p)).map(|()| p.to_owned())
-        });
-        let proxy = doc.proxy.as_ref().and_then(|p| errors.check(parse_proxy(p)));
+        let timeout = doc
+            .timeout_s
+            .and_then(|t| errors.check(TimeoutSecs::parse("connection.timeout_s", t)));
+        let tls_ca_pem = doc
+            .tls_ca_pem
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .and_then(|p| {
+                errors
+                    .check(check_pem("connection.tls_ca_pem", p))
+                    .map(|()| p.to_owned())
+            });
+        let proxy = doc
+            .proxy
+            .as_ref()
+            .and_then(|p| errors.check(parse_proxy(p)));
 
         let block = Self {
             enabled: doc.enabled.unwrap_or(true),
@@ -362,7 +433,10 @@ impl ConnectionBlock {
 
 fn bounded(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
     if value.chars().count() > max {
-        return Err(FieldError::new(field, format!("{field} must be at most {max} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("{field} must be at most {max} characters"),
+        ));
     }
     Ok(())
 }
@@ -371,7 +445,10 @@ fn bounded(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
 /// message never repeats the value.
 fn check_secret(field: &str, value: &str) -> Result<(), FieldError> {
     if value.contains(['\r', '\n', '\0']) {
-        return Err(FieldError::new(field, format!("{field} must not contain line breaks or NUL characters")));
+        return Err(FieldError::new(
+            field,
+            format!("{field} must not contain line breaks or NUL characters"),
+        ));
     }
     bounded(field, value, 1024)
 }
@@ -382,7 +459,9 @@ fn check_pem(field: &str, value: &str) -> Result<(), FieldError> {
     if begins == 0 || begins != ends {
         return Err(FieldError::new(
             field,
-            format!("{field} must hold one or more PEM certificates (-----BEGIN CERTIFICATE----- … -----END CERTIFICATE-----)"),
+            format!(
+                "{field} must hold one or more PEM certificates (-----BEGIN CERTIFICATE----- … -----END CERTIFICATE-----)"
+            ),
         ));
     }
     bounded(field, value, 64 * 1024)
@@ -407,8 +486,16 @@ fn parse_proxy(doc: &ProxyDoc) -> Result<ProxyBlock, FieldError> {
     };
     Ok(ProxyBlock {
         kind,
-        address: doc.address.as_deref().filter(|a| !a.trim().is_empty()).map(|a| Host::parse("connection.proxy.address", a)).transpose()?,
-        port: doc.port.map(|p| Port::parse("connection.proxy.port", p)).transpose()?,
+        address: doc
+            .address
+            .as_deref()
+            .filter(|a| !a.trim().is_empty())
+            .map(|a| Host::parse("connection.proxy.address", a))
+            .transpose()?,
+        port: doc
+            .port
+            .map(|p| Port::parse("connection.proxy.port", p))
+            .transpose()?,
         username: doc.username.clone().filter(|u| !u.is_empty()),
     })
 }

@@ -8,7 +8,10 @@ pub mod policy;
 
 use serde_json::{Map, Value, json};
 
-pub use connection::{AuthMechanism, Connection, ConnectionBlock, Host, Login, Port, Security, SmtpServer, TimeoutSecs};
+pub use connection::{
+    AuthMechanism, Connection, ConnectionBlock, Host, Login, Port, Security, SmtpServer,
+    TimeoutSecs,
+};
 pub use doc::{ConnectionDoc, PolicyDoc, ProxyDoc, SettingsDoc};
 pub use policy::{BundleInterval, Policy, PolicyPatch, SendAsOthers, Source, Sourced};
 
@@ -58,14 +61,22 @@ impl Level {
     }
 
     /// Parses a stored document, whose password is kept apart (sealed).
-    pub fn parse_with_password(doc: &SettingsDoc, stored_password: Option<&Secret>) -> Result<Self, FieldErrors> {
-        let connection = doc.connection.as_ref().map(|c| ConnectionBlock::parse(c, stored_password));
+    pub fn parse_with_password(
+        doc: &SettingsDoc,
+        stored_password: Option<&Secret>,
+    ) -> Result<Self, FieldErrors> {
+        let connection = doc
+            .connection
+            .as_ref()
+            .map(|c| ConnectionBlock::parse(c, stored_password));
         let policy = PolicyPatch::parse(doc.policy.as_ref().unwrap_or(&PolicyDoc::default()));
         match (connection.transpose(), policy) {
             (Ok(connection), Ok(policy)) => Ok(Self { connection, policy }),
             (connection, policy) => {
                 let mut errors = FieldErrors::default();
-                errors.0.extend(connection.err().into_iter().flat_map(|e| e.0));
+                errors
+                    .0
+                    .extend(connection.err().into_iter().flat_map(|e| e.0));
                 errors.0.extend(policy.err().into_iter().flat_map(|e| e.0));
                 Err(errors)
             }
@@ -107,13 +118,25 @@ fn diff_json(prefix: &str, before: &Value, after: &Value, out: &mut Vec<String>)
         return;
     }
     let empty = Map::new();
-    let (b, a) = (before.as_object().unwrap_or(&empty), after.as_object().unwrap_or(&empty));
+    let (b, a) = (
+        before.as_object().unwrap_or(&empty),
+        after.as_object().unwrap_or(&empty),
+    );
     let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
     keys.sort();
     keys.dedup();
     for key in keys {
-        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
-        diff_json(&path, b.get(key).unwrap_or(&Value::Null), a.get(key).unwrap_or(&Value::Null), out);
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        diff_json(
+            &path,
+            b.get(key).unwrap_or(&Value::Null),
+            a.get(key).unwrap_or(&Value::Null),
+            out,
+        );
     }
 }
 
@@ -135,14 +158,26 @@ pub struct Effective {
 
 impl Effective {
     pub fn resolve(levels: Levels<'_>) -> Self {
-        let ordered = [(Source::Global, levels.global), (Source::Company, levels.company), (Source::User, levels.user)];
+        let ordered = [
+            (Source::Global, levels.global),
+            (Source::Company, levels.company),
+            (Source::User, levels.user),
+        ];
         let connection = ordered.iter().rev().find_map(|(source, level)| {
             let block = (*level)?.connection.as_ref().filter(|c| c.enabled)?;
-            Some(Sourced { value: block.clone(), source: *source })
+            Some(Sourced {
+                value: block.clone(),
+                source: *source,
+            })
         });
-        let patches: Vec<(Source, &PolicyPatch)> =
-            ordered.iter().filter_map(|(source, level)| level.map(|l| (*source, &l.policy))).collect();
-        Self { connection, policy: Policy::resolve(&patches) }
+        let patches: Vec<(Source, &PolicyPatch)> = ordered
+            .iter()
+            .filter_map(|(source, level)| level.map(|l| (*source, &l.policy)))
+            .collect();
+        Self {
+            connection,
+            policy: Policy::resolve(&patches),
+        }
     }
 
     /// The usable connection in force, if any level provides one.
@@ -180,7 +215,8 @@ impl Effective {
             _ => Value::Null,
         };
         let p = &self.policy;
-        let entry = |value: Value, source: Source| json!({"value": value, "source": source.as_str()});
+        let entry =
+            |value: Value, source: Source| json!({"value": value, "source": source.as_str()});
         json!({
             "connection": connection,
             "policy": {

@@ -27,7 +27,10 @@ impl SendAsOthers {
             "allowed" => Ok(Self::Allowed),
             "on_behalf" => Ok(Self::OnBehalf),
             "rewrite" => Ok(Self::Rewrite),
-            _ => Err(FieldError::new(field, format!("{field} must be one of allowed, on_behalf, rewrite, got {input:?}"))),
+            _ => Err(FieldError::new(
+                field,
+                format!("{field} must be one of allowed, on_behalf, rewrite, got {input:?}"),
+            )),
         }
     }
 
@@ -49,7 +52,10 @@ impl BundleInterval {
         if (100..=600_000).contains(&input) {
             Ok(Self(input as u32))
         } else {
-            Err(FieldError::new(field, format!("{field} must be between 100 and 600000, got {input}")))
+            Err(FieldError::new(
+                field,
+                format!("{field} must be between 100 and 600000, got {input}"),
+            ))
         }
     }
 
@@ -89,10 +95,13 @@ impl PolicyPatch {
             .as_deref()
             .filter(|a| !a.trim().is_empty())
             .and_then(|a| errors.check(EmailAddress::parse("policy.default_sender_address", a)));
-        let bundle_interval =
-            doc.bundle_interval_ms.and_then(|i| errors.check(BundleInterval::parse("policy.bundle_interval_ms", i)));
-        let send_as_others =
-            doc.send_as_others.as_deref().and_then(|s| errors.check(SendAsOthers::parse("policy.send_as_others", s)));
+        let bundle_interval = doc
+            .bundle_interval_ms
+            .and_then(|i| errors.check(BundleInterval::parse("policy.bundle_interval_ms", i)));
+        let send_as_others = doc
+            .send_as_others
+            .as_deref()
+            .and_then(|s| errors.check(SendAsOthers::parse("policy.send_as_others", s)));
         errors.into_result(|| Self {
             default_sender_enabled: doc.default_sender_enabled,
             default_sender_name,
@@ -107,8 +116,14 @@ impl PolicyPatch {
     pub fn to_doc(&self) -> PolicyDoc {
         PolicyDoc {
             default_sender_enabled: self.default_sender_enabled,
-            default_sender_name: self.default_sender_name.as_ref().map(|n| n.as_str().to_owned()),
-            default_sender_address: self.default_sender_address.as_ref().map(|a| a.as_str().to_owned()),
+            default_sender_name: self
+                .default_sender_name
+                .as_ref()
+                .map(|n| n.as_str().to_owned()),
+            default_sender_address: self
+                .default_sender_address
+                .as_ref()
+                .map(|a| a.as_str().to_owned()),
             force_default_sender: self.force_default_sender,
             bundle_enabled: self.bundle_enabled,
             bundle_interval_ms: self.bundle_interval.map(|i| i64::from(i.millis())),
@@ -160,14 +175,29 @@ impl Policy {
     /// Resolves each field from the most specific level that sets it.
     /// `patches` runs from the least specific level to the most specific.
     pub fn resolve(patches: &[(Source, &PolicyPatch)]) -> Self {
-        fn pick<T: Clone>(patches: &[(Source, &PolicyPatch)], get: impl Fn(&PolicyPatch) -> Option<T>, default: T) -> Sourced<T> {
+        fn pick<T: Clone>(
+            patches: &[(Source, &PolicyPatch)],
+            get: impl Fn(&PolicyPatch) -> Option<T>,
+            default: T,
+        ) -> Sourced<T> {
             patches
                 .iter()
                 .rev()
-                .find_map(|(source, patch)| get(patch).map(|value| Sourced { value, source: *source }))
-                .unwrap_or(Sourced { value: default, source: Source::Default })
+                .find_map(|(source, patch)| {
+                    get(patch).map(|value| Sourced {
+                        value,
+                        source: *source,
+                    })
+                })
+                .unwrap_or(Sourced {
+                    value: default,
+                    source: Source::Default,
+                })
         }
-        fn pick_opt<T: Clone>(patches: &[(Source, &PolicyPatch)], get: impl Fn(&PolicyPatch) -> Option<T>) -> Sourced<Option<T>> {
+        fn pick_opt<T: Clone>(
+            patches: &[(Source, &PolicyPatch)],
+            get: impl Fn(&PolicyPatch) -> Option<T>,
+        ) -> Sourced<Option<T>> {
             pick(patches, |p| get(p).map(Some), None)
         }
         Self {
@@ -183,8 +213,14 @@ impl Policy {
 
     /// The default sender, when it is switched on and has an address.
     pub fn default_sender(&self) -> Option<Mailbox> {
-        match (self.default_sender_enabled.value, &self.default_sender_address.value) {
-            (true, Some(address)) => Some(Mailbox::new(self.default_sender_name.value.clone(), address.clone())),
+        match (
+            self.default_sender_enabled.value,
+            &self.default_sender_address.value,
+        ) {
+            (true, Some(address)) => Some(Mailbox::new(
+                self.default_sender_name.value.clone(),
+                address.clone(),
+            )),
             _ => None,
         }
     }

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use super::auth::AdminAuth;
 use super::json::ApiJson;
-use super::query::ApiQuery;
 use super::messages::{ListQuery, filter};
+use super::query::ApiQuery;
 use crate::error::{ApiError, ApiResult};
 use crate::service::messages::MessageOut;
 use crate::service::tenants::{ApiKeyIn, ApiKeyOut, CompanyIn, CompanyOut, NewApiKey};
@@ -27,7 +27,10 @@ pub struct LoginIn {
     password: String,
 }
 
-pub async fn login(State(state): State<AppState>, ApiJson(input): ApiJson<LoginIn>) -> ApiResult<Json<Value>> {
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(input): ApiJson<LoginIn>,
+) -> ApiResult<Json<Value>> {
     let token = auth::login(&state, &input.username, &input.password).await?;
     Ok(Json(json!({"token": token})))
 }
@@ -40,19 +43,35 @@ fn user_ref(user_id: &str) -> ApiResult<UserRef> {
     UserRef::parse("user_id", user_id).map_err(|e| ApiError::invalid(e.into()))
 }
 
-pub async fn get_global(State(state): State<AppState>, admin: AdminAuth) -> ApiResult<Json<SettingsDoc>> {
+pub async fn get_global(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+) -> ApiResult<Json<SettingsDoc>> {
     admin.require_platform()?;
     Ok(Json(settings::read_level(&state, &Scope::Global).await?))
 }
 
-pub async fn put_global(State(state): State<AppState>, admin: AdminAuth, ApiJson(doc): ApiJson<SettingsDoc>) -> ApiResult<Json<SettingsDoc>> {
+pub async fn put_global(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    ApiJson(doc): ApiJson<SettingsDoc>,
+) -> ApiResult<Json<SettingsDoc>> {
     admin.require_platform()?;
-    Ok(Json(settings::save_level(&state, &actor(&admin), &Scope::Global, &doc).await?))
+    Ok(Json(
+        settings::save_level(&state, &actor(&admin), &Scope::Global, &doc).await?,
+    ))
 }
 
-pub async fn list_companies(State(state): State<AppState>, admin: AdminAuth) -> ApiResult<Json<Vec<CompanyOut>>> {
+pub async fn list_companies(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+) -> ApiResult<Json<Vec<CompanyOut>>> {
     let all = tenants::companies(&state).await?;
-    Ok(Json(all.into_iter().filter(|c| admin.require_company(&c.slug).is_ok()).collect()))
+    Ok(Json(
+        all.into_iter()
+            .filter(|c| admin.require_company(&c.slug).is_ok())
+            .collect(),
+    ))
 }
 
 pub async fn create_company(
@@ -61,17 +80,30 @@ pub async fn create_company(
     ApiJson(input): ApiJson<CompanyIn>,
 ) -> ApiResult<(StatusCode, Json<CompanyOut>)> {
     admin.require_platform()?;
-    Ok((StatusCode::CREATED, Json(tenants::create_company(&state, &actor(&admin), &input).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(tenants::create_company(&state, &actor(&admin), &input).await?),
+    ))
 }
 
-pub async fn get_company(State(state): State<AppState>, admin: AdminAuth, Path(slug): Path<String>) -> ApiResult<Json<CompanyOut>> {
+pub async fn get_company(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<CompanyOut>> {
     let company = admin.require_company(&slug)?;
     Ok(Json(tenants::company_out(&state, &company).await?))
 }
 
-pub async fn get_company_settings(State(state): State<AppState>, admin: AdminAuth, Path(slug): Path<String>) -> ApiResult<Json<SettingsDoc>> {
+pub async fn get_company_settings(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<SettingsDoc>> {
     let company = admin.require_company(&slug)?;
-    Ok(Json(settings::read_level(&state, &Scope::Company(company)).await?))
+    Ok(Json(
+        settings::read_level(&state, &Scope::Company(company)).await?,
+    ))
 }
 
 pub async fn put_company_settings(
@@ -81,7 +113,9 @@ pub async fn put_company_settings(
     ApiJson(doc): ApiJson<SettingsDoc>,
 ) -> ApiResult<Json<SettingsDoc>> {
     let company = admin.require_company(&slug)?;
-    Ok(Json(settings::save_level(&state, &actor(&admin), &Scope::Company(company), &doc).await?))
+    Ok(Json(
+        settings::save_level(&state, &actor(&admin), &Scope::Company(company), &doc).await?,
+    ))
 }
 
 pub async fn get_user_settings(
@@ -90,7 +124,9 @@ pub async fn get_user_settings(
     Path((slug, user_id)): Path<(String, String)>,
 ) -> ApiResult<Json<SettingsDoc>> {
     let company = admin.require_company(&slug)?;
-    Ok(Json(settings::read_level(&state, &Scope::User(company, user_ref(&user_id)?)).await?))
+    Ok(Json(
+        settings::read_level(&state, &Scope::User(company, user_ref(&user_id)?)).await?,
+    ))
 }
 
 pub async fn put_user_settings(
@@ -101,7 +137,9 @@ pub async fn put_user_settings(
 ) -> ApiResult<Json<SettingsDoc>> {
     let company = admin.require_company(&slug)?;
     let scope = Scope::User(company, user_ref(&user_id)?);
-    Ok(Json(settings::save_level(&state, &actor(&admin), &scope, &doc).await?))
+    Ok(Json(
+        settings::save_level(&state, &actor(&admin), &scope, &doc).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -118,10 +156,16 @@ pub async fn effective_settings(
 ) -> ApiResult<Json<Value>> {
     let company = admin.require_company(&slug)?;
     let user = query.user.as_deref().map(user_ref).transpose()?;
-    Ok(Json(settings::explain(&state, &company, user.as_ref()).await?))
+    Ok(Json(
+        settings::explain(&state, &company, user.as_ref()).await?,
+    ))
 }
 
-pub async fn list_api_keys(State(state): State<AppState>, admin: AdminAuth, Path(slug): Path<String>) -> ApiResult<Json<Vec<ApiKeyOut>>> {
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Vec<ApiKeyOut>>> {
     let company = admin.require_company(&slug)?;
     Ok(Json(tenants::api_keys(&state, &company).await?))
 }
@@ -135,8 +179,15 @@ pub async fn create_api_key(
     let body = super::json::read_body(request, &state).await?;
     let company = admin.require_company(&slug)?;
     // The body is optional: a key needs no more than its company.
-    let input: ApiKeyIn = if body.iter().all(u8::is_ascii_whitespace) { ApiKeyIn::default() } else { super::json::parse(&body)? };
-    Ok((StatusCode::CREATED, Json(tenants::create_api_key(&state, &actor(&admin), &company, &input).await?)))
+    let input: ApiKeyIn = if body.iter().all(u8::is_ascii_whitespace) {
+        ApiKeyIn::default()
+    } else {
+        super::json::parse(&body)?
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(tenants::create_api_key(&state, &actor(&admin), &company, &input).await?),
+    ))
 }
 
 pub async fn revoke_api_key(
@@ -164,8 +215,12 @@ pub async fn create_company_admin(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     admin.require_platform()?;
     let company = admin.require_company(&slug)?;
-    let created = auth::create_admin(&state, &input.username, &input.password, Some(&company)).await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": created.id, "username": created.username, "company": company.as_str()}))))
+    let created =
+        auth::create_admin(&state, &input.username, &input.password, Some(&company)).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": created.id, "username": created.username, "company": company.as_str()})),
+    ))
 }
 
 pub async fn list_company_messages(
@@ -175,7 +230,9 @@ pub async fn list_company_messages(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<MessageOut>>> {
     let company = admin.require_company(&slug)?;
-    Ok(Json(messages::list(&state, &company, &filter(&query)?).await?))
+    Ok(Json(
+        messages::list(&state, &company, &filter(&query)?).await?,
+    ))
 }
 
 pub async fn get_company_message(
@@ -199,7 +256,9 @@ pub async fn test_connection(
         }
         None => admin.require_platform()?,
     }
-    Ok(Json(test_connection::run(&state, &target, input.settings.as_ref()).await?))
+    Ok(Json(
+        test_connection::run(&state, &target, input.settings.as_ref()).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -209,7 +268,11 @@ pub struct AuditQuery {
     limit: Option<i64>,
 }
 
-pub async fn audit_log(State(state): State<AppState>, admin: AdminAuth, ApiQuery(query): ApiQuery<AuditQuery>) -> ApiResult<Json<Value>> {
+pub async fn audit_log(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    ApiQuery(query): ApiQuery<AuditQuery>,
+) -> ApiResult<Json<Value>> {
     let company = match &query.company {
         Some(c) => Some(admin.require_company(c)?),
         None => {
@@ -217,7 +280,11 @@ pub async fn audit_log(State(state): State<AppState>, admin: AdminAuth, ApiQuery
             None
         }
     };
-    let rows = state.store.audit_log(company.as_ref(), query.limit.unwrap_or(100).clamp(1, 1000)).await.map_err(crate::service::ServiceError::from)?;
+    let rows = state
+        .store
+        .audit_log(company.as_ref(), query.limit.unwrap_or(100).clamp(1, 1000))
+        .await
+        .map_err(crate::service::ServiceError::from)?;
     let entries: Vec<Value> = rows
         .into_iter()
         .map(|r| json!({"at": rfc3339(r.at), "actor": r.actor, "action": r.action, "company": r.company, "target": r.target, "fields": r.fields}))

@@ -25,24 +25,40 @@ impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(|| ApiError::unauthorized("an administrator token is required: get one from POST /api/v1/login"))?;
+        let token = bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized(
+                "an administrator token is required: get one from POST /api/v1/login",
+            )
+        })?;
         auth::admin_by_token(state, token)
             .await?
             .map(AdminAuth)
-            .ok_or_else(|| ApiError::unauthorized("the token is unknown or has expired: log in again"))
+            .ok_or_else(|| {
+                ApiError::unauthorized("the token is unknown or has expired: log in again")
+            })
     }
 }
 
 impl AdminAuth {
     pub fn require_platform(&self) -> Result<(), ApiError> {
-        if self.0.is_platform() { Ok(()) } else { Err(ApiError::forbidden("only a platform administrator can do this")) }
+        if self.0.is_platform() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "only a platform administrator can do this",
+            ))
+        }
     }
 
     /// A company administrator sees only their own company: another one answers
     /// 404, as if it did not exist.
     pub fn require_company(&self, company: &str) -> Result<CompanySlug, ApiError> {
         let slug = CompanySlug::parse("company", company).map_err(|_| not_found(company))?;
-        if self.0.manages(&slug) { Ok(slug) } else { Err(not_found(company)) }
+        if self.0.manages(&slug) {
+            Ok(slug)
+        } else {
+            Err(not_found(company))
+        }
     }
 }
 
@@ -57,7 +73,9 @@ impl FromRequestParts<AppState> for CompanyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = bearer(parts).ok_or_else(|| ApiError::unauthorized("a company API key is required: Authorization: Bearer ck_…"))?;
+        let key = bearer(parts).ok_or_else(|| {
+            ApiError::unauthorized("a company API key is required: Authorization: Bearer ck_…")
+        })?;
         auth::company_by_api_key(state, key)
             .await?
             .map(CompanyKey)

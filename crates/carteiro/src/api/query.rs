@@ -17,9 +17,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             Ok(Query(value)) => Ok(ApiQuery(value)),
             Err(rejection) => {
                 let text = rejection.body_text();
-                let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text).to_owned();
-                let field = detail.strip_prefix("unknown field `").and_then(|r| r.split('`').next()).unwrap_or("query").to_owned();
-                Err(ApiError::invalid(FieldErrors::from(FieldError::new(field, format!("the query string is not valid: {detail}")))))
+                let detail = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text)
+                    .to_owned();
+                let field = detail
+                    .strip_prefix("unknown field `")
+                    .and_then(|r| r.split('`').next())
+                    .unwrap_or("query")
+                    .to_owned();
+                Err(ApiError::invalid(FieldErrors::from(FieldError::new(
+                    field,
+                    format!("the query string is not valid: {detail}"),
+                ))))
             }
         }
     }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use carteiro_core::delivery::{Failure, Reply, ReplyClass, Stage, Transaction};
-use carteiro_core::settings::{AuthMechanism, Connection, Security};
+use carteiro_core::settings::{AuthMechanism, Connection, Login, Security};
 use mail_send::{Credentials, SmtpClient};
 use rustls::pki_types::ServerName;
 use serde::Serialize;
@@ -37,18 +37,33 @@ pub struct Transcript {
 }
 
 impl Transcript {
-    fn record<T>(&mut self, stage: Stage, started: Instant, result: &Result<T, Failure>, detail: impl FnOnce(&T) -> String) {
+    fn record<T>(
+        &mut self,
+        stage: Stage,
+        started: Instant,
+        result: &Result<T, Failure>,
+        detail: impl FnOnce(&T) -> String,
+    ) {
         let (ok, detail) = match result {
             Ok(value) => (true, detail(value)),
             Err(failure) => (false, failure.to_string()),
         };
-        self.steps.push(Step { step: stage.as_str(), ok, ms: started.elapsed().as_millis() as u64, detail });
+        self.steps.push(Step {
+            step: stage.as_str(),
+            ok,
+            ms: started.elapsed().as_millis() as u64,
+            detail,
+        });
     }
 }
 
 fn reply_of(response: &Response<String>) -> Reply {
     let [a, b, c] = response.esc;
-    let text = if a == 0 { response.message.clone() } else { format!("{a}.{b}.{c} {}", response.message) };
+    let text = if a == 0 {
+        response.message.clone()
+    } else {
+        format!("{a}.{b}.{c} {}", response.message)
+    };
     Reply::new(response.code, text)
 }
 
@@ -56,23 +71,50 @@ fn reply_of(response: &Response<String>) -> Reply {
 fn failure(stage: Stage, error: mail_send::Error) -> Failure {
     use mail_send::Error as E;
     match error {
-        E::Io(e) => Failure::Network { stage, detail: e.to_string() },
-        E::Tls(e) => Failure::Tls { detail: e.to_string() },
-        E::InvalidTLSName => Failure::Tls { detail: "the server name is not valid for TLS".to_owned() },
-        E::UnparseableReply => Failure::Network { stage, detail: "the server closed the connection or sent an unreadable reply".to_owned() },
-        E::UnexpectedReply(r) | E::AuthenticationFailed(r) => Failure::Reply { stage, reply: reply_of(&r) },
+        E::Io(e) => Failure::Network {
+            stage,
+            detail: e.to_string(),
+        },
+        E::Tls(e) => Failure::Tls {
+            detail: e.to_string(),
+        },
+        E::InvalidTLSName => Failure::Tls {
+            detail: "the server name is not valid for TLS".to_owned(),
+        },
+        E::UnparseableReply => Failure::Network {
+            stage,
+            detail: "the server closed the connection or sent an unreadable reply".to_owned(),
+        },
+        E::UnexpectedReply(r) | E::AuthenticationFailed(r) => Failure::Reply {
+            stage,
+            reply: reply_of(&r),
+        },
         E::Timeout => Failure::Timeout { stage },
         E::UnsupportedAuthMechanism => Failure::Unsupported {
             stage,
-            detail: "the server offers none of the authentication mechanisms allowed by the settings".to_owned(),
+            detail:
+                "the server offers none of the authentication mechanisms allowed by the settings"
+                    .to_owned(),
         },
-        E::MissingStartTls => Failure::Unsupported { stage, detail: "the server does not offer STARTTLS".to_owned() },
-        other => Failure::Network { stage, detail: other.to_string() },
+        E::MissingStartTls => Failure::Unsupported {
+            stage,
+            detail: "the server does not offer STARTTLS".to_owned(),
+        },
+        other => Failure::Network {
+            stage,
+            detail: other.to_string(),
+        },
     }
 }
 
-async fn within<T>(limit: Duration, stage: Stage, work: impl Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
-    tokio::time::timeout(limit, work).await.unwrap_or(Err(Failure::Timeout { stage }))
+async fn within<T>(
+    limit: Duration,
+    stage: Stage,
+    work: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or(Err(Failure::Timeout { stage }))
 }
 
 /// An open, authenticated session.
@@ -84,19 +126,31 @@ pub struct Session {
 
 impl Session {
     /// Opens a session as `conn` says, recording each step in `log`.
-    pub async fn open(conn: &Connection, tls: &TlsConfigs, hostname: &str, log: &mut Transcript) -> Result<Self, Failure> {
+    pub async fn open(
+        conn: &Connection,
+        tls: &TlsConfigs,
+        hostname: &str,
+        log: &mut Transcript,
+    ) -> Result<Self, Failure> {
         let server = &conn.server;
         let timeout = Duration::from_secs(u64::from(conn.timeout.get()));
         let display = format!("{}:{}", server.host, server.port.get());
 
         let started = Instant::now();
         let addresses = within(timeout, Stage::Dns, async {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((server.host.as_str(), server.port.get()))
-                .await
-                .map_err(|e| Failure::Network { stage: Stage::Dns, detail: format!("cannot resolve {}: {e}", server.host) })?
-                .collect();
+            let found: Vec<SocketAddr> =
+                tokio::net::lookup_host((server.host.as_str(), server.port.get()))
+                    .await
+                    .map_err(|e| Failure::Network {
+                        stage: Stage::Dns,
+                        detail: format!("cannot resolve {}: {e}", server.host),
+                    })?
+                    .collect();
             if found.is_empty() {
-                return Err(Failure::Network { stage: Stage::Dns, detail: format!("{} has no address", server.host) });
+                return Err(Failure::Network {
+                    stage: Stage::Dns,
+                    detail: format!("{} has no address", server.host),
+                });
             }
             Ok(found)
         })
@@ -109,12 +163,18 @@ impl Session {
 
         let started = Instant::now();
         let tcp = within(timeout, Stage::Connect, connect_any(&addresses)).await;
-        log.record(Stage::Connect, started, &tcp, |(_, addr)| format!("connected to {addr}"));
+        log.record(Stage::Connect, started, &tcp, |(_, addr)| {
+            format!("connected to {addr}")
+        });
         let (tcp, _) = tcp?;
 
-        let connector = tls.connector(server.tls_verify, server.tls_ca_pem.as_deref()).map_err(|detail| Failure::Tls { detail })?;
-        let name = ServerName::try_from(server.host.as_str().to_owned())
-            .map_err(|_| Failure::Tls { detail: format!("{} is not a valid TLS server name", server.host) })?;
+        let connector = tls
+            .connector(server.tls_verify, server.tls_ca_pem.as_deref())
+            .map_err(|detail| Failure::Tls { detail })?;
+        let name =
+            ServerName::try_from(server.host.as_str().to_owned()).map_err(|_| Failure::Tls {
+                detail: format!("{} is not a valid TLS server name", server.host),
+            })?;
         let mut stream: Stream = Box::new(tcp);
         if server.security == Security::Tls {
             stream = handshake(stream, &connector, name.clone(), timeout, log).await?;
@@ -123,10 +183,16 @@ impl Session {
 
         let started = Instant::now();
         let greeting = within(timeout, Stage::Greeting, async {
-            let reply = client.read().await.map_err(|e| failure(Stage::Greeting, e))?;
+            let reply = client
+                .read()
+                .await
+                .map_err(|e| failure(Stage::Greeting, e))?;
             match reply.code {
                 220 => Ok(reply_of(&reply)),
-                _ => Err(Failure::Reply { stage: Stage::Greeting, reply: reply_of(&reply) }),
+                _ => Err(Failure::Reply {
+                    stage: Stage::Greeting,
+                    reply: reply_of(&reply),
+                }),
             }
         })
         .await;
@@ -138,12 +204,22 @@ impl Session {
         if server.security == Security::StartTls {
             let started = Instant::now();
             let ready = if ehlo.has_capability(EXT_START_TLS) {
-                client.cmd(b"STARTTLS\r\n").await.map_err(|e| failure(Stage::StartTls, e)).and_then(|r| match r.code {
-                    220 => Ok(reply_of(&r)),
-                    _ => Err(Failure::Reply { stage: Stage::StartTls, reply: reply_of(&r) }),
-                })
+                client
+                    .cmd(b"STARTTLS\r\n")
+                    .await
+                    .map_err(|e| failure(Stage::StartTls, e))
+                    .and_then(|r| match r.code {
+                        220 => Ok(reply_of(&r)),
+                        _ => Err(Failure::Reply {
+                            stage: Stage::StartTls,
+                            reply: reply_of(&r),
+                        }),
+                    })
             } else {
-                Err(Failure::Unsupported { stage: Stage::StartTls, detail: "the server does not offer STARTTLS".to_owned() })
+                Err(Failure::Unsupported {
+                    stage: Stage::StartTls,
+                    detail: "the server does not offer STARTTLS".to_owned(),
+                })
             };
             log.record(Stage::StartTls, started, &ready, ToString::to_string);
             ready?;
@@ -154,40 +230,63 @@ impl Session {
 
         if let Some(login) = &server.login {
             let started = Instant::now();
-            let mut offered = ehlo.clone();
-            offered.auth_mechanisms &= match login.mechanism {
-                AuthMechanism::Auto => AUTH_PLAIN | AUTH_LOGIN,
-                AuthMechanism::Plain => AUTH_PLAIN,
-                AuthMechanism::Login => AUTH_LOGIN,
-            };
-            let credentials = Credentials::new(login.username.as_str(), login.password.expose());
-            let auth = client.authenticate(&credentials, &offered).await.map(drop).map_err(|e| failure(Stage::Auth, e));
-            log.record(Stage::Auth, started, &auth, |()| format!("logged in as {}", login.username));
+            let auth = authenticate(&mut client, login, &ehlo).await;
+            log.record(Stage::Auth, started, &auth, |reply| {
+                format!("logged in as {}: {reply}", login.username)
+            });
             auth?;
         }
-        Ok(Self { client, server: display })
+        Ok(Self {
+            client,
+            server: display,
+        })
     }
 
     /// Runs one transaction: MAIL FROM, RCPT TO for each recipient (a refused
     /// one does not stop the others), DATA when any was accepted.
-    pub async fn send(&mut self, envelope_from: &str, recipients: &[&str], raw: &[u8], log: &mut Transcript) -> Result<Transaction, Failure> {
-        let params = mail_send::smtp::message::Parameters::default();
+    pub async fn send(
+        &mut self,
+        envelope_from: &str,
+        recipients: &[&str],
+        raw: &[u8],
+        log: &mut Transcript,
+    ) -> Result<Transaction, Failure> {
         let started = Instant::now();
-        let mail = self.client.mail_from(envelope_from, &params).await.map_err(|e| failure(Stage::MailFrom, e));
-        log.record(Stage::MailFrom, started, &mail, |()| format!("sender <{envelope_from}> accepted"));
+        let mail = self
+            .command(Stage::MailFrom, &format!("MAIL FROM:<{envelope_from}>\r\n"))
+            .await;
+        log.record(Stage::MailFrom, started, &mail, |r| {
+            format!("sender <{envelope_from}>: {r}")
+        });
         mail?;
 
         let mut rcpt = Vec::with_capacity(recipients.len());
         for to in recipients {
             let started = Instant::now();
-            let reply = self.client.cmd(format!("RCPT TO:<{to}>\r\n").as_bytes()).await.map_err(|e| failure(Stage::RcptTo, e));
+            let reply = self
+                .client
+                .cmd(format!("RCPT TO:<{to}>\r\n").as_bytes())
+                .await
+                .map_err(|e| failure(Stage::RcptTo, e));
             let result = reply.map(|r| reply_of(&r));
-            log.record(Stage::RcptTo, started, &result.clone().and_then(|r| match r.class() {
-                ReplyClass::Positive => Ok(r),
-                _ => Err(Failure::Reply { stage: Stage::RcptTo, reply: r }),
-            }), |r| format!("<{to}>: {r}"));
+            log.record(
+                Stage::RcptTo,
+                started,
+                &result.clone().and_then(|r| match r.class() {
+                    ReplyClass::Positive => Ok(r),
+                    _ => Err(Failure::Reply {
+                        stage: Stage::RcptTo,
+                        reply: r,
+                    }),
+                }),
+                |r| format!("<{to}>: {r}"),
+            );
             let reply = result?;
-            rcpt.push(if reply.class() == ReplyClass::Positive { Ok(reply) } else { Err(reply) });
+            rcpt.push(if reply.class() == ReplyClass::Positive {
+                Ok(reply)
+            } else {
+                Err(reply)
+            });
         }
 
         if rcpt.iter().all(Result::is_err) {
@@ -198,14 +297,40 @@ impl Session {
 
         let started = Instant::now();
         let data = self.data(raw).await;
-        log.record(Stage::Data, started, &data, |r| format!("message accepted: {r}"));
-        Ok(Transaction { rcpt, data: Some(data) })
+        log.record(Stage::Data, started, &data, |r| {
+            format!("message accepted: {r}")
+        });
+        Ok(Transaction {
+            rcpt,
+            data: Some(data),
+        })
+    }
+
+    /// Sends one command; a positive reply is `Ok`, any other is a failure at `stage`.
+    async fn command(&mut self, stage: Stage, line: &str) -> Result<Reply, Failure> {
+        let reply = self
+            .client
+            .cmd(line.as_bytes())
+            .await
+            .map_err(|e| failure(stage, e))?;
+        let reply = reply_of(&reply);
+        match reply.class() {
+            ReplyClass::Positive => Ok(reply),
+            _ => Err(Failure::Reply { stage, reply }),
+        }
     }
 
     async fn data(&mut self, raw: &[u8]) -> Result<Reply, Failure> {
-        let go = self.client.cmd(b"DATA\r\n").await.map_err(|e| failure(Stage::Data, e))?;
+        let go = self
+            .client
+            .cmd(b"DATA\r\n")
+            .await
+            .map_err(|e| failure(Stage::Data, e))?;
         if go.code != 354 {
-            return Err(Failure::Reply { stage: Stage::Data, reply: reply_of(&go) });
+            return Err(Failure::Reply {
+                stage: Stage::Data,
+                reply: reply_of(&go),
+            });
         }
         let client = &mut self.client;
         let end = tokio::time::timeout(client.timeout, async {
@@ -213,18 +338,81 @@ impl Session {
             client.read().await
         })
         .await
-        .map_err(|_| Failure::Timeout { stage: Stage::DataEnd })?
+        .map_err(|_| Failure::Timeout {
+            stage: Stage::DataEnd,
+        })?
         .map_err(|e| failure(Stage::DataEnd, e))?;
         let reply = reply_of(&end);
         match end.is_positive_completion() {
             true => Ok(reply),
-            false => Err(Failure::Reply { stage: Stage::DataEnd, reply }),
+            false => Err(Failure::Reply {
+                stage: Stage::DataEnd,
+                reply,
+            }),
         }
     }
 
     /// Says goodbye; the answer does not matter any more.
     pub async fn quit(mut self) {
         let _ = self.client.cmd(b"QUIT\r\n").await;
+    }
+}
+
+/// AUTH PLAIN (preferred) or LOGIN, as the settings allow and the server
+/// offers, keeping the server's final reply for the record. The client
+/// library's own `authenticate` answers only yes or no.
+async fn authenticate(
+    client: &mut SmtpClient<Stream>,
+    login: &Login,
+    ehlo: &EhloResponse<String>,
+) -> Result<Reply, Failure> {
+    let allowed = match login.mechanism {
+        AuthMechanism::Auto => AUTH_PLAIN | AUTH_LOGIN,
+        AuthMechanism::Plain => AUTH_PLAIN,
+        AuthMechanism::Login => AUTH_LOGIN,
+    };
+    let offered = allowed & ehlo.auth_mechanisms;
+    let mechanism = [AUTH_PLAIN, AUTH_LOGIN]
+        .into_iter()
+        .find(|m| offered & m != 0)
+        .ok_or_else(|| Failure::Unsupported {
+            stage: Stage::Auth,
+            detail:
+                "the server offers none of the authentication mechanisms allowed by the settings"
+                    .to_owned(),
+        })?;
+    let credentials = Credentials::new(login.username.as_str(), login.password.expose());
+    let encode = |challenge: &str| {
+        credentials
+            .encode(mechanism, challenge)
+            .map_err(|e| failure(Stage::Auth, e))
+    };
+    let first = if mechanism == AUTH_PLAIN {
+        format!("AUTH PLAIN {}\r\n", encode("")?)
+    } else {
+        "AUTH LOGIN\r\n".to_owned()
+    };
+    let mut reply = client
+        .cmd(first.as_bytes())
+        .await
+        .map_err(|e| failure(Stage::Auth, e))?;
+    // LOGIN asks for the user name, then the password: two challenges at most.
+    for _ in 0..2 {
+        if reply.code != 334 {
+            break;
+        }
+        let answer = format!("{}\r\n", encode(&reply.message)?);
+        reply = client
+            .cmd(answer.as_bytes())
+            .await
+            .map_err(|e| failure(Stage::Auth, e))?;
+    }
+    match reply.code {
+        235 => Ok(reply_of(&reply)),
+        _ => Err(Failure::Reply {
+            stage: Stage::Auth,
+            reply: reply_of(&reply),
+        }),
     }
 }
 
@@ -239,7 +427,10 @@ async fn connect_any(addresses: &[SocketAddr]) -> Result<(TcpStream, SocketAddr)
             Err(e) => last = Some(format!("{addr}: {e}")),
         }
     }
-    Err(Failure::Network { stage: Stage::Connect, detail: last.unwrap_or_default() })
+    Err(Failure::Network {
+        stage: Stage::Connect,
+        detail: last.unwrap_or_default(),
+    })
 }
 
 async fn handshake(
@@ -251,23 +442,39 @@ async fn handshake(
 ) -> Result<Stream, Failure> {
     let started = Instant::now();
     let result = within(timeout, Stage::Tls, async {
-        connector.connect(name, stream).await.map_err(|e| Failure::Tls { detail: e.to_string() })
+        connector
+            .connect(name, stream)
+            .await
+            .map_err(|e| Failure::Tls {
+                detail: e.to_string(),
+            })
     })
     .await;
     log.record(Stage::Tls, started, &result, |s| {
         let (_, conn) = s.get_ref();
         format!(
             "{} {}",
-            conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
-            conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default()
+            conn.protocol_version()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default(),
+            conn.negotiated_cipher_suite()
+                .map(|c| format!("{:?}", c.suite()))
+                .unwrap_or_default()
         )
     });
     Ok(Box::new(result?))
 }
 
-async fn say_ehlo(client: &mut SmtpClient<Stream>, hostname: &str, log: &mut Transcript) -> Result<EhloResponse<String>, Failure> {
+async fn say_ehlo(
+    client: &mut SmtpClient<Stream>,
+    hostname: &str,
+    log: &mut Transcript,
+) -> Result<EhloResponse<String>, Failure> {
     let started = Instant::now();
-    let ehlo = client.ehlo(hostname).await.map_err(|e| failure(Stage::Ehlo, e));
+    let ehlo = client
+        .ehlo(hostname)
+        .await
+        .map_err(|e| failure(Stage::Ehlo, e));
     log.record(Stage::Ehlo, started, &ehlo, |e| {
         let mut offers = Vec::new();
         if e.has_capability(EXT_START_TLS) {
@@ -286,7 +493,15 @@ async fn say_ehlo(client: &mut SmtpClient<Stream>, hostname: &str, log: &mut Tra
         if e.size > 0 {
             offers.push(format!("SIZE {}", e.size));
         }
-        format!("{} greets us; offers: {}", e.hostname, if offers.is_empty() { "nothing notable".to_owned() } else { offers.join(", ") })
+        format!(
+            "{} greets us; offers: {}",
+            e.hostname,
+            if offers.is_empty() {
+                "nothing notable".to_owned()
+            } else {
+                offers.join(", ")
+            }
+        )
     });
     ehlo
 }

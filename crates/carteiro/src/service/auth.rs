@@ -52,9 +52,15 @@ impl TryFrom<AdminRow> for Admin {
     fn try_from(row: AdminRow) -> ServiceResult<Self> {
         let scope = match row.company {
             None => AdminScope::Platform,
-            Some(c) => AdminScope::Company(CompanySlug::parse("company", &c).map_err(|e| anyhow::anyhow!(e))?),
+            Some(c) => AdminScope::Company(
+                CompanySlug::parse("company", &c).map_err(|e| anyhow::anyhow!(e))?,
+            ),
         };
-        Ok(Self { id: row.id, username: row.username, scope })
+        Ok(Self {
+            id: row.id,
+            username: row.username,
+            scope,
+        })
     }
 }
 
@@ -79,45 +85,71 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 }
 
 fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 fn check_username(username: &str) -> Result<(), FieldError> {
     let ok = (1..=64).contains(&username.len())
-        && username.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
+        && username
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
     if ok {
         Ok(())
     } else {
-        Err(FieldError::new("username", "username must be 1 to 64 characters of letters, digits, '.', '_', '@' and '-'"))
+        Err(FieldError::new(
+            "username",
+            "username must be 1 to 64 characters of letters, digits, '.', '_', '@' and '-'",
+        ))
     }
 }
 
 pub fn check_password(password: &str) -> Result<(), FieldError> {
     if password.chars().count() < 10 {
-        return Err(FieldError::new("password", "password must be at least 10 characters long"));
+        return Err(FieldError::new(
+            "password",
+            "password must be at least 10 characters long",
+        ));
     }
     if password.len() > 1024 {
-        return Err(FieldError::new("password", "password must be at most 1024 bytes"));
+        return Err(FieldError::new(
+            "password",
+            "password must be at most 1024 bytes",
+        ));
     }
     Ok(())
 }
 
 /// Creates the first platform administrator, `admin`, when the store has
 /// none. Returns the password when it was generated, to be shown once.
-pub async fn ensure_first_admin(state: &AppState, password: Option<&str>) -> ServiceResult<Option<String>> {
+pub async fn ensure_first_admin(
+    state: &AppState,
+    password: Option<&str>,
+) -> ServiceResult<Option<String>> {
     if state.store.admin_count().await? > 0 {
         return Ok(None);
     }
     let generated = password.is_none().then(|| random_token(""));
     let password = password.or(generated.as_deref()).unwrap_or_default();
     check_password(password).map_err(|e| {
-        ServiceError::Internal(anyhow::anyhow!("CARTEIRO_ADMIN_PASSWORD is too weak: {}", e.message))
+        ServiceError::Internal(anyhow::anyhow!(
+            "CARTEIRO_ADMIN_PASSWORD is too weak: {}",
+            e.message
+        ))
     })?;
     create_admin(state, FIRST_ADMIN, password, None).await?;
     Ok(generated)
 }
 
-pub async fn create_admin(state: &AppState, username: &str, password: &str, company: Option<&CompanySlug>) -> ServiceResult<Admin> {
+pub async fn create_admin(
+    state: &AppState,
+    username: &str,
+    password: &str,
+    company: Option<&CompanySlug>,
+) -> ServiceResult<Admin> {
     check_username(username)?;
     check_password(password)?;
     if let Some(c) = company
@@ -131,17 +163,29 @@ pub async fn create_admin(state: &AppState, username: &str, password: &str, comp
         password_hash: hash_password(password)?,
         company: company.map(|c| c.as_str().to_owned()),
     };
-    state.store.create_admin(&row, now_ms()).await.map_err(|e| match ServiceError::from(e) {
-        ServiceError::Conflict(_) => ServiceError::Conflict(format!("the user name {username} is taken")),
-        other => other,
-    })?;
+    state
+        .store
+        .create_admin(&row, now_ms())
+        .await
+        .map_err(|e| match ServiceError::from(e) {
+            ServiceError::Conflict(_) => {
+                ServiceError::Conflict(format!("the user name {username} is taken"))
+            }
+            other => other,
+        })?;
     row.try_into()
 }
 
 pub async fn reset_password(state: &AppState, username: &str, password: &str) -> ServiceResult<()> {
     check_password(password)?;
-    if !state.store.set_admin_password(username, &hash_password(password)?).await? {
-        return Err(ServiceError::NotFound(format!("there is no administrator {username}")));
+    if !state
+        .store
+        .set_admin_password(username, &hash_password(password)?)
+        .await?
+    {
+        return Err(ServiceError::NotFound(format!(
+            "there is no administrator {username}"
+        )));
     }
     Ok(())
 }
@@ -150,13 +194,21 @@ pub async fn reset_password(state: &AppState, username: &str, password: &str) ->
 pub async fn login(state: &AppState, username: &str, password: &str) -> ServiceResult<String> {
     let row = state.store.admin_by_username(username).await?;
     // Verify against a fixed hash when the user does not exist, so timing does not reveal user names.
-    let hash = row.as_ref().map(|r| r.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.clone());
+    let hash = row
+        .as_ref()
+        .map(|r| r.password_hash.clone())
+        .unwrap_or_else(|| DUMMY_HASH.clone());
     let password = password.to_owned();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.map_err(anyhow::Error::from)?;
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
+        .await
+        .map_err(anyhow::Error::from)?;
     let row = row.filter(|_| ok).ok_or(ServiceError::BadCredentials)?;
     let token = random_token(ADMIN_TOKEN_PREFIX);
     let now = now_ms();
-    state.store.create_admin_token(&token_hash(&token), &row.id, now, now + TOKEN_LIFETIME_MS).await?;
+    state
+        .store
+        .create_admin_token(&token_hash(&token), &row.id, now, now + TOKEN_LIFETIME_MS)
+        .await?;
     Ok(token)
 }
 
@@ -167,7 +219,12 @@ pub async fn admin_by_token(state: &AppState, token: &str) -> ServiceResult<Opti
     if !token.starts_with(ADMIN_TOKEN_PREFIX) {
         return Ok(None);
     }
-    state.store.admin_by_token(&token_hash(token), now_ms()).await?.map(Admin::try_from).transpose()
+    state
+        .store
+        .admin_by_token(&token_hash(token), now_ms())
+        .await?
+        .map(Admin::try_from)
+        .transpose()
 }
 
 /// The company an API key belongs to, unless the key is unknown or revoked.
@@ -176,7 +233,12 @@ pub async fn company_by_api_key(state: &AppState, key: &str) -> ServiceResult<Op
         return Ok(None);
     }
     let company = state.store.api_key_company(&token_hash(key)).await?;
-    company.map(|c| CompanySlug::parse("company", &c).map_err(|e| ServiceError::Internal(anyhow::anyhow!(e)))).transpose()
+    company
+        .map(|c| {
+            CompanySlug::parse("company", &c)
+                .map_err(|e| ServiceError::Internal(anyhow::anyhow!(e)))
+        })
+        .transpose()
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Reading, replacing and explaining the three levels of settings.
 
+use anyhow::Context;
 use carteiro_core::id::{CompanySlug, UserRef};
 use carteiro_core::settings::{Effective, Level, Levels, Scope, SettingsDoc};
 use carteiro_core::{FieldError, FieldErrors, Secret};
@@ -18,10 +19,20 @@ pub async fn load_level(state: &AppState, scope: &Scope) -> ServiceResult<Option
     let Some(row) = state.store.level(scope).await? else {
         return Ok(None);
     };
-    let doc: SettingsDoc = serde_json::from_str(&row.document).map_err(|e| anyhow::anyhow!("stored settings of {}: {e}", scope.key()))?;
-    let password = row.sealed_password.map(|sealed| state.keys.open(&password_aad(scope), &sealed)).transpose()?;
-    let level = Level::parse_with_password(&doc, password.as_ref())
-        .map_err(|e| anyhow::anyhow!("stored settings of {} no longer validate: {e}", scope.key()))?;
+    let doc: SettingsDoc = serde_json::from_str(&row.document)
+        .map_err(|e| anyhow::anyhow!("stored settings of {}: {e}", scope.key()))?;
+    let password = row
+        .sealed_password
+        .map(|sealed| {
+            state
+                .keys
+                .open(&password_aad(scope), &sealed)
+                .with_context(|| format!("cannot read the settings of {}", scope.key()))
+        })
+        .transpose()?;
+    let level = Level::parse_with_password(&doc, password.as_ref()).map_err(|e| {
+        anyhow::anyhow!("stored settings of {} no longer validate: {e}", scope.key())
+    })?;
     Ok(Some(level))
 }
 
@@ -39,7 +50,11 @@ async fn ensure_scope_exists(state: &AppState, scope: &Scope) -> ServiceResult<(
 }
 
 /// The levels that apply to (company, user), most general first.
-pub async fn levels_for(state: &AppState, company: Option<&CompanySlug>, user: Option<&UserRef>) -> ServiceResult<[Option<Level>; 3]> {
+pub async fn levels_for(
+    state: &AppState,
+    company: Option<&CompanySlug>,
+    user: Option<&UserRef>,
+) -> ServiceResult<[Option<Level>; 3]> {
     let global = load_level(state, &Scope::Global).await?;
     let company_level = match company {
         Some(c) => load_level(state, &Scope::Company(c.clone())).await?,
@@ -54,16 +69,29 @@ pub async fn levels_for(state: &AppState, company: Option<&CompanySlug>, user: O
 
 pub fn resolve(levels: &[Option<Level>; 3]) -> Effective {
     let [global, company, user] = levels;
-    Effective::resolve(Levels { global: global.as_ref(), company: company.as_ref(), user: user.as_ref() })
+    Effective::resolve(Levels {
+        global: global.as_ref(),
+        company: company.as_ref(),
+        user: user.as_ref(),
+    })
 }
 
-pub async fn effective(state: &AppState, company: Option<&CompanySlug>, user: Option<&UserRef>) -> ServiceResult<Effective> {
+pub async fn effective(
+    state: &AppState,
+    company: Option<&CompanySlug>,
+    user: Option<&UserRef>,
+) -> ServiceResult<Effective> {
     Ok(resolve(&levels_for(state, company, user).await?))
 }
 
 /// Replaces one level. A blank password keeps the stored one. Every field is
 /// checked; nothing is saved unless all are valid. Records an audit entry.
-pub async fn save_level(state: &AppState, actor: &Actor, scope: &Scope, doc: &SettingsDoc) -> ServiceResult<SettingsDoc> {
+pub async fn save_level(
+    state: &AppState,
+    actor: &Actor,
+    scope: &Scope,
+    doc: &SettingsDoc,
+) -> ServiceResult<SettingsDoc> {
     ensure_scope_exists(state, scope).await?;
     let stored = load_level(state, scope).await?;
     let level = Level::parse(doc, stored.as_ref())?;
@@ -77,25 +105,44 @@ pub async fn save_level(state: &AppState, actor: &Actor, scope: &Scope, doc: &Se
     }
     let row = LevelRow {
         document: serde_json::to_string(&level.to_doc()).map_err(anyhow::Error::from)?,
-        sealed_password: level.password().map(|p: &Secret| state.keys.seal(&password_aad(scope), p)),
+        sealed_password: level
+            .password()
+            .map(|p: &Secret| state.keys.seal(&password_aad(scope), p)),
     };
     let company = match scope {
         Scope::Global => None,
         Scope::Company(c) | Scope::User(c, _) => Some(c.as_str().to_owned()),
     };
-    let audit = AuditRow { at: now_ms(), actor: actor.label(), action: "settings.update".to_owned(), company, target: scope.key(), fields };
+    let audit = AuditRow {
+        at: now_ms(),
+        actor: actor.label(),
+        action: "settings.update".to_owned(),
+        company,
+        target: scope.key(),
+        fields,
+    };
     state.store.save_level(scope, &row, &audit).await?;
     Ok(level.to_doc())
 }
 
 /// The extra certificate authority must be a certificate rustls can load.
 fn check_ca_certificates(level: &Level) -> ServiceResult<()> {
-    let Some(pem) = level.connection.as_ref().and_then(|c| c.tls_ca_pem.as_deref()) else {
+    let Some(pem) = level
+        .connection
+        .as_ref()
+        .and_then(|c| c.tls_ca_pem.as_deref())
+    else {
         return Ok(());
     };
     crate::delivery::tls::roots_with(Some(pem))
         .map(drop)
-        .map_err(|why| FieldError::new("connection.tls_ca_pem", format!("connection.tls_ca_pem cannot be read: {why}")).into())
+        .map_err(|why| {
+            FieldError::new(
+                "connection.tls_ca_pem",
+                format!("connection.tls_ca_pem cannot be read: {why}"),
+            )
+            .into()
+        })
 }
 
 /// A level that switches the default sender on needs an address, its own or inherited.
@@ -114,7 +161,12 @@ async fn check_default_sender(state: &AppState, scope: &Scope, level: &Level) ->
         Scope::User(..) => 2,
     };
     levels[slot] = Some(level.clone());
-    if resolve(&levels).policy.default_sender_address.value.is_none() {
+    if resolve(&levels)
+        .policy
+        .default_sender_address
+        .value
+        .is_none()
+    {
         return Err(ServiceError::Invalid(FieldErrors::from(FieldError::new(
             "policy.default_sender_address",
             "policy.default_sender_address is required when the default sender is enabled",
@@ -124,7 +176,11 @@ async fn check_default_sender(state: &AppState, scope: &Scope, level: &Level) ->
 }
 
 /// Every effective value of (company, user) with the level it came from.
-pub async fn explain(state: &AppState, company: &CompanySlug, user: Option<&UserRef>) -> ServiceResult<Value> {
+pub async fn explain(
+    state: &AppState,
+    company: &CompanySlug,
+    user: Option<&UserRef>,
+) -> ServiceResult<Value> {
     tenants::company(state, company).await?;
     let effective = effective(state, Some(company), user).await?;
     let mut out = json!({"company": company.as_str(), "user": user.map(UserRef::as_str)});

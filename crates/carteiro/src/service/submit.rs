@@ -30,14 +30,22 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
-pub async fn submit_one(state: &AppState, company: &CompanySlug, input: &MessageIn) -> ServiceResult<Accepted> {
+pub async fn submit_one(
+    state: &AppState,
+    company: &CompanySlug,
+    input: &MessageIn,
+) -> ServiceResult<Accepted> {
     let mut results = submit_batch(state, company, std::slice::from_ref(input)).await?;
     results.pop().expect("one result per message")
 }
 
 /// Submits messages of one company; each is judged alone, and all accepted
 /// ones are stored in one transaction.
-pub async fn submit_batch(state: &AppState, company: &CompanySlug, inputs: &[MessageIn]) -> ServiceResult<Vec<ServiceResult<Accepted>>> {
+pub async fn submit_batch(
+    state: &AppState,
+    company: &CompanySlug,
+    inputs: &[MessageIn],
+) -> ServiceResult<Vec<ServiceResult<Accepted>>> {
     let company = tenants::company(state, company).await?;
     let now = OffsetDateTime::now_utc();
     let mut effective_by_user: HashMap<Option<UserRef>, Effective> = HashMap::new();
@@ -56,21 +64,39 @@ pub async fn submit_batch(state: &AppState, company: &CompanySlug, inputs: &[Mes
     let outcomes = state.store.insert_messages(&to_store).await?;
     for ((slot, record), outcome) in records.into_iter().zip(outcomes) {
         results[slot] = Some(match outcome {
-            Inserted::New => Ok(Accepted { id: record.row.id, status: status_name(&record.row.status), duplicate: false }),
+            Inserted::New => Ok(Accepted {
+                id: record.row.id,
+                status: status_name(&record.row.status),
+                duplicate: false,
+            }),
             Inserted::Duplicate(id) => {
-                let status = state.store.message(company.slug.as_str(), &id).await?.map(|m| status_name(&m.status)).unwrap_or("queued");
-                Ok(Accepted { id, status, duplicate: true })
+                let status = state
+                    .store
+                    .message(company.slug.as_str(), &id)
+                    .await?
+                    .map(|m| status_name(&m.status))
+                    .unwrap_or("queued");
+                Ok(Accepted {
+                    id,
+                    status,
+                    duplicate: true,
+                })
             }
         });
     }
     if !to_store.is_empty() {
         state.wake.notify_one();
     }
-    Ok(results.into_iter().map(|r| r.expect("every message judged")).collect())
+    Ok(results
+        .into_iter()
+        .map(|r| r.expect("every message judged"))
+        .collect())
 }
 
 fn status_name(status: &str) -> &'static str {
-    MessageStatus::parse(status).map(MessageStatus::as_str).unwrap_or("queued")
+    MessageStatus::parse(status)
+        .map(MessageStatus::as_str)
+        .unwrap_or("queued")
 }
 
 async fn prepare(
@@ -99,23 +125,48 @@ async fn prepare(
     let ctx = SenderContext {
         policy: &effective.policy,
         company: company_mailbox.as_ref(),
-        login_username: connection.server.login.as_ref().map(|l| l.username.as_str()),
+        login_username: connection
+            .server
+            .login
+            .as_ref()
+            .map(|l| l.username.as_str()),
     };
-    let resolved = sender::resolve(&message.kind, message.from.as_ref(), message.reply_to.as_ref(), ctx)?;
+    let resolved = sender::resolve(
+        &message.kind,
+        message.from.as_ref(),
+        message.reply_to.as_ref(),
+        ctx,
+    )?;
 
     let id = uuid::Uuid::now_v7().to_string();
-    let raw = mime::build(&message, &resolved, &mime::message_id(&id, &state.delivery.hostname), now.unix_timestamp());
+    let raw = mime::build(
+        &message,
+        &resolved,
+        &mime::message_id(&id, &state.delivery.hostname),
+        now.unix_timestamp(),
+    );
     if raw.len() > state.delivery.max_message_bytes {
-        let field = if message.attachments.is_empty() { "text" } else { "attachments" };
+        let field = if message.attachments.is_empty() {
+            "text"
+        } else {
+            "attachments"
+        };
         return Err(FieldError::new(
             field,
-            format!("the message is {} bytes once built, over the limit of {} bytes", raw.len(), state.delivery.max_message_bytes),
+            format!(
+                "the message is {} bytes once built, over the limit of {} bytes",
+                raw.len(),
+                state.delivery.max_message_bytes
+            ),
         )
         .into());
     }
 
     let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
-    let scheduled = message.send_at.filter(|t| *t > now).map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+    let scheduled = message
+        .send_at
+        .filter(|t| *t > now)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
     let recipients = message
         .recipients()
         .enumerate()
@@ -134,13 +185,22 @@ async fn prepare(
         company: company.slug.as_str().to_owned(),
         kind: message.kind.as_str().to_owned(),
         actor_id: user.map(|u| u.as_str().to_owned()),
-        status: if scheduled.is_some() { MessageStatus::Scheduled } else { MessageStatus::Queued }.as_str().to_owned(),
+        status: if scheduled.is_some() {
+            MessageStatus::Scheduled
+        } else {
+            MessageStatus::Queued
+        }
+        .as_str()
+        .to_owned(),
         from_header: resolved.from.to_string(),
         sender_header: resolved.sender.as_ref().map(ToString::to_string),
         reply_to_header: resolved.reply_to.as_ref().map(ToString::to_string),
         envelope_from: resolved.envelope_from.as_str().to_owned(),
         subject: message.subject.clone(),
-        idempotency_key: message.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
+        idempotency_key: message
+            .idempotency_key
+            .as_ref()
+            .map(|k| k.as_str().to_owned()),
         tags: serde_json::to_string(&message.tags).map_err(anyhow::Error::from)?,
         size_bytes: raw.len() as i64,
         created_at: now_ms,
@@ -150,5 +210,9 @@ async fn prepare(
         last_reply: None,
         updated_at: now_ms,
     };
-    Ok(NewMessageRecord { row, recipients, raw })
+    Ok(NewMessageRecord {
+        row,
+        recipients,
+        raw,
+    })
 }

@@ -61,7 +61,13 @@ pub trait TenantStore: Send + Sync {
     async fn admin_by_username(&self, username: &str) -> StoreResult<Option<AdminRow>>;
     async fn set_admin_password(&self, username: &str, password_hash: &str) -> StoreResult<bool>;
     async fn admin_count(&self) -> StoreResult<i64>;
-    async fn create_admin_token(&self, token_hash: &str, admin_id: &str, now: i64, expires_at: i64) -> StoreResult<()>;
+    async fn create_admin_token(
+        &self,
+        token_hash: &str,
+        admin_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<()>;
     async fn admin_by_token(&self, token_hash: &str, now: i64) -> StoreResult<Option<AdminRow>>;
 
     async fn create_api_key(&self, row: &ApiKeyRow, key_hash: &str) -> StoreResult<()>;
@@ -95,7 +101,13 @@ pub trait SettingsStore: Send + Sync {
     /// Replaces a level and records the audit entry, in one transaction.
     async fn save_level(&self, scope: &Scope, row: &LevelRow, audit: &AuditRow) -> StoreResult<()>;
     async fn record_audit(&self, audit: &AuditRow) -> StoreResult<()>;
-    async fn audit_log(&self, company: Option<&CompanySlug>, limit: i64) -> StoreResult<Vec<AuditRow>>;
+    /// Whether any level holds a sealed secret (then a master key must already exist).
+    async fn has_sealed_secrets(&self) -> StoreResult<bool>;
+    async fn audit_log(
+        &self,
+        company: Option<&CompanySlug>,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditRow>>;
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -210,7 +222,11 @@ pub trait MessageStore: Send + Sync {
     async fn recipients(&self, id: &str) -> StoreResult<Vec<RecipientRow>>;
     async fn attempts(&self, id: &str) -> StoreResult<Vec<AttemptRow>>;
     async fn raw(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
-    async fn list_messages(&self, company: &str, filter: &MessageFilter) -> StoreResult<Vec<MessageRow>>;
+    async fn list_messages(
+        &self,
+        company: &str,
+        filter: &MessageFilter,
+    ) -> StoreResult<Vec<MessageRow>>;
     async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<CancelOutcome>;
 
     /// Puts messages whose lease expired (their worker died) back in the queue.
@@ -220,7 +236,14 @@ pub trait MessageStore: Send + Sync {
     /// The earliest due time of any waiting message, to sleep until then.
     async fn next_due_at(&self) -> StoreResult<Option<i64>>;
     /// Claims up to `limit` due messages of one company under a lease.
-    async fn claim(&self, company: &str, owner: &str, now: i64, lease_until: i64, limit: i64) -> StoreResult<Vec<ClaimedMessage>>;
+    async fn claim(
+        &self,
+        company: &str,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedMessage>>;
     async fn extend_leases(&self, owner: &str, lease_until: i64) -> StoreResult<u64>;
     /// Records an attempt and moves the message on, if the lease is still ours.
     async fn finish_attempt(&self, result: &AttemptResult) -> StoreResult<bool>;

@@ -36,7 +36,9 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        Self::with_options(options).await.with_context(|| format!("cannot open the database {}", path.display()))
+        Self::with_options(options)
+            .await
+            .with_context(|| format!("cannot open the database {}", path.display()))
     }
 
     /// Opens a `sqlite:` URL given with `--database-url`.
@@ -52,8 +54,14 @@ impl SqliteStore {
     }
 
     async fn with_options(options: SqliteConnectOptions) -> Result<Self, sqlx::Error> {
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
-        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
         Ok(Self { writer, reader })
     }
 }
@@ -63,10 +71,20 @@ fn classify(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
         // SQLITE_FULL (13), SQLITE_IOERR (10), SQLITE_CANTOPEN (14), SQLITE_BUSY (5): the disk or the file, not the request.
-        sqlx::Error::Database(db) if matches!(db.code().as_deref().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff), Some(5 | 10 | 13 | 14)) => {
+        sqlx::Error::Database(db)
+            if matches!(
+                db.code()
+                    .as_deref()
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .map(|c| c & 0xff),
+                Some(5 | 10 | 13 | 14)
+            ) =>
+        {
             StoreError::Unavailable(db.message().to_owned())
         }
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => StoreError::Unavailable(error.to_string()),
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            StoreError::Unavailable(error.to_string())
+        }
         _ => StoreError::Other(anyhow::Error::new(error)),
     }
 }
@@ -92,14 +110,16 @@ fn level_key(scope: &Scope) -> (&str, &str) {
 #[async_trait]
 impl TenantStore for SqliteStore {
     async fn create_company(&self, row: &CompanyRow) -> StoreResult<()> {
-        sqlx::query("INSERT INTO companies (slug, name, email, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(&row.slug)
-            .bind(&row.name)
-            .bind(&row.email)
-            .bind(row.created_at)
-            .execute(&self.writer)
-            .await
-            .store()?;
+        sqlx::query(
+            "INSERT INTO companies (slug, name, email, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&row.slug)
+        .bind(&row.name)
+        .bind(&row.email)
+        .bind(row.created_at)
+        .execute(&self.writer)
+        .await
+        .store()?;
         Ok(())
     }
 
@@ -112,7 +132,10 @@ impl TenantStore for SqliteStore {
     }
 
     async fn companies(&self) -> StoreResult<Vec<CompanyRow>> {
-        sqlx::query_as("SELECT slug, name, email, created_at FROM companies ORDER BY slug").fetch_all(&self.reader).await.store()
+        sqlx::query_as("SELECT slug, name, email, created_at FROM companies ORDER BY slug")
+            .fetch_all(&self.reader)
+            .await
+            .store()
     }
 
     async fn create_admin(&self, row: &AdminRow, now: i64) -> StoreResult<()> {
@@ -129,11 +152,13 @@ impl TenantStore for SqliteStore {
     }
 
     async fn admin_by_username(&self, username: &str) -> StoreResult<Option<AdminRow>> {
-        sqlx::query_as("SELECT id, username, password_hash, company FROM admins WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&self.reader)
-            .await
-            .store()
+        sqlx::query_as(
+            "SELECT id, username, password_hash, company FROM admins WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.reader)
+        .await
+        .store()
     }
 
     async fn set_admin_password(&self, username: &str, password_hash: &str) -> StoreResult<bool> {
@@ -155,10 +180,19 @@ impl TenantStore for SqliteStore {
     }
 
     async fn admin_count(&self) -> StoreResult<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM admins").fetch_one(&self.reader).await.store()
+        sqlx::query_scalar("SELECT COUNT(*) FROM admins")
+            .fetch_one(&self.reader)
+            .await
+            .store()
     }
 
-    async fn create_admin_token(&self, token_hash: &str, admin_id: &str, now: i64, expires_at: i64) -> StoreResult<()> {
+    async fn create_admin_token(
+        &self,
+        token_hash: &str,
+        admin_id: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> StoreResult<()> {
         sqlx::query("INSERT INTO admin_tokens (token_hash, admin_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(token_hash)
             .bind(admin_id)
@@ -197,11 +231,13 @@ impl TenantStore for SqliteStore {
     }
 
     async fn api_key_company(&self, key_hash: &str) -> StoreResult<Option<String>> {
-        sqlx::query_scalar("SELECT company FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
-            .bind(key_hash)
-            .fetch_optional(&self.reader)
-            .await
-            .store()
+        sqlx::query_scalar(
+            "SELECT company FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.reader)
+        .await
+        .store()
     }
 
     async fn api_keys(&self, company: &str) -> StoreResult<Vec<ApiKeyRow>> {
@@ -250,7 +286,10 @@ impl SettingsStore for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .store()?;
-        Ok(row.map(|r| LevelRow { document: r.get("document"), sealed_password: r.get("sealed_password") }))
+        Ok(row.map(|r| LevelRow {
+            document: r.get("document"),
+            sealed_password: r.get("sealed_password"),
+        }))
     }
 
     async fn save_level(&self, scope: &Scope, row: &LevelRow, audit: &AuditRow) -> StoreResult<()> {
@@ -280,7 +319,20 @@ impl SettingsStore for SqliteStore {
         insert_audit(&mut conn, audit).await
     }
 
-    async fn audit_log(&self, company: Option<&CompanySlug>, limit: i64) -> StoreResult<Vec<AuditRow>> {
+    async fn has_sealed_secrets(&self) -> StoreResult<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM settings_levels WHERE sealed_password IS NOT NULL)",
+        )
+        .fetch_one(&self.reader)
+        .await
+        .store()
+    }
+
+    async fn audit_log(
+        &self,
+        company: Option<&CompanySlug>,
+        limit: i64,
+    ) -> StoreResult<Vec<AuditRow>> {
         let rows = sqlx::query(
             "SELECT at, actor, action, company, target, fields FROM audit_log
              WHERE $1 IS NULL OR company = $1 ORDER BY id DESC LIMIT $2",
@@ -317,13 +369,14 @@ impl MessageStore for SqliteStore {
         for record in records {
             let m = &record.row;
             if let Some(key) = &m.idempotency_key {
-                let existing: Option<String> =
-                    sqlx::query_scalar("SELECT id FROM messages WHERE company = $1 AND idempotency_key = $2")
-                        .bind(&m.company)
-                        .bind(key)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .store()?;
+                let existing: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM messages WHERE company = $1 AND idempotency_key = $2",
+                )
+                .bind(&m.company)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .store()?;
                 if let Some(id) = existing {
                     outcomes.push(Inserted::Duplicate(id));
                     continue;
@@ -384,12 +437,14 @@ impl MessageStore for SqliteStore {
     }
 
     async fn message(&self, company: &str, id: &str) -> StoreResult<Option<MessageRow>> {
-        sqlx::query_as(AssertSqlSafe(format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE company = $1 AND id = $2")))
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .store()
+        sqlx::query_as(AssertSqlSafe(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE company = $1 AND id = $2"
+        )))
+        .bind(company)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .store()
     }
 
     async fn recipients(&self, id: &str) -> StoreResult<Vec<RecipientRow>> {
@@ -418,14 +473,23 @@ impl MessageStore for SqliteStore {
             .store()
     }
 
-    async fn list_messages(&self, company: &str, filter: &MessageFilter) -> StoreResult<Vec<MessageRow>> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE company = "));
+    async fn list_messages(
+        &self,
+        company: &str,
+        filter: &MessageFilter,
+    ) -> StoreResult<Vec<MessageRow>> {
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE company = "
+        ));
         query.push_bind(company);
         if let Some(status) = &filter.status {
             query.push(" AND status = ").push_bind(status);
         }
         if let Some(recipient) = &filter.recipient {
-            query.push(" AND id IN (SELECT message_id FROM recipients WHERE address = ").push_bind(recipient).push(")");
+            query
+                .push(" AND id IN (SELECT message_id FROM recipients WHERE address = ")
+                .push_bind(recipient)
+                .push(")");
         }
         if let Some(after) = filter.after {
             query.push(" AND created_at >= ").push_bind(after);
@@ -433,28 +497,35 @@ impl MessageStore for SqliteStore {
         if let Some(before) = filter.before {
             query.push(" AND created_at < ").push_bind(before);
         }
-        query.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(filter.limit);
+        query
+            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .push_bind(filter.limit);
         query.build_query_as().fetch_all(&self.reader).await.store()
     }
 
     async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<CancelOutcome> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
-        let status: Option<String> = sqlx::query_scalar("SELECT status FROM messages WHERE company = $1 AND id = $2")
-            .bind(company)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .store()?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM messages WHERE company = $1 AND id = $2")
+                .bind(company)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .store()?;
         let outcome = match status {
             None => CancelOutcome::NotFound,
-            Some(s) if !["scheduled", "queued", "deferred"].contains(&s.as_str()) => CancelOutcome::TooLate(s),
+            Some(s) if !["scheduled", "queued", "deferred"].contains(&s.as_str()) => {
+                CancelOutcome::TooLate(s)
+            }
             Some(_) => {
-                sqlx::query("UPDATE messages SET status = 'cancelled', updated_at = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .store()?;
+                sqlx::query(
+                    "UPDATE messages SET status = 'cancelled', updated_at = $1 WHERE id = $2",
+                )
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .store()?;
                 CancelOutcome::Cancelled
             }
         };
@@ -485,13 +556,22 @@ impl MessageStore for SqliteStore {
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<i64>> {
-        sqlx::query_scalar(AssertSqlSafe(format!("SELECT MIN(due_at) FROM messages WHERE status IN {WAITING}")))
-            .fetch_one(&self.reader)
-            .await
-            .store()
+        sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT MIN(due_at) FROM messages WHERE status IN {WAITING}"
+        )))
+        .fetch_one(&self.reader)
+        .await
+        .store()
     }
 
-    async fn claim(&self, company: &str, owner: &str, now: i64, lease_until: i64, limit: i64) -> StoreResult<Vec<ClaimedMessage>> {
+    async fn claim(
+        &self,
+        company: &str,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedMessage>> {
         sqlx::query_as(AssertSqlSafe(format!(
             "UPDATE messages SET status = 'sending', lease_owner = $1, lease_expires_at = $2, updated_at = $3
              WHERE id IN (SELECT id FROM messages WHERE company = $4 AND status IN {WAITING} AND due_at <= $3
@@ -600,12 +680,18 @@ impl MessageStore for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR.run(&self.writer).await.context("applying the database migrations")?;
+        MIGRATOR
+            .run(&self.writer)
+            .await
+            .context("applying the database migrations")?;
         Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await.store()?;
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .store()?;
         Ok(())
     }
 }

@@ -29,12 +29,25 @@ struct Slots(Arc<Mutex<HashMap<String, usize>>>);
 
 impl Slots {
     fn used(&self, company: &str) -> usize {
-        self.0.lock().expect("slots lock").get(company).copied().unwrap_or(0)
+        self.0
+            .lock()
+            .expect("slots lock")
+            .get(company)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn take(&self, company: &str) -> SlotGuard {
-        *self.0.lock().expect("slots lock").entry(company.to_owned()).or_default() += 1;
-        SlotGuard { slots: self.clone(), company: company.to_owned() }
+        *self
+            .0
+            .lock()
+            .expect("slots lock")
+            .entry(company.to_owned())
+            .or_default() += 1;
+        SlotGuard {
+            slots: self.clone(),
+            company: company.to_owned(),
+        }
     }
 }
 
@@ -58,14 +71,22 @@ impl Drop for SlotGuard {
 
 impl Worker {
     pub fn new(state: AppState) -> Self {
-        Self { state, owner: format!("worker-{}", uuid::Uuid::now_v7()), slots: Slots::default() }
+        Self {
+            state,
+            owner: format!("worker-{}", uuid::Uuid::now_v7()),
+            slots: Slots::default(),
+        }
     }
 
     /// Delivers until `cancel` fires, then lets sends in flight finish for up
     /// to `grace` and gives the rest back to the queue.
     pub async fn run(self, cancel: CancellationToken, grace: Duration) {
         let mut tasks = JoinSet::new();
-        let heartbeat = tokio::spawn(renew_leases(self.state.clone(), self.owner.clone(), cancel.clone()));
+        let heartbeat = tokio::spawn(renew_leases(
+            self.state.clone(),
+            self.owner.clone(),
+            cancel.clone(),
+        ));
         loop {
             if let Err(e) = self.dispatch(&mut tasks).await {
                 tracing::warn!(error = %e, "cannot claim messages; will try again");
@@ -79,7 +100,8 @@ impl Worker {
             }
         }
         tracing::info!(in_flight = tasks.len(), "worker stopping");
-        let finished = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        let finished =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         if finished.is_err() {
             tasks.abort_all();
             while tasks.join_next().await.is_some() {}
@@ -96,7 +118,9 @@ impl Worker {
     async fn pause(&self) -> Duration {
         let poll = self.state.delivery.poll;
         match self.state.store.next_due_at().await {
-            Ok(Some(due)) => Duration::from_millis((due - now_ms()).clamp(0, poll.as_millis() as i64) as u64),
+            Ok(Some(due)) => {
+                Duration::from_millis((due - now_ms()).clamp(0, poll.as_millis() as i64) as u64)
+            }
             _ => poll,
         }
     }
@@ -107,19 +131,29 @@ impl Worker {
         let now = now_ms();
         let recovered = self.state.store.release_expired_leases(now).await?;
         if recovered > 0 {
-            tracing::warn!(messages = recovered, "took back messages whose worker stopped answering");
+            tracing::warn!(
+                messages = recovered,
+                "took back messages whose worker stopped answering"
+            );
         }
         for company in self.state.store.due_companies(now).await? {
             let free_total = config.max_in_flight.saturating_sub(tasks.len());
             if free_total == 0 {
                 break;
             }
-            let free = config.company_concurrency.saturating_sub(self.slots.used(&company)).min(free_total);
+            let free = config
+                .company_concurrency
+                .saturating_sub(self.slots.used(&company))
+                .min(free_total);
             if free == 0 {
                 continue;
             }
             let lease_until = now + config.lease.as_millis() as i64;
-            let claimed = self.state.store.claim(&company, &self.owner, now, lease_until, free as i64).await?;
+            let claimed = self
+                .state
+                .store
+                .claim(&company, &self.owner, now, lease_until, free as i64)
+                .await?;
             for message in claimed {
                 self.spawn(tasks, message);
             }

@@ -12,8 +12,18 @@ use tokio::process::{Child, Command};
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 
 /// Fast timings for tests: retries in a fraction of a second, short leases.
-const TEST_FLAGS: &[&str] =
-    &["--poll-ms", "50", "--retry-first-delay-s", "0.2", "--retry-max-delay-s", "1", "--lease-s", "3", "--shutdown-grace-s", "5"];
+const TEST_FLAGS: &[&str] = &[
+    "--poll-ms",
+    "50",
+    "--retry-first-delay-s",
+    "0.2",
+    "--retry-max-delay-s",
+    "1",
+    "--lease-s",
+    "3",
+    "--shutdown-grace-s",
+    "5",
+];
 
 pub struct Carteiro {
     child: Option<Child>,
@@ -43,13 +53,19 @@ impl Carteiro {
             child: None,
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             base: String::new(),
             http: reqwest::Client::new(),
             token: String::new(),
         };
         app.launch().await;
-        app.token = app.login("admin", ADMIN_PASSWORD).await.expect("the first administrator can log in");
+        app.token = app
+            .login("admin", ADMIN_PASSWORD)
+            .await
+            .expect("the first administrator can log in");
         app
     }
 
@@ -67,7 +83,11 @@ impl Carteiro {
     }
 
     async fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_carteiro"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -76,7 +96,10 @@ impl Carteiro {
             .args(&self.extra)
             .env("CARTEIRO_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("CARTEIRO_HOSTNAME", "carteiro.test")
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -91,7 +114,10 @@ impl Carteiro {
                     return rest.trim_end_matches("/api/v1").to_owned();
                 }
             }
-            panic!("carteiro exited before listening; its log:\n{}", std::fs::read_to_string(self.log_path()).unwrap_or_default());
+            panic!(
+                "carteiro exited before listening; its log:\n{}",
+                std::fs::read_to_string(self.log_path()).unwrap_or_default()
+            );
         })
         .await
         .expect("carteiro did not start in time");
@@ -112,8 +138,14 @@ impl Carteiro {
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let pid = child.id().unwrap().to_string();
-        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("carteiro stops after SIGTERM").unwrap()
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(30), child.wait())
+            .await
+            .expect("carteiro stops after SIGTERM")
+            .unwrap()
     }
 
     /// Starts again on the same data directory.
@@ -128,12 +160,25 @@ impl Carteiro {
     }
 
     pub async fn login(&self, username: &str, password: &str) -> Option<String> {
-        let (status, body) = self.call(Method::POST, "/api/v1/login", None, Some(json!({"username": username, "password": password}))).await;
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/v1/login",
+                None,
+                Some(json!({"username": username, "password": password})),
+            )
+            .await;
         (status == StatusCode::OK).then(|| body["token"].as_str().unwrap().to_owned())
     }
 
     /// A JSON call with an optional bearer token; the body of the answer as JSON (or `null`).
-    pub async fn call(&self, method: Method, path: &str, bearer: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, self.url(path));
         if let Some(token) = bearer {
             request = request.bearer_auth(token);
@@ -144,22 +189,38 @@ impl Carteiro {
         let response = request.send().await.expect("carteiro answers");
         let status = response.status();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// A call as the platform administrator.
-    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         self.call(method, path, Some(&self.token), body).await
     }
 
     pub async fn set_global(&self, doc: Value) -> Value {
-        let (status, body) = self.admin(Method::PUT, "/api/v1/settings/global", Some(doc)).await;
+        let (status, body) = self
+            .admin(Method::PUT, "/api/v1/settings/global", Some(doc))
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
 
     pub async fn set_company_settings(&self, company: &Company, doc: Value) -> Value {
-        let (status, body) = self.admin(Method::PUT, &format!("/api/v1/companies/{}/settings", company.slug), Some(doc)).await;
+        let (status, body) = self
+            .admin(
+                Method::PUT,
+                &format!("/api/v1/companies/{}/settings", company.slug),
+                Some(doc),
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
@@ -170,9 +231,18 @@ impl Carteiro {
             .admin(Method::POST, "/api/v1/companies", Some(json!({"slug": slug, "name": format!("{slug} Ltda"), "email": format!("contato@{slug}.example")})))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        let (status, body) = self.admin(Method::POST, &format!("/api/v1/companies/{slug}/api-keys"), None).await;
+        let (status, body) = self
+            .admin(
+                Method::POST,
+                &format!("/api/v1/companies/{slug}/api-keys"),
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        Company { slug: slug.to_owned(), key: body["key"].as_str().unwrap().to_owned() }
+        Company {
+            slug: slug.to_owned(),
+            key: body["key"].as_str().unwrap().to_owned(),
+        }
     }
 
     /// Points the global level at a plain SMTP server on loopback, with a default sender.
@@ -185,7 +255,13 @@ impl Carteiro {
     }
 
     pub async fn submit(&self, company: &Company, message: Value) -> (StatusCode, Value) {
-        self.call(Method::POST, "/api/v1/messages", Some(&company.key), Some(message)).await
+        self.call(
+            Method::POST,
+            "/api/v1/messages",
+            Some(&company.key),
+            Some(message),
+        )
+        .await
     }
 
     /// Submits and expects a 202; the message's id.
@@ -196,13 +272,26 @@ impl Carteiro {
     }
 
     pub async fn message(&self, company: &Company, id: &str) -> Value {
-        let (status, body) = self.call(Method::GET, &format!("/api/v1/messages/{id}"), Some(&company.key), None).await;
+        let (status, body) = self
+            .call(
+                Method::GET,
+                &format!("/api/v1/messages/{id}"),
+                Some(&company.key),
+                None,
+            )
+            .await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
 
     /// Waits until the message reaches `status`, and returns it.
-    pub async fn wait_for_status(&self, company: &Company, id: &str, status: &str, limit: Duration) -> Value {
+    pub async fn wait_for_status(
+        &self,
+        company: &Company,
+        id: &str,
+        status: &str,
+        limit: Duration,
+    ) -> Value {
         let mut last = Value::Null;
         let found = tokio::time::timeout(limit, async {
             loop {
@@ -215,7 +304,9 @@ impl Carteiro {
             }
         })
         .await;
-        found.unwrap_or_else(|_| panic!("message {id} did not become {status} within {limit:?}; last seen: {last:#}"))
+        found.unwrap_or_else(|_| {
+            panic!("message {id} did not become {status} within {limit:?}; last seen: {last:#}")
+        })
     }
 
     /// Runs the carteiro CLI on this instance's data directory.
@@ -232,9 +323,15 @@ impl Carteiro {
             .spawn()
             .unwrap();
         let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.unwrap_or_default().as_bytes()).await.unwrap();
+        input
+            .write_all(stdin.unwrap_or_default().as_bytes())
+            .await
+            .unwrap();
         drop(input);
-        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("the CLI finishes").unwrap()
+        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("the CLI finishes")
+            .unwrap()
     }
 }
 
