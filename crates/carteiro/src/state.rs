@@ -8,11 +8,13 @@ use tokio::sync::Notify;
 use crate::config::DeliveryConfig;
 use crate::crypto::MasterKey;
 use crate::delivery::tls::TlsConfigs;
-use crate::store::Store;
+use crate::store::{Committer, Store};
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Stores submissions, sharing transactions between concurrent callers.
+    pub committer: Committer,
     pub keys: Arc<MasterKey>,
     pub delivery: Arc<DeliveryConfig>,
     pub tls: Arc<TlsConfigs>,
@@ -23,6 +25,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, keys: MasterKey, delivery: DeliveryConfig) -> Self {
         Self {
+            committer: Committer::start(store.clone()),
             store,
             keys: Arc::new(keys),
             delivery: Arc::new(delivery),

@@ -50,42 +50,42 @@ pub async fn submit_batch(
     let now = OffsetDateTime::now_utc();
     let mut effective_by_user: HashMap<Option<UserRef>, Effective> = HashMap::new();
     let mut results: Vec<Option<ServiceResult<Accepted>>> = Vec::with_capacity(inputs.len());
-    let mut records = Vec::new();
+    let (mut slots, mut records) = (Vec::new(), Vec::new());
     for input in inputs {
         match prepare(state, &company, input, now, &mut effective_by_user).await {
             Ok(record) => {
-                records.push((results.len(), record));
+                slots.push((
+                    results.len(),
+                    record.row.id.clone(),
+                    status_name(&record.row.status),
+                ));
+                records.push(record);
                 results.push(None);
             }
             Err(e) => results.push(Some(Err(e))),
         }
     }
-    let to_store: Vec<NewMessageRecord> = records.iter().map(|(_, r)| r.clone()).collect();
-    let outcomes = state.store.insert_messages(&to_store).await?;
-    for ((slot, record), outcome) in records.into_iter().zip(outcomes) {
-        results[slot] = Some(match outcome {
-            Inserted::New => Ok(Accepted {
-                id: record.row.id,
-                status: status_name(&record.row.status),
-                duplicate: false,
-            }),
-            Inserted::Duplicate(id) => {
-                let status = state
-                    .store
-                    .message(company.slug.as_str(), &id)
-                    .await?
-                    .map(|m| status_name(&m.status))
-                    .unwrap_or("queued");
-                Ok(Accepted {
+    if !records.is_empty() {
+        let outcomes = state.committer.insert(records).await?;
+        state.wake.notify_one();
+        for ((slot, id, status), outcome) in slots.into_iter().zip(outcomes) {
+            results[slot] = Some(match outcome {
+                Inserted::New => Ok(Accepted {
                     id,
                     status,
-                    duplicate: true,
-                })
-            }
-        });
-    }
-    if !to_store.is_empty() {
-        state.wake.notify_one();
+                    duplicate: false,
+                }),
+                Inserted::Duplicate(id) => {
+                    let first = state.store.message(company.slug.as_str(), &id).await?;
+                    let status = first.map(|m| status_name(&m.status)).unwrap_or("queued");
+                    Ok(Accepted {
+                        id,
+                        status,
+                        duplicate: true,
+                    })
+                }
+            });
+        }
     }
     Ok(results
         .into_iter()

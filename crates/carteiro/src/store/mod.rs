@@ -2,12 +2,14 @@
 //! and PostgreSQL (scale-out) share the services above them. Rows carry plain
 //! values; the services turn them into core types. Times are Unix milliseconds.
 
+mod commit;
 mod sqlite;
 
 use async_trait::async_trait;
 use carteiro_core::id::CompanySlug;
 use carteiro_core::settings::Scope;
 
+pub use commit::Committer;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
