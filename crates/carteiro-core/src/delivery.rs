@@ -44,6 +44,8 @@ pub enum ReplyClass {
 /// Where in the session something happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
+    /// Before any network: the settings in force could not be used.
+    Settings,
     Dns,
     Connect,
     Tls,
@@ -61,6 +63,7 @@ pub enum Stage {
 impl Stage {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Settings => "settings",
             Self::Dns => "dns",
             Self::Connect => "tcp",
             Self::Tls => "tls",
@@ -85,6 +88,8 @@ pub enum Failure {
     Timeout { stage: Stage },
     /// The TLS handshake failed (certificate, name, protocol).
     Tls { detail: String },
+    /// The settings in force cannot be used (none configured, a stored password that does not open).
+    Settings { detail: String },
     /// The server lacks something the settings require (STARTTLS, an AUTH mechanism).
     Unsupported { stage: Stage, detail: String },
     /// The server answered with a negative reply.
@@ -92,12 +97,15 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// Only a 5xx reply is permanent, and not at AUTH: a refused login is a
-    /// settings problem the operator can fix, so the queue waits for the fix
-    /// (as Postfix's `smtp_sasl_auth_soft_bounce` does) rather than failing
-    /// every message.
+    /// Only a 5xx reply about the message itself (at MAIL, RCPT or DATA) is
+    /// permanent. A 5xx before that (a refused greeting, EHLO, STARTTLS or
+    /// login) says the server will not talk to us as configured: a settings
+    /// problem the operator can fix, so the queue waits for the fix (as
+    /// Postfix's `smtp_sasl_auth_soft_bounce` does) rather than failing every
+    /// message.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Reply { stage, reply } if *stage != Stage::Auth && reply.class() == ReplyClass::Permanent)
+        matches!(self, Self::Reply { stage: Stage::MailFrom | Stage::RcptTo | Stage::Data | Stage::DataEnd, reply }
+            if reply.class() == ReplyClass::Permanent)
     }
 
     pub fn stage(&self) -> Stage {
@@ -107,6 +115,7 @@ impl Failure {
             | Self::Reply { stage, .. }
             | Self::Unsupported { stage, .. } => *stage,
             Self::Tls { .. } => Stage::Tls,
+            Self::Settings { .. } => Stage::Settings,
         }
     }
 
@@ -130,7 +139,7 @@ impl fmt::Display for Failure {
                 stage.as_str()
             ),
             Self::Tls { detail } => write!(f, "TLS handshake failed: {detail}"),
-            Self::Unsupported { detail, .. } => f.write_str(detail),
+            Self::Unsupported { detail, .. } | Self::Settings { detail } => f.write_str(detail),
             Self::Reply { stage, reply } => {
                 write!(f, "server replied at {}: {reply}", stage.as_str())
             }
@@ -265,6 +274,66 @@ pub fn recipient_results(
     }
 }
 
+/// What an attempt leaves the message with: its status and, when deferred, the next try.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conclusion {
+    pub settled: Settled,
+    pub next_attempt: Option<time::OffsetDateTime>,
+    /// The maximum queue lifetime ran out: pending recipients failed.
+    pub gave_up: bool,
+}
+
+pub const GAVE_UP: &str = "gave up after the maximum queue lifetime; last answer: ";
+
+/// Settles a message after an attempt. `results` are the new states of the
+/// recipients tried, `earlier` the states of the others (already final).
+/// A message still pending is retried on `retry`'s schedule until its
+/// lifetime ends; then what is still pending fails, keeping the last answer.
+pub fn conclude(
+    results: &mut [RecipientResult],
+    earlier: &[RecipientState],
+    retry: &crate::retry::RetryPolicy,
+    failures: u32,
+    due_since: time::OffsetDateTime,
+    now: time::OffsetDateTime,
+    jitter: f64,
+) -> Conclusion {
+    let states = |results: &[RecipientResult]| {
+        results
+            .iter()
+            .map(|r| r.state)
+            .chain(earlier.iter().copied())
+            .collect::<Vec<_>>()
+    };
+    let settled = settle(states(results));
+    if settled != Settled::Deferred {
+        return Conclusion {
+            settled,
+            next_attempt: None,
+            gave_up: false,
+        };
+    }
+    if let Some(next) = retry.next_attempt(failures, due_since, now, jitter) {
+        return Conclusion {
+            settled,
+            next_attempt: Some(next),
+            gave_up: false,
+        };
+    }
+    for r in results
+        .iter_mut()
+        .filter(|r| r.state == RecipientState::Pending)
+    {
+        r.state = RecipientState::Failed;
+        r.reply = format!("{GAVE_UP}{}", r.reply);
+    }
+    Conclusion {
+        settled: settle(states(results)),
+        next_attempt: None,
+        gave_up: true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,7 +355,11 @@ mod tests {
         };
         assert!(reply(Stage::RcptTo, 550).is_permanent());
         assert!(reply(Stage::DataEnd, 554).is_permanent());
-        assert!(reply(Stage::Greeting, 554).is_permanent());
+        assert!(
+            !reply(Stage::Greeting, 554).is_permanent(),
+            "a server refusing to talk is a settings problem"
+        );
+        assert!(!reply(Stage::Ehlo, 550).is_permanent());
         assert!(
             !reply(Stage::Auth, 535).is_permanent(),
             "a wrong password waits for the operator's fix"
@@ -350,6 +423,40 @@ mod tests {
             results
                 .iter()
                 .all(|r| r.state == Pending && r.code.is_none() && r.reply.contains("greeting"))
+        );
+    }
+
+    #[test]
+    fn a_pending_message_is_retried_until_its_lifetime_ends() {
+        use crate::retry::RetryPolicy;
+        use time::macros::datetime;
+        let retry = RetryPolicy::default();
+        let t0 = datetime!(2026-11-25 12:00 UTC);
+        let later = |r: &str| RecipientResult {
+            state: Pending,
+            code: Some(451),
+            reply: r.to_owned(),
+        };
+
+        let mut results = [later("4.3.0 busy")];
+        let c = conclude(&mut results, &[], &retry, 1, t0, t0, 0.5);
+        assert_eq!((c.settled, c.gave_up), (Settled::Deferred, false));
+        assert_eq!(c.next_attempt, Some(t0 + retry.first_delay));
+
+        let end = t0 + retry.max_lifetime;
+        let c = conclude(&mut results, &[Sent], &retry, 40, t0, end, 0.5);
+        assert_eq!(
+            (c.settled, c.gave_up, c.next_attempt),
+            (Settled::Sent, true, None),
+            "another recipient got it"
+        );
+        assert_eq!(results[0].state, Failed);
+        assert_eq!(results[0].reply, format!("{GAVE_UP}4.3.0 busy"));
+
+        let mut alone = [later("4.3.0 busy")];
+        assert_eq!(
+            conclude(&mut alone, &[], &retry, 40, t0, end, 0.5).settled,
+            Settled::Failed
         );
     }
 

@@ -17,6 +17,9 @@ use tokio::net::TcpStream;
 
 use super::tls::TlsConfigs;
 
+/// How long to wait for the answer to QUIT: only politeness depends on it.
+const QUIT_WAIT: Duration = Duration::from_secs(5);
+
 pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
 type Stream = Box<dyn AsyncStream>;
@@ -352,9 +355,21 @@ impl Session {
         }
     }
 
-    /// Says goodbye; the answer does not matter any more.
-    pub async fn quit(mut self) {
-        let _ = self.client.cmd(b"QUIT\r\n").await;
+    /// Ends the session after `outcome`: QUIT (bounded) when the connection
+    /// is still in step, else just drop it: after a timeout or a broken
+    /// connection, waiting for another answer only holds the slot.
+    pub async fn close(mut self, outcome: &Result<Transaction, Failure>) {
+        let broken = |f: &Failure| matches!(f, Failure::Timeout { .. } | Failure::Network { .. });
+        let in_step = match outcome {
+            Err(f)
+            | Ok(Transaction {
+                data: Some(Err(f)), ..
+            }) => !broken(f),
+            Ok(_) => true,
+        };
+        if in_step {
+            let _ = tokio::time::timeout(QUIT_WAIT, self.client.cmd(b"QUIT\r\n")).await;
+        }
     }
 }
 

@@ -131,7 +131,7 @@ pub async fn run(
                 &mut log,
             )
             .await;
-        session.quit().await;
+        session.close(&transaction).await;
         let transaction = transaction?;
         match (transaction.rcpt.into_iter().next(), transaction.data) {
             (Some(Err(reply)), _) => Err(Failure::Reply {

@@ -199,7 +199,8 @@ pub struct ClaimedMessage {
 #[derive(Debug, Clone)]
 pub struct AttemptResult {
     pub message_id: String,
-    pub lease_owner: String,
+    /// The claim that leased the message: a later claim of the same message has another.
+    pub lease: String,
     pub attempt: AttemptRow,
     /// (position, state, code, reply) for each recipient the attempt touched.
     pub recipients: Vec<(i64, String, Option<i64>, Option<String>)>,
@@ -237,22 +238,23 @@ pub trait MessageStore: Send + Sync {
     async fn due_companies(&self, now: i64) -> StoreResult<Vec<String>>;
     /// The earliest due time of any waiting message, to sleep until then.
     async fn next_due_at(&self) -> StoreResult<Option<i64>>;
-    /// Claims up to `limit` due messages of one company under a lease.
+    /// Claims up to `limit` due messages of one company under a lease named `claim`.
     async fn claim(
         &self,
         company: &str,
-        owner: &str,
+        claim: &str,
         now: i64,
         lease_until: i64,
         limit: i64,
     ) -> StoreResult<Vec<ClaimedMessage>>;
-    async fn extend_leases(&self, owner: &str, lease_until: i64) -> StoreResult<u64>;
+    /// Renews the leases of the claims still being worked on.
+    async fn extend_leases(&self, claims: &[String], lease_until: i64) -> StoreResult<u64>;
     /// Records an attempt and moves the message on, if the lease is still ours.
     async fn finish_attempt(&self, result: &AttemptResult) -> StoreResult<bool>;
     /// Gives one message back to the queue, due at `due_at` (its attempt could not run or be recorded).
-    async fn release_message(&self, id: &str, owner: &str, due_at: i64) -> StoreResult<bool>;
-    /// Gives back every message leased by `owner` (clean shutdown).
-    async fn release_leases(&self, owner: &str, now: i64) -> StoreResult<u64>;
+    async fn release_message(&self, id: &str, claim: &str, due_at: i64) -> StoreResult<bool>;
+    /// Gives back every message held by these claims (clean shutdown).
+    async fn release_claims(&self, claims: &[String], now: i64) -> StoreResult<u64>;
 }
 
 /// Everything carteiro keeps.

@@ -567,7 +567,7 @@ impl MessageStore for SqliteStore {
     async fn claim(
         &self,
         company: &str,
-        owner: &str,
+        claim: &str,
         now: i64,
         lease_until: i64,
         limit: i64,
@@ -578,7 +578,7 @@ impl MessageStore for SqliteStore {
                           ORDER BY due_at LIMIT $5)
              RETURNING id, company, kind, actor_id, envelope_from, COALESCE(send_at, created_at) AS due_since, attempt_count"
         )))
-        .bind(owner)
+        .bind(claim)
         .bind(lease_until)
         .bind(now)
         .bind(company)
@@ -588,13 +588,16 @@ impl MessageStore for SqliteStore {
         .store()
     }
 
-    async fn extend_leases(&self, owner: &str, lease_until: i64) -> StoreResult<u64> {
-        let done = sqlx::query("UPDATE messages SET lease_expires_at = $1 WHERE lease_owner = $2 AND status = 'sending'")
-            .bind(lease_until)
-            .bind(owner)
-            .execute(&self.writer)
-            .await
-            .store()?;
+    async fn extend_leases(&self, claims: &[String], lease_until: i64) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE messages SET lease_expires_at = $1
+             WHERE lease_owner IN (SELECT value FROM json_each($2)) AND status = 'sending'",
+        )
+        .bind(lease_until)
+        .bind(serde_json::to_string(claims).context("claims")?)
+        .execute(&self.writer)
+        .await
+        .store()?;
         Ok(done.rows_affected())
     }
 
@@ -612,7 +615,7 @@ impl MessageStore for SqliteStore {
         .bind(&result.envelope_from)
         .bind(a.at + a.ms)
         .bind(&result.message_id)
-        .bind(&result.lease_owner)
+        .bind(&result.lease)
         .execute(&mut *tx)
         .await
         .store()?;
@@ -649,27 +652,27 @@ impl MessageStore for SqliteStore {
         Ok(true)
     }
 
-    async fn release_message(&self, id: &str, owner: &str, due_at: i64) -> StoreResult<bool> {
+    async fn release_message(&self, id: &str, claim: &str, due_at: i64) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, due_at = $1, updated_at = $1
              WHERE id = $2 AND lease_owner = $3 AND status = 'sending'",
         )
         .bind(due_at)
         .bind(id)
-        .bind(owner)
+        .bind(claim)
         .execute(&self.writer)
         .await
         .store()?;
         Ok(done.rows_affected() == 1)
     }
 
-    async fn release_leases(&self, owner: &str, now: i64) -> StoreResult<u64> {
+    async fn release_claims(&self, claims: &[String], now: i64) -> StoreResult<u64> {
         let done = sqlx::query(
             "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
-             WHERE lease_owner = $2 AND status = 'sending'",
+             WHERE lease_owner IN (SELECT value FROM json_each($2)) AND status = 'sending'",
         )
         .bind(now)
-        .bind(owner)
+        .bind(serde_json::to_string(claims).context("claims")?)
         .execute(&self.writer)
         .await
         .store()?;

@@ -1,22 +1,73 @@
 //! One delivery attempt of one message, from claim to recorded outcome.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use carteiro_core::delivery::{
-    Failure, RecipientState, Settled, Stage, Transaction, recipient_results, settle,
+    Conclusion, Failure, GAVE_UP, RecipientState, Settled, Transaction, conclude, recipient_results,
 };
 use carteiro_core::id::{CompanySlug, UserRef};
 use carteiro_core::sender::{self, SenderContext};
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::crypto::WrongMasterKey;
 use crate::delivery::smtp::{Session, Transcript};
 use crate::service::{ServiceError, settings, tenants};
 use crate::state::{AppState, now_ms};
-use crate::store::{AttemptResult, AttemptRow, ClaimedMessage};
+use crate::store::{AttemptResult, AttemptRow, ClaimedMessage, RecipientRow};
 
-pub async fn deliver(state: &AppState, owner: &str, claimed: ClaimedMessage) -> anyhow::Result<()> {
+/// Tries the message once and records the outcome under `claim`.
+pub async fn attempt(state: &AppState, claimed: &ClaimedMessage, claim: &str) {
+    let result = match send(state, claimed, claim).await {
+        Ok(result) => result,
+        Err(e) => {
+            // Nothing went out (the store could not be read): back to the queue.
+            tracing::error!(message_id = %claimed.id, error = format!("{e:#}"), "cannot start the delivery attempt; the message goes back to the queue");
+            let retry_at = now_ms() + state.delivery.retry.first_delay.as_millis() as i64;
+            if let Err(e) = state
+                .store
+                .release_message(&claimed.id, claim, retry_at)
+                .await
+            {
+                tracing::warn!(message_id = %claimed.id, error = %e, "cannot give the message back; its lease will expire");
+            }
+            return;
+        }
+    };
+    record(state, &result).await;
+}
+
+/// Records an attempt. The server may already hold the message, so the record
+/// must land: retry until it does, keeping the lease (the worker renews it
+/// while this task runs), rather than let the message go out again.
+async fn record(state: &AppState, result: &AttemptResult) {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match state.store.finish_attempt(result).await {
+            Ok(true) => {
+                let a = &result.attempt;
+                tracing::info!(message_id = %result.message_id, status = %result.status, code = a.code, reply = %a.reply, ms = a.ms, "delivery attempt");
+                return;
+            }
+            Ok(false) => {
+                tracing::warn!(message_id = %result.message_id, "the lease was lost during the attempt; another claim owns the message now");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(message_id = %result.message_id, error = %e, "cannot record the delivery attempt; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Sends the message to its pending recipients and says what that means.
+/// Fails only when nothing was sent because the store could not be read.
+async fn send(
+    state: &AppState,
+    claimed: &ClaimedMessage,
+    claim: &str,
+) -> anyhow::Result<AttemptResult> {
     let started_at = now_ms();
     let started = Instant::now();
     let company = CompanySlug::parse("company", &claimed.company)?;
@@ -29,35 +80,30 @@ pub async fn deliver(state: &AppState, owner: &str, claimed: ClaimedMessage) -> 
         .raw(&claimed.id)
         .await?
         .ok_or_else(|| anyhow::anyhow!("message {} has no body", claimed.id))?;
-    let all = state.store.recipients(&claimed.id).await?;
-    let pending: Vec<_> = all
+    let recipients = state.store.recipients(&claimed.id).await?;
+    let (pending, earlier): (Vec<&RecipientRow>, Vec<&RecipientRow>) = recipients
         .iter()
-        .filter(|r| r.state == RecipientState::Pending.as_str())
-        .collect();
+        .partition(|r| r.state == RecipientState::Pending.as_str());
+    let company_mailbox = tenants::company(state, &company).await?.mailbox();
 
-    let no_server = || Failure::Unsupported {
-        stage: Stage::Connect,
-        detail: "no SMTP server is configured for this company any more".to_owned(),
-    };
     let plan = match settings::effective(state, Some(&company), user.as_ref()).await {
         Ok(effective) => effective
             .connection()
-            .map(|connection| (effective, connection))
-            .ok_or_else(no_server),
-        // Not this message's fault: record why, and retry until the operator restores the key.
-        Err(ServiceError::Internal(e)) if e.downcast_ref::<WrongMasterKey>().is_some() => {
-            Err(Failure::Unsupported {
-                stage: Stage::Auth,
-                detail: WrongMasterKey.to_string(),
-            })
-        }
-        Err(e) => return Err(e.into()),
+            .map(|c| (effective, c))
+            .ok_or_else(|| Failure::Settings {
+                detail: "no SMTP server is configured for this company any more".to_owned(),
+            }),
+        Err(ServiceError::Unavailable(why)) => anyhow::bail!("the database is unavailable: {why}"),
+        // Not this message's fault (a stored password the master key does not open,
+        // settings that no longer validate): record why, and retry until it is fixed.
+        Err(e) => Err(Failure::Settings {
+            detail: format!("{:#}", anyhow::Error::from(e)),
+        }),
     };
-    let company_mailbox = tenants::company(state, &company).await?.mailbox();
+
     let mut envelope_from = claimed.envelope_from.clone();
     let mut server = String::from("-");
-
-    let attempt: Result<Transaction, Failure> = match plan {
+    let attempt = match plan {
         Err(failure) => Err(failure),
         Ok((effective, connection)) => {
             let ctx = SenderContext {
@@ -83,9 +129,9 @@ pub async fn deliver(state: &AppState, owner: &str, claimed: ClaimedMessage) -> 
                 let mut session =
                     Session::open(&connection, &state.tls, &state.delivery.hostname, &mut log)
                         .await?;
-                let result = session.send(&envelope_from, &to, &raw, &mut log).await;
-                session.quit().await;
-                result
+                let outcome = session.send(&envelope_from, &to, &raw, &mut log).await;
+                session.close(&outcome).await;
+                outcome
             }
             .await
         }
@@ -93,66 +139,46 @@ pub async fn deliver(state: &AppState, owner: &str, claimed: ClaimedMessage) -> 
     let ms = started.elapsed().as_millis() as i64;
 
     let mut results = recipient_results(&attempt, pending.len());
-    let untouched = all
+    let earlier: Vec<RecipientState> = earlier
         .iter()
-        .filter(|r| r.state != RecipientState::Pending.as_str())
-        .filter_map(|r| RecipientState::parse(&r.state));
-    let mut settled = settle(results.iter().map(|r| r.state).chain(untouched));
-    let mut due_at = None;
-    let mut gave_up = false;
-    if settled == Settled::Deferred {
-        let failures = u32::try_from(claimed.attempt_count + 1).unwrap_or(u32::MAX);
-        let due_since =
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(claimed.due_since) * 1_000_000)?;
-        match state.delivery.retry.next_attempt(
-            failures,
-            due_since,
-            OffsetDateTime::now_utc(),
-            rand::random(),
-        ) {
-            Some(next) => due_at = Some((next.unix_timestamp_nanos() / 1_000_000) as i64),
-            None => {
-                // Out of time: what is still pending fails, keeping the last answer.
-                gave_up = true;
-                settled = if results.iter().any(|r| r.state == RecipientState::Sent)
-                    || all.iter().any(|r| r.state == "sent")
-                {
-                    Settled::Sent
-                } else {
-                    Settled::Failed
-                };
-                for r in results
-                    .iter_mut()
-                    .filter(|r| r.state == RecipientState::Pending)
-                {
-                    r.state = RecipientState::Failed;
-                    r.reply = format!(
-                        "gave up after the maximum queue lifetime; last answer: {}",
-                        r.reply
-                    );
-                }
-            }
-        }
-    }
+        .filter_map(|r| RecipientState::parse(&r.state))
+        .collect();
+    let due_since =
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(claimed.due_since) * 1_000_000)?;
+    let failures = u32::try_from(claimed.attempt_count + 1).unwrap_or(u32::MAX);
+    let Conclusion {
+        settled,
+        next_attempt,
+        gave_up,
+    } = conclude(
+        &mut results,
+        &earlier,
+        &state.delivery.retry,
+        failures,
+        due_since,
+        OffsetDateTime::now_utc(),
+        rand::random(),
+    );
     let status = match settled {
         Settled::Sent => "sent",
         Settled::Deferred => "deferred",
         Settled::Failed => "failed",
     };
-
-    let (code, mut reply) = summary(&attempt);
-    if gave_up {
-        reply = format!("gave up after the maximum queue lifetime; last answer: {reply}");
-    }
+    let (code, reply) = summary(&attempt);
+    let reply = if gave_up {
+        format!("{GAVE_UP}{reply}")
+    } else {
+        reply
+    };
     let refusals: Vec<_> = pending
         .iter()
         .zip(&results)
         .filter(|(_, r)| r.state != RecipientState::Sent)
         .map(|(rcpt, r)| json!({"address": rcpt.address, "code": r.code, "reply": r.reply}))
         .collect();
-    let result = AttemptResult {
+    Ok(AttemptResult {
         message_id: claimed.id.clone(),
-        lease_owner: owner.to_owned(),
+        lease: claim.to_owned(),
         attempt: AttemptRow {
             at: started_at,
             server,
@@ -175,16 +201,9 @@ pub async fn deliver(state: &AppState, owner: &str, claimed: ClaimedMessage) -> 
             })
             .collect(),
         status: status.to_owned(),
-        due_at,
+        due_at: next_attempt.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
         envelope_from,
-    };
-    let recorded = state.store.finish_attempt(&result).await?;
-    if recorded {
-        tracing::info!(message_id = %claimed.id, company = %claimed.company, status, code, reply = %result.attempt.reply, ms, "delivery attempt");
-    } else {
-        tracing::warn!(message_id = %claimed.id, "lease lost during the attempt; another worker owns the message now");
-    }
-    Ok(())
+    })
 }
 
 /// The answer that best describes an attempt: the final DATA reply, else the
