@@ -38,14 +38,31 @@ impl EmailAddress {
                 "spaces, angle brackets and control characters are not allowed",
             ));
         }
+        // SMTP without SMTPUTF8 carries ASCII only: an international domain
+        // travels as its punycode (`açaí.com.br` → `xn--aa-4iaz.com.br`);
+        // an international local part cannot travel at all.
+        let (local, domain) = value
+            .rsplit_once('@')
+            .ok_or_else(|| invalid("it has no @"))?;
+        if !local.is_ascii() {
+            return Err(invalid(
+                "the part before @ must be ASCII letters, digits and symbols",
+            ));
+        }
+        let domain = idna::domain_to_ascii(domain)
+            .map_err(|_| invalid("the domain is not a valid domain name"))?;
+        let ascii = format!("{local}@{domain}");
+        if ascii.len() > MAX_ADDRESS_OCTETS {
+            return Err(invalid("longer than 254 octets"));
+        }
         let options = email_address::Options {
             allow_display_text: false,
             allow_domain_literal: false,
             ..Default::default()
         };
-        email_address::EmailAddress::parse_with_options(value, options)
+        email_address::EmailAddress::parse_with_options(&ascii, options)
             .map_err(|e| invalid(e.to_string().trim_end_matches('.').to_lowercase().as_str()))?;
-        Ok(Self(value.to_owned()))
+        Ok(Self(ascii))
     }
 
     pub fn as_str(&self) -> &str {
@@ -242,6 +259,20 @@ mod tests {
                 .message
                 .contains("CR or LF")
         );
+    }
+
+    #[test]
+    fn international_domains_travel_as_punycode() {
+        let a = EmailAddress::parse("to", "joao@açaí.com.br").unwrap();
+        assert_eq!(a.as_str(), "joao@xn--aa-4iaz.com.br");
+        assert_eq!(
+            EmailAddress::parse("to", "joao@ACME.Example")
+                .unwrap()
+                .as_str(),
+            "joao@acme.example"
+        );
+        let e = EmailAddress::parse("to", "joão@acme.example").unwrap_err();
+        assert!(e.message.contains("ASCII"), "{}", e.message);
     }
 
     #[test]

@@ -18,22 +18,6 @@ impl FieldError {
             message: message.into(),
         }
     }
-
-    /// The same error one level deeper: `port …` inside `connection` becomes `connection.port …`.
-    pub fn within(mut self, parent: &str) -> Self {
-        let old = std::mem::take(&mut self.field);
-        self.field = if old.starts_with('[') {
-            format!("{parent}{old}")
-        } else {
-            format!("{parent}.{old}")
-        };
-        self.message = if self.message.starts_with(&old) && !old.is_empty() {
-            format!("{}{}", self.field, &self.message[old.len()..])
-        } else {
-            self.message
-        };
-        self
-    }
 }
 
 impl fmt::Display for FieldError {
@@ -110,20 +94,6 @@ pub fn check_header_text(field: &str, value: &str) -> Result<(), FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn within_prefixes_field_and_sentence() {
-        let e =
-            FieldError::new("port", "port must be between 1 and 65535, got 0").within("connection");
-        assert_eq!(e.field, "connection.port");
-        assert_eq!(
-            e.message,
-            "connection.port must be between 1 and 65535, got 0"
-        );
-        let e = FieldError::new("[2]", "[2] is not an e-mail address").within("to");
-        assert_eq!(e.field, "to[2]");
-        assert_eq!(e.message, "to[2] is not an e-mail address");
-    }
 
     #[test]
     fn header_text_refuses_line_breaks() {

@@ -9,7 +9,9 @@ use carteiro_core::message::{ActorIn, IdIn, MailboxIn, MessageIn};
 use carteiro_core::settings::SettingsDoc;
 use clap::{Parser, Subcommand};
 
-use crate::config::{DeliveryArgs, ServeArgs, StoreArgs};
+use crate::config::{
+    DeliveryConfig, MessageArgs, ServeArgs, StoreArgs, WorkerArgs, delivery_config,
+};
 use crate::service::test_connection::{TestConnectionIn, run as run_test};
 use crate::service::{auth, settings, submit};
 use crate::startup::{App, app_state, open_store, shutdown_on_signals};
@@ -65,7 +67,7 @@ pub struct SendArgs {
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
-    delivery: DeliveryArgs,
+    messages: MessageArgs,
     /// The company sending (its slug).
     #[arg(long)]
     company: String,
@@ -75,28 +77,37 @@ pub struct SendArgs {
     /// `system` (no acting user) or `user` (needs --actor-id and --actor-address).
     #[arg(long, default_value = "system")]
     kind: String,
+    /// A recipient (`ana@example.com` or `Ana <ana@example.com>`); repeat for more.
     #[arg(long)]
     to: Vec<String>,
+    /// A copy recipient; repeat for more.
     #[arg(long)]
     cc: Vec<String>,
+    /// A blind copy recipient (not shown in the message); repeat for more.
     #[arg(long)]
     bcc: Vec<String>,
+    /// The subject line.
     #[arg(long, default_value = "")]
     subject: String,
     /// The plain-text body (`-` reads standard input).
     #[arg(long)]
     text: Option<String>,
+    /// The HTML body.
     #[arg(long)]
     html: Option<String>,
+    /// The acting user's id in the platform (user messages).
     #[arg(long)]
     actor_id: Option<String>,
+    /// The acting user's name.
     #[arg(long)]
     actor_name: Option<String>,
+    /// The acting user's e-mail address.
     #[arg(long)]
     actor_address: Option<String>,
     /// Send at this RFC 3339 time instead of now.
     #[arg(long)]
     send_at: Option<String>,
+    /// Submitting again with the same key returns the first message instead of queuing another.
     #[arg(long)]
     idempotency_key: Option<String>,
 }
@@ -106,7 +117,7 @@ pub struct TestArgs {
     #[command(flatten)]
     store: StoreArgs,
     #[command(flatten)]
-    delivery: DeliveryArgs,
+    messages: MessageArgs,
     /// Test the company's settings (default: the global level).
     #[arg(long)]
     company: Option<String>,
@@ -127,8 +138,10 @@ pub enum ConfigCommand {
     Explain {
         #[command(flatten)]
         store: StoreArgs,
+        /// The company (its slug).
         #[arg(long)]
         company: String,
+        /// A user of the company (the platform's user id), for the user level.
         #[arg(long)]
         user: Option<String>,
     },
@@ -140,8 +153,10 @@ pub enum AdminCommand {
     Create {
         #[command(flatten)]
         store: StoreArgs,
+        /// The user name to log in with.
         #[arg(long)]
         username: String,
+        /// The company (its slug) this administrator manages; without it, a platform administrator.
         #[arg(long)]
         company: Option<String>,
         /// Read the password from standard input instead of generating one.
@@ -152,12 +167,18 @@ pub enum AdminCommand {
     ResetPassword {
         #[command(flatten)]
         store: StoreArgs,
+        /// The administrator's user name.
         #[arg(long)]
         username: String,
         /// Read the password from standard input instead of generating one.
         #[arg(long)]
         password_stdin: bool,
     },
+}
+
+/// Delivery settings for commands that only read or queue.
+fn defaults() -> anyhow::Result<DeliveryConfig> {
+    delivery_config(&MessageArgs::default(), &WorkerArgs::default())
 }
 
 fn env_secret(name: &str) -> Option<String> {
@@ -198,7 +219,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             company,
             user,
         }) => {
-            let state = app_state(&store, master_key, DeliveryArgs::defaults().check()?).await?;
+            let state = app_state(&store, master_key, defaults()?).await?;
             let company = CompanySlug::parse("--company", &company)?;
             let user = user.map(|u| UserRef::parse("--user", &u)).transpose()?;
             let explained = settings::explain(&state, &company, user.as_ref())
@@ -213,7 +234,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             company,
             password_stdin,
         }) => {
-            let state = app_state(&store, master_key, DeliveryArgs::defaults().check()?).await?;
+            let state = app_state(&store, master_key, defaults()?).await?;
             let company = company
                 .map(|c| CompanySlug::parse("--company", &c))
                 .transpose()?;
@@ -229,7 +250,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             username,
             password_stdin,
         }) => {
-            let state = app_state(&store, master_key, DeliveryArgs::defaults().check()?).await?;
+            let state = app_state(&store, master_key, defaults()?).await?;
             let (password, generated) = password(password_stdin)?;
             auth::reset_password(&state, &username, &password)
                 .await
@@ -276,7 +297,12 @@ fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 async fn send(args: SendArgs, master_key: Option<&str>) -> anyhow::Result<()> {
-    let state: AppState = app_state(&args.store, master_key, args.delivery.check()?).await?;
+    let state: AppState = app_state(
+        &args.store,
+        master_key,
+        delivery_config(&args.messages, &WorkerArgs::default())?,
+    )
+    .await?;
     let company = CompanySlug::parse("--company", &args.company)?;
     let message = match &args.json {
         Some(path) => {
@@ -315,7 +341,12 @@ async fn send(args: SendArgs, master_key: Option<&str>) -> anyhow::Result<()> {
 }
 
 async fn test_connection(args: TestArgs, master_key: Option<&str>) -> anyhow::Result<()> {
-    let state = app_state(&args.store, master_key, args.delivery.check()?).await?;
+    let state = app_state(
+        &args.store,
+        master_key,
+        delivery_config(&args.messages, &WorkerArgs::default())?,
+    )
+    .await?;
     let settings: Option<SettingsDoc> = match &args.settings {
         Some(path) => Some(
             serde_json::from_str(&read_input(path)?)

@@ -21,9 +21,9 @@ pub struct StoreArgs {
     pub database_url: Option<String>,
 }
 
-/// Limits and timings of the queue and of delivery.
+/// What a message may be, and how carteiro names itself in it.
 #[derive(Debug, Clone, clap::Args)]
-pub struct DeliveryArgs {
+pub struct MessageArgs {
     /// Largest message accepted, in bytes, once built (attachments included).
     #[arg(long, env = "CARTEIRO_MAX_MESSAGE_BYTES", default_value_t = 10 * 1024 * 1024)]
     pub max_message_bytes: usize,
@@ -32,6 +32,14 @@ pub struct DeliveryArgs {
     #[arg(long, env = "CARTEIRO_MAX_RECIPIENTS", default_value_t = 100)]
     pub max_recipients: usize,
 
+    /// Name carteiro gives itself in EHLO and in Message-IDs. Default: this machine's host name.
+    #[arg(long, env = "CARTEIRO_HOSTNAME")]
+    pub hostname: Option<String>,
+}
+
+/// Timings and limits of the delivery worker.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerArgs {
     /// Delay before the first retry of a temporary failure, in seconds; it doubles after each failure.
     #[arg(long, env = "CARTEIRO_RETRY_FIRST_DELAY_S", default_value_t = 60.0)]
     pub retry_first_delay_s: f64,
@@ -64,10 +72,28 @@ pub struct DeliveryArgs {
     /// Most messages of one company being sent at once, so one slow server cannot hold every worker.
     #[arg(long, env = "CARTEIRO_COMPANY_CONCURRENCY", default_value_t = 8)]
     pub company_concurrency: usize,
+}
 
-    /// Name carteiro gives itself in EHLO and in Message-IDs. Default: this machine's host name.
-    #[arg(long, env = "CARTEIRO_HOSTNAME")]
-    pub hostname: Option<String>,
+impl Default for WorkerArgs {
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: WorkerArgs,
+        }
+        <Only as clap::Parser>::parse_from(["carteiro"]).args
+    }
+}
+
+impl Default for MessageArgs {
+    fn default() -> Self {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: MessageArgs,
+        }
+        <Only as clap::Parser>::parse_from(["carteiro"]).args
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -80,23 +106,14 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
 
     #[command(flatten)]
-    pub delivery: DeliveryArgs,
+    pub messages: MessageArgs,
+
+    #[command(flatten)]
+    pub worker: WorkerArgs,
 
     /// On SIGINT/SIGTERM, how long to let messages being sent finish before giving them back to the queue, in seconds.
     #[arg(long, env = "CARTEIRO_SHUTDOWN_GRACE_S", default_value_t = 10.0)]
     pub shutdown_grace_s: f64,
-}
-
-impl DeliveryArgs {
-    /// The defaults, for commands that do not deliver.
-    pub fn defaults() -> Self {
-        #[derive(clap::Parser)]
-        struct Only {
-            #[command(flatten)]
-            args: DeliveryArgs,
-        }
-        <Only as clap::Parser>::parse_from(["carteiro"]).args
-    }
 }
 
 /// Delivery settings, checked.
@@ -120,58 +137,60 @@ fn seconds(name: &str, value: f64, min: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(value))
 }
 
-impl DeliveryArgs {
-    pub fn check(&self) -> anyhow::Result<DeliveryConfig> {
-        ensure!(
-            self.max_message_bytes >= 1024,
-            "--max-message-bytes must be at least 1024, got {}",
-            self.max_message_bytes
-        );
-        ensure!(
-            (1..=10_000).contains(&self.max_recipients),
-            "--max-recipients must be between 1 and 10000, got {}",
-            self.max_recipients
-        );
-        ensure!(
-            self.max_in_flight >= 1,
-            "--max-in-flight must be at least 1"
-        );
-        ensure!(
-            self.company_concurrency >= 1,
-            "--company-concurrency must be at least 1"
-        );
-        ensure!(
-            self.poll_ms >= 10,
-            "--poll-ms must be at least 10, got {}",
-            self.poll_ms
-        );
-        let retry = RetryPolicy {
-            first_delay: seconds("retry-first-delay-s", self.retry_first_delay_s, 0.01)?,
-            max_delay: seconds("retry-max-delay-s", self.retry_max_delay_s, 0.01)?,
-            max_lifetime: seconds("max-queue-lifetime-s", self.max_queue_lifetime_s, 0.01)?,
-        };
-        ensure!(
-            retry.max_delay >= retry.first_delay,
-            "--retry-max-delay-s must not be below --retry-first-delay-s"
-        );
-        let hostname = match &self.hostname {
-            Some(h) => h.clone(),
-            None => gethostname::gethostname().to_string_lossy().into_owned(),
-        };
-        if carteiro_core::settings::Host::parse("hostname", &hostname).is_err() {
-            bail!("this machine's host name {hostname:?} cannot be used in EHLO; set --hostname");
-        }
-        Ok(DeliveryConfig {
-            max_message_bytes: self.max_message_bytes,
-            limits: Limits {
-                max_recipients: self.max_recipients,
-            },
-            retry,
-            lease: seconds("lease-s", self.lease_s, 1.0)?,
-            poll: Duration::from_millis(self.poll_ms),
-            max_in_flight: self.max_in_flight,
-            company_concurrency: self.company_concurrency,
-            hostname,
-        })
+/// Checks the flags of message limits and of the worker together.
+pub fn delivery_config(
+    messages: &MessageArgs,
+    worker: &WorkerArgs,
+) -> anyhow::Result<DeliveryConfig> {
+    ensure!(
+        messages.max_message_bytes >= 1024,
+        "--max-message-bytes must be at least 1024, got {}",
+        messages.max_message_bytes
+    );
+    ensure!(
+        (1..=10_000).contains(&messages.max_recipients),
+        "--max-recipients must be between 1 and 10000, got {}",
+        messages.max_recipients
+    );
+    ensure!(
+        worker.max_in_flight >= 1,
+        "--max-in-flight must be at least 1, got 0"
+    );
+    ensure!(
+        worker.company_concurrency >= 1,
+        "--company-concurrency must be at least 1, got 0"
+    );
+    ensure!(
+        worker.poll_ms >= 10,
+        "--poll-ms must be at least 10, got {}",
+        worker.poll_ms
+    );
+    let retry = RetryPolicy {
+        first_delay: seconds("retry-first-delay-s", worker.retry_first_delay_s, 0.01)?,
+        max_delay: seconds("retry-max-delay-s", worker.retry_max_delay_s, 0.01)?,
+        max_lifetime: seconds("max-queue-lifetime-s", worker.max_queue_lifetime_s, 0.01)?,
+    };
+    ensure!(
+        retry.max_delay >= retry.first_delay,
+        "--retry-max-delay-s must not be below --retry-first-delay-s"
+    );
+    let hostname = match &messages.hostname {
+        Some(h) => h.clone(),
+        None => gethostname::gethostname().to_string_lossy().into_owned(),
+    };
+    if carteiro_core::settings::Host::parse("hostname", &hostname).is_err() {
+        bail!("this machine's host name {hostname:?} cannot be used in EHLO; set --hostname");
     }
+    Ok(DeliveryConfig {
+        max_message_bytes: messages.max_message_bytes,
+        limits: Limits {
+            max_recipients: messages.max_recipients,
+        },
+        retry,
+        lease: seconds("lease-s", worker.lease_s, 1.0)?,
+        poll: Duration::from_millis(worker.poll_ms),
+        max_in_flight: worker.max_in_flight,
+        company_concurrency: worker.company_concurrency,
+        hostname,
+    })
 }

@@ -51,8 +51,15 @@ impl MasterKey {
             ),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = Key::generate();
-                write_private(&path, B64.encode(key.as_slice()).as_bytes())
-                    .with_context(|| format!("cannot create the key file {}", path.display()))?;
+                match write_private(&path, B64.encode(key.as_slice()).as_bytes()) {
+                    // Another carteiro process made it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return Self::load_or_create(None, data_dir, false);
+                    }
+                    other => other.with_context(|| {
+                        format!("cannot create the key file {}", path.display())
+                    })?,
+                }
                 tracing::info!(path = %path.display(), "created a new master key; keep a copy of it: without it stored passwords cannot be read");
                 Ok(Self {
                     cipher: XChaCha20Poly1305::new(&key),

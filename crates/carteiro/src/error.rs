@@ -91,7 +91,7 @@ impl From<ServiceError> for ApiError {
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
-                    "carteiro cannot write to its database right now; nothing was stored. Try again shortly.",
+                    "carteiro cannot reach its database right now; nothing was changed. Try again shortly.",
                 )
             }
             ServiceError::Internal(e)

@@ -79,7 +79,7 @@ impl App {
         master_key: Option<&str>,
         admin_password: Option<&str>,
     ) -> anyhow::Result<Self> {
-        let delivery = args.delivery.check()?;
+        let delivery = crate::config::delivery_config(&args.messages, &args.worker)?;
         let state = app_state(&args.store, master_key, delivery).await?;
         let generated_admin_password = auth::ensure_first_admin(&state, admin_password)
             .await

@@ -271,12 +271,46 @@ pub struct ConnectionBlock {
 }
 
 impl ConnectionBlock {
-    /// Parses a connection document. A blank or absent password keeps
-    /// `stored_password`. Fields are checked one by one and every error is
-    /// returned; an enabled block must also be complete.
+    /// Parses a document that replaces `stored`. A blank or absent password
+    /// keeps the stored one, but only for the same server and user name: a
+    /// password typed for one server is never sent to another.
     pub fn parse(
         doc: &ConnectionDoc,
+        stored: Option<&ConnectionBlock>,
+    ) -> Result<Self, FieldErrors> {
+        let same_account = |s: &&ConnectionBlock| {
+            let host = doc
+                .host
+                .as_deref()
+                .and_then(|h| Host::parse("host", h).ok());
+            let username = doc
+                .username
+                .as_deref()
+                .map(str::trim)
+                .filter(|u| !u.is_empty());
+            s.host == host && s.username.as_deref() == username
+        };
+        let carried = stored
+            .filter(same_account)
+            .and_then(|s| s.password.as_ref());
+        let withheld = carried.is_none() && stored.is_some_and(|s| s.password.is_some());
+        Self::parse_inner(doc, carried, withheld)
+    }
+
+    /// Parses a stored document, whose password is kept apart (sealed).
+    pub fn from_stored(
+        doc: &ConnectionDoc,
+        password: Option<&Secret>,
+    ) -> Result<Self, FieldErrors> {
+        Self::parse_inner(doc, password, false)
+    }
+
+    /// Checks every field, returning every error; an enabled block must also
+    /// be complete. `withheld`: a stored password exists but was not carried over.
+    fn parse_inner(
+        doc: &ConnectionDoc,
         stored_password: Option<&Secret>,
+        withheld: bool,
     ) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::default();
         let transport = match &doc.transport {
@@ -314,7 +348,12 @@ impl ConnectionBlock {
                     )
                     .map(|()| u.to_owned())
             });
-        let password = match doc.password.as_deref().filter(|p| !p.is_empty()) {
+        let password = match doc
+            .password
+            .as_ref()
+            .map(|p| p.0.as_str())
+            .filter(|p| !p.is_empty())
+        {
             Some(p) => errors
                 .check(check_secret("connection.password", p))
                 .map(|()| Secret::new(p)),
@@ -369,7 +408,11 @@ impl ConnectionBlock {
             if block.auth_enabled && block.password.is_none() {
                 errors.push(FieldError::new(
                     "connection.password",
-                    "connection.password is required when authentication is enabled and none is stored",
+                    if withheld {
+                        "connection.password is required: the server or user name changed, so the stored password is not used for it"
+                    } else {
+                        "connection.password is required when authentication is enabled and none is stored"
+                    },
                 ));
             }
         }

@@ -3,7 +3,21 @@
 //! Numbers and choices stay loose here so that [`super::Level::parse`] can
 //! name the rule a value breaks instead of a deserializer's type error.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
+
+/// A password as typed into a document: turned into a [`crate::Secret`] when
+/// parsed, never printed (`Debug` shows `***`), never read back.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WriteOnly(pub String);
+
+impl fmt::Debug for WriteOnly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +41,7 @@ pub struct ConnectionDoc {
     pub auth_mechanism: Option<String>,
     pub username: Option<String>,
     /// Write-only: blank or absent keeps the stored password; never read back.
-    pub password: Option<String>,
+    pub password: Option<WriteOnly>,
     /// Read-only: whether a password is stored. Ignored on input.
     pub password_set: Option<bool>,
     pub timeout_s: Option<i64>,
@@ -44,7 +58,7 @@ pub struct ProxyDoc {
     pub address: Option<String>,
     pub port: Option<i64>,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<WriteOnly>,
     pub password_set: Option<bool>,
 }
 

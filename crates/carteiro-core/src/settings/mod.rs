@@ -12,7 +12,7 @@ pub use connection::{
     AuthMechanism, Connection, ConnectionBlock, Host, Login, Port, Security, SmtpServer,
     TimeoutSecs,
 };
-pub use doc::{ConnectionDoc, PolicyDoc, ProxyDoc, SettingsDoc};
+pub use doc::{ConnectionDoc, PolicyDoc, ProxyDoc, SettingsDoc, WriteOnly};
 pub use policy::{BundleInterval, Policy, PolicyPatch, SendAsOthers, Source, Sourced};
 
 use crate::error::FieldErrors;
@@ -57,18 +57,23 @@ impl Level {
     /// Parses a document that replaces a level. `stored` is the level as it is
     /// now: a blank password keeps the stored one.
     pub fn parse(doc: &SettingsDoc, stored: Option<&Level>) -> Result<Self, FieldErrors> {
-        Self::parse_with_password(doc, stored.and_then(Level::password))
+        let stored = stored.and_then(|l| l.connection.as_ref());
+        Self::with_connection(doc, |c| ConnectionBlock::parse(c, stored))
     }
 
     /// Parses a stored document, whose password is kept apart (sealed).
     pub fn parse_with_password(
         doc: &SettingsDoc,
-        stored_password: Option<&Secret>,
+        password: Option<&Secret>,
     ) -> Result<Self, FieldErrors> {
-        let connection = doc
-            .connection
-            .as_ref()
-            .map(|c| ConnectionBlock::parse(c, stored_password));
+        Self::with_connection(doc, |c| ConnectionBlock::from_stored(c, password))
+    }
+
+    fn with_connection(
+        doc: &SettingsDoc,
+        parse_connection: impl FnOnce(&ConnectionDoc) -> Result<ConnectionBlock, FieldErrors>,
+    ) -> Result<Self, FieldErrors> {
+        let connection = doc.connection.as_ref().map(parse_connection);
         let policy = PolicyPatch::parse(doc.policy.as_ref().unwrap_or(&PolicyDoc::default()));
         match (connection.transpose(), policy) {
             (Ok(connection), Ok(policy)) => Ok(Self { connection, policy }),

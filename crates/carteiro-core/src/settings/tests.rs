@@ -542,7 +542,7 @@ fn values_a_level_sets_show_that_level_even_when_equal_to_the_default() {
 fn a_blank_password_keeps_the_stored_one() {
     let stored = on("company").unwrap();
     let with_password = |password: Value| {
-        let mut doc = json!({"connection": {"host": "smtp.acme.example", "auth_enabled": true, "username": "u"}});
+        let mut doc = json!({"connection": {"host": "smtp.company.example", "auth_enabled": true, "username": "company-user"}});
         if !password.is_null() {
             doc["connection"]["password"] = password;
         }
@@ -575,7 +575,7 @@ fn a_blank_password_keeps_the_stored_one() {
         ),
         (
             "a block switched off keeps the stored password too",
-            json!({"connection": {"enabled": false, "password": ""}}),
+            json!({"connection": {"enabled": false, "host": "SMTP.company.example", "username": "company-user", "password": ""}}),
             Some(&stored),
             Some("company-secret"),
         ),
@@ -589,6 +589,22 @@ fn a_blank_password_keeps_the_stored_one() {
     for (says, doc, stored, expected) in rows {
         let parsed = parse(doc, stored).unwrap_or_else(|e| panic!("{says}: {e}"));
         assert_eq!(parsed.password().map(Secret::expose), expected, "{says}");
+    }
+    for (says, other) in [
+        ("another server", json!({"host": "smtp.evil.example"})),
+        ("another user", json!({"username": "someone-else"})),
+    ] {
+        let mut doc = with_password(json!(""));
+        for (key, value) in other.as_object().unwrap() {
+            doc["connection"][key] = value.clone();
+        }
+        let e = parse(doc, Some(&stored)).expect_err(says);
+        assert_eq!(e.0[0].field, "connection.password", "{says}");
+        assert!(
+            e.0[0].message.contains("the server or user name changed"),
+            "{says}: {}",
+            e.0[0].message
+        );
     }
     let e = parse(with_password(json!("")), None).expect_err("blank with nothing stored");
     assert_eq!(e.0[0].field, "connection.password");
@@ -1145,7 +1161,7 @@ fn any_connection() -> BoxedStrategy<ConnectionDoc> {
                     auth_enabled,
                     auth_mechanism,
                     username,
-                    password,
+                    password: password.map(WriteOnly),
                     password_set: None,
                     timeout_s,
                     tls_verify,

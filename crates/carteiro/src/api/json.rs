@@ -111,6 +111,13 @@ fn shape_error(path: &str, inner: &serde_json::Error) -> ApiError {
         Some(missing) => format!("{path}.{missing}"),
         None => path.to_owned(),
     };
+    // A value of the wrong type is echoed by serde: never for a secret.
+    if field.ends_with("password") {
+        return ApiError::invalid(FieldErrors::from(FieldError::new(
+            &field,
+            format!("{field} must be text"),
+        )));
+    }
     let message = if field.is_empty() {
         text.to_owned()
     } else {

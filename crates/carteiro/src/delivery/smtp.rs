@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use carteiro_core::delivery::{Failure, Reply, ReplyClass, Stage, Transaction};
-use carteiro_core::settings::{AuthMechanism, Connection, Login, Security};
+use carteiro_core::settings::{AuthMechanism, Connection, Login, Security, SmtpServer};
 use mail_send::{Credentials, SmtpClient};
 use rustls::pki_types::ServerName;
 use serde::Serialize;
@@ -171,16 +171,9 @@ impl Session {
         });
         let (tcp, _) = tcp?;
 
-        let connector = tls
-            .connector(server.tls_verify, server.tls_ca_pem.as_deref())
-            .map_err(|detail| Failure::Tls { detail })?;
-        let name =
-            ServerName::try_from(server.host.as_str().to_owned()).map_err(|_| Failure::Tls {
-                detail: format!("{} is not a valid TLS server name", server.host),
-            })?;
         let mut stream: Stream = Box::new(tcp);
         if server.security == Security::Tls {
-            stream = handshake(stream, &connector, name.clone(), timeout, log).await?;
+            stream = handshake(stream, server, tls, timeout, log).await?;
         }
         let mut client = SmtpClient { stream, timeout };
 
@@ -226,7 +219,7 @@ impl Session {
             };
             log.record(Stage::StartTls, started, &ready, ToString::to_string);
             ready?;
-            client.stream = handshake(client.stream, &connector, name, timeout, log).await?;
+            client.stream = handshake(client.stream, server, tls, timeout, log).await?;
             // The capabilities before TLS no longer hold (RFC 3207 §4.2).
             ehlo = say_ehlo(&mut client, hostname, log).await?;
         }
@@ -448,22 +441,36 @@ async fn connect_any(addresses: &[SocketAddr]) -> Result<(TcpStream, SocketAddr)
     })
 }
 
+/// The TLS handshake, verifying the server as the settings say; any problem
+/// (a CA that does not load, a name TLS cannot use) is this step's failure.
 async fn handshake(
     stream: Stream,
-    connector: &tokio_rustls::TlsConnector,
-    name: ServerName<'static>,
+    server: &SmtpServer,
+    tls: &TlsConfigs,
     timeout: Duration,
     log: &mut Transcript,
 ) -> Result<Stream, Failure> {
     let started = Instant::now();
-    let result = within(timeout, Stage::Tls, async {
-        connector
-            .connect(name, stream)
-            .await
-            .map_err(|e| Failure::Tls {
-                detail: e.to_string(),
-            })
-    })
+    let result = async {
+        let connector = tls
+            .connector(server.tls_verify, server.tls_ca_pem.as_deref())
+            .map_err(|detail| Failure::Tls {
+                detail: format!("the extra CA cannot be used: {detail}"),
+            })?;
+        let name =
+            ServerName::try_from(server.host.as_str().to_owned()).map_err(|_| Failure::Tls {
+                detail: format!("{} is not a valid TLS server name", server.host),
+            })?;
+        within(timeout, Stage::Tls, async {
+            connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| Failure::Tls {
+                    detail: e.to_string(),
+                })
+        })
+        .await
+    }
     .await;
     log.record(Stage::Tls, started, &result, |s| {
         let (_, conn) = s.get_ref();

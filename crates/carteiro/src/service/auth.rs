@@ -77,20 +77,45 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-pub fn hash_password(password: &str) -> anyhow::Result<String> {
-    Argon2::default()
-        .hash_password(password.as_bytes())
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
+/// Hashes with argon2id on a blocking thread: it is slow (and memory-hard) on purpose.
+pub async fn hash_password(password: &str) -> anyhow::Result<String> {
+    let password = password.to_owned();
+    let _permit = ARGON2_PERMITS.acquire().await?;
+    tokio::task::spawn_blocking(move || {
+        Argon2::default()
+            .hash_password(password.as_bytes())
+            .map(|h| h.to_string())
+            .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
+    })
+    .await?
 }
 
-fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
+/// Verifies on a blocking thread; an unknown user is checked against a fixed
+/// hash, so that timing does not tell which user names exist.
+async fn verify_password(password: &str, hash: Option<String>) -> anyhow::Result<bool> {
+    let password = password.to_owned();
+    let _permit = ARGON2_PERMITS.acquire().await?;
+    Ok(tokio::task::spawn_blocking(move || {
+        let hash = hash.as_deref().unwrap_or(&DUMMY_HASH);
+        PasswordHash::new(hash).is_ok_and(|parsed| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &parsed)
+                .is_ok()
+        })
     })
+    .await?)
 }
+
+/// Each argon2 run takes ~19 MiB and a core for a while: a flood of logins
+/// waits here instead of exhausting memory.
+static ARGON2_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    Argon2::default()
+        .hash_password(b"not anyone's password")
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+});
 
 fn check_username(username: &str) -> Result<(), FieldError> {
     let ok = (1..=64).contains(&username.len())
@@ -160,7 +185,7 @@ pub async fn create_admin(
     let row = AdminRow {
         id: uuid::Uuid::now_v7().to_string(),
         username: username.to_owned(),
-        password_hash: hash_password(password)?,
+        password_hash: hash_password(password).await?,
         company: company.map(|c| c.as_str().to_owned()),
     };
     state
@@ -180,7 +205,7 @@ pub async fn reset_password(state: &AppState, username: &str, password: &str) ->
     check_password(password)?;
     if !state
         .store
-        .set_admin_password(username, &hash_password(password)?)
+        .set_admin_password(username, &hash_password(password).await?)
         .await?
     {
         return Err(ServiceError::NotFound(format!(
@@ -193,15 +218,7 @@ pub async fn reset_password(state: &AppState, username: &str, password: &str) ->
 /// Checks a user name and password; returns a bearer token valid for 12 hours.
 pub async fn login(state: &AppState, username: &str, password: &str) -> ServiceResult<String> {
     let row = state.store.admin_by_username(username).await?;
-    // Verify against a fixed hash when the user does not exist, so timing does not reveal user names.
-    let hash = row
-        .as_ref()
-        .map(|r| r.password_hash.clone())
-        .unwrap_or_else(|| DUMMY_HASH.clone());
-    let password = password.to_owned();
-    let ok = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .map_err(anyhow::Error::from)?;
+    let ok = verify_password(password, row.as_ref().map(|r| r.password_hash.clone())).await?;
     let row = row.filter(|_| ok).ok_or(ServiceError::BadCredentials)?;
     let token = random_token(ADMIN_TOKEN_PREFIX);
     let now = now_ms();
@@ -211,9 +228,6 @@ pub async fn login(state: &AppState, username: &str, password: &str) -> ServiceR
         .await?;
     Ok(token)
 }
-
-static DUMMY_HASH: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| hash_password("not a password of anyone").unwrap_or_default());
 
 pub async fn admin_by_token(state: &AppState, token: &str) -> ServiceResult<Option<Admin>> {
     if !token.starts_with(ADMIN_TOKEN_PREFIX) {
@@ -245,12 +259,26 @@ pub async fn company_by_api_key(state: &AppState, key: &str) -> ServiceResult<Op
 mod tests {
     use super::*;
 
-    #[test]
-    fn passwords_hash_with_argon2id_and_verify() {
-        let hash = hash_password("correct horse battery").unwrap();
+    #[tokio::test]
+    async fn passwords_hash_with_argon2id_and_verify() {
+        let hash = hash_password("correct horse battery").await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(verify_password("correct horse battery", &hash));
-        assert!(!verify_password("wrong horse battery", &hash));
+        assert!(
+            verify_password("correct horse battery", Some(hash.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify_password("wrong horse battery", Some(hash))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verify_password("correct horse battery", None)
+                .await
+                .unwrap(),
+            "an unknown user never logs in"
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Reading messages back, listing and cancelling them: always within one company.
 
 use carteiro_core::id::CompanySlug;
+use carteiro_core::status::MessageStatus;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -85,7 +86,7 @@ pub struct MessageOut {
 
 impl From<MessageRow> for MessageOut {
     fn from(m: MessageRow) -> Self {
-        let waiting = matches!(m.status.as_str(), "scheduled" | "queued" | "deferred");
+        let waiting = MessageStatus::parse(&m.status).is_some_and(MessageStatus::is_waiting);
         Self {
             tags: serde_json::from_str(&m.tags).unwrap_or_default(),
             next_attempt_at: waiting.then(|| rfc3339(m.due_at)),

@@ -143,7 +143,11 @@ async fn prepare(
         &message,
         &resolved,
         &mime::message_id(&id, &state.delivery.hostname),
-        now.unix_timestamp(),
+        message
+            .send_at
+            .filter(|t| *t > now)
+            .unwrap_or(now)
+            .unix_timestamp(),
     );
     if raw.len() > state.delivery.max_message_bytes {
         let field = if message.attachments.is_empty() {
@@ -167,8 +171,11 @@ async fn prepare(
         .send_at
         .filter(|t| *t > now)
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+    // The envelope names each address once, even when the headers repeat it.
+    let mut seen = std::collections::HashSet::new();
     let recipients = message
         .recipients()
+        .filter(|(_, mailbox)| seen.insert(mailbox.address.clone()))
         .enumerate()
         .map(|(position, (kind, mailbox))| RecipientRow {
             position: position as i64,

@@ -211,7 +211,7 @@ pub fn hint(failure: &Failure, connection: &Connection) -> Option<String> {
             "the server accepted the connection but never greeted us: this port may expect TLS from the start (choose TLS-SSL, usually port 465)".to_owned()
         }
         Failure::Tls { detail } if server.security == Security::Tls && looks_like_plain_text(detail) => {
-            "this port expects STARTTLS or no encryption; choose STARTTLS (usually port 587) or port 465 for TLS-SSL".to_owned()
+            "this port expects STARTTLS; choose STARTTLS or port 465 (TLS-SSL)".to_owned()
         }
         Failure::Timeout { stage: Stage::Tls | Stage::Greeting } if server.security == Security::Tls => {
             "the TLS handshake got no answer: this port may expect STARTTLS; choose STARTTLS or port 465".to_owned()

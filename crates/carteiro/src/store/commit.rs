@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Inserted, NewMessageRecord, Store, StoreResult};
+use super::{Inserted, NewMessageRecord, Store, StoreError, StoreResult};
 
-/// Most messages stored in one transaction.
+/// Most messages, and most bytes of them, stored in one transaction.
 const MAX_GROUP: usize = 2000;
+const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
 
 type Job = (
     Vec<NewMessageRecord>,
@@ -32,7 +33,7 @@ impl Committer {
     /// callers'), answering once that transaction is committed.
     pub async fn insert(&self, records: Vec<NewMessageRecord>) -> StoreResult<Vec<Inserted>> {
         let (reply, answer) = oneshot::channel();
-        let stopped = || super::StoreError::Unavailable("carteiro is stopping".to_owned());
+        let stopped = || StoreError::Unavailable("carteiro is stopping".to_owned());
         self.jobs
             .send((records, reply))
             .await
@@ -43,29 +44,48 @@ impl Committer {
 
 async fn run(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Job>) {
     while let Some(first) = queue.recv().await {
+        let bytes = |job: &Job| job.0.iter().map(|r| r.raw.len()).sum::<usize>();
+        let (mut count, mut size) = (first.0.len(), bytes(&first));
         let mut group = vec![first];
-        let mut size = group[0].0.len();
-        while size < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(job) => {
-                    size += job.0.len();
-                    group.push(job);
-                }
-                Err(_) => break,
-            }
+        while count < MAX_GROUP && size < MAX_GROUP_BYTES {
+            let Ok(job) = queue.try_recv() else { break };
+            count += job.0.len();
+            size += bytes(&job);
+            group.push(job);
         }
-        commit(store.as_ref(), group).await;
+        commit(&store, group).await;
     }
 }
 
-async fn commit(store: &dyn Store, group: Vec<Job>) {
+async fn commit(store: &Arc<dyn Store>, group: Vec<Job>) {
     let mut all = Vec::new();
     let mut replies = Vec::with_capacity(group.len());
     for (records, reply) in group {
         replies.push((records.len(), reply));
         all.extend(records);
     }
-    match store.insert_messages(&all).await {
+    // In a task of its own: a panic fails this group, not every later submission.
+    let attempt = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let result = store.insert_messages(&all).await;
+            (all, result)
+        }
+    })
+    .await;
+    let (all, result) = match attempt {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(error = %e, "storing submissions failed");
+            for (_, reply) in replies {
+                let _ = reply.send(Err(StoreError::Other(anyhow::anyhow!(
+                    "storing the messages failed"
+                ))));
+            }
+            return;
+        }
+    };
+    match result {
         Ok(outcomes) => {
             let mut outcomes = outcomes.into_iter();
             for (count, reply) in replies {

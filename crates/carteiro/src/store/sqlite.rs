@@ -12,6 +12,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use carteiro_core::id::CompanySlug;
 use carteiro_core::settings::Scope;
+use carteiro_core::status::MessageStatus;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
 
@@ -333,15 +334,14 @@ impl SettingsStore for SqliteStore {
         company: Option<&CompanySlug>,
         limit: i64,
     ) -> StoreResult<Vec<AuditRow>> {
-        let rows = sqlx::query(
-            "SELECT at, actor, action, company, target, fields FROM audit_log
-             WHERE $1 IS NULL OR company = $1 ORDER BY id DESC LIMIT $2",
-        )
-        .bind(company.map(CompanySlug::as_str))
-        .bind(limit)
-        .fetch_all(&self.reader)
-        .await
-        .store()?;
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT at, actor, action, company, target, fields FROM audit_log",
+        );
+        if let Some(company) = company {
+            query.push(" WHERE company = ").push_bind(company.as_str());
+        }
+        query.push(" ORDER BY id DESC LIMIT ").push_bind(limit);
+        let rows = query.build().fetch_all(&self.reader).await.store()?;
         rows.into_iter()
             .map(|r| {
                 let fields: String = r.get("fields");
@@ -514,7 +514,7 @@ impl MessageStore for SqliteStore {
                 .store()?;
         let outcome = match status {
             None => CancelOutcome::NotFound,
-            Some(s) if !["scheduled", "queued", "deferred"].contains(&s.as_str()) => {
+            Some(s) if !MessageStatus::parse(&s).is_some_and(MessageStatus::can_cancel) => {
                 CancelOutcome::TooLate(s)
             }
             Some(_) => {

@@ -7,6 +7,7 @@ use carteiro_core::delivery::{
 };
 use carteiro_core::id::{CompanySlug, UserRef};
 use carteiro_core::sender::{self, SenderContext};
+use carteiro_core::status::MessageStatus;
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -160,9 +161,9 @@ async fn send(
         rand::random(),
     );
     let status = match settled {
-        Settled::Sent => "sent",
-        Settled::Deferred => "deferred",
-        Settled::Failed => "failed",
+        Settled::Sent => MessageStatus::Sent,
+        Settled::Deferred => MessageStatus::Deferred,
+        Settled::Failed => MessageStatus::Failed,
     };
     let (code, reply) = summary(&attempt);
     let reply = if gave_up {
@@ -185,7 +186,7 @@ async fn send(
             code: code.map(i64::from),
             reply,
             ms,
-            outcome: status.to_owned(),
+            outcome: status.as_str().to_owned(),
             refusals: serde_json::to_string(&refusals)?,
         },
         recipients: pending
@@ -200,7 +201,7 @@ async fn send(
                 )
             })
             .collect(),
-        status: status.to_owned(),
+        status: status.as_str().to_owned(),
         due_at: next_attempt.map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
         envelope_from,
     })

@@ -602,7 +602,8 @@ async fn effective_settings_say_where_every_value_comes_from() {
 
     // The company prevails over global even when global changes later.
     put(&app, GLOBAL, json!({
-        "connection": {"host": "smtp2.plataforma.example", "auth_enabled": true, "username": "relay@plataforma.example"},
+        // Another server: its password must be given again (the stored one never follows a new host).
+        "connection": {"host": "smtp2.plataforma.example", "auth_enabled": true, "username": "relay@plataforma.example", "password": "s3nha-global-2"},
         "policy": {"default_sender_enabled": true, "default_sender_name": "Plataforma 2", "default_sender_address": "noreply@plataforma.example"}
     }))
     .await;

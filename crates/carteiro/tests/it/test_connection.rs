@@ -337,6 +337,25 @@ async fn a_blank_password_in_unsaved_settings_means_the_stored_one() {
 }
 
 #[tokio::test]
+async fn the_stored_password_never_follows_the_form_to_another_server() {
+    let certs = TestCertificates::for_localhost();
+    let peer = SmtpPeer::starttls(&certs, &format!("{ACCOUNT}:{PASSWORD}")).await;
+    let app = Carteiro::start().await;
+    app.set_global(starttls_settings(&certs, peer.port, PASSWORD)).await;
+
+    // The same form pointed at another host, password left blank.
+    let mut elsewhere = starttls_settings(&certs, peer.port, "");
+    elsewhere["connection"]["host"] = json!("127.0.0.1");
+    let (status, answer) = app
+        .admin(Method::POST, "/api/v1/test-connection", Some(json!({"settings": elsewhere, "to": "admin@example.com"})))
+        .await;
+
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(answer["error"]["field"], "connection.password");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("server or user name changed"), "{answer}");
+}
+
+#[tokio::test]
 async fn nothing_listening_fails_at_tcp_with_a_hint_about_host_and_port() {
     let app = Carteiro::start().await;
     let port = free_port();
