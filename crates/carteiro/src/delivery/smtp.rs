@@ -329,7 +329,10 @@ impl Session {
             });
         }
         let client = &mut self.client;
-        let end = tokio::time::timeout(client.timeout, async {
+        // `timeout_s` bounds waiting for the server; a large message also needs
+        // time to travel, at a pessimistic 64 KiB/s.
+        let transfer = Duration::from_secs((raw.len() / (64 * 1024)) as u64);
+        let end = tokio::time::timeout(client.timeout + transfer, async {
             client.write_message(raw).await?;
             client.read().await
         })
