@@ -17,12 +17,8 @@ pub struct EmailAddress(String);
 
 impl EmailAddress {
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
-        let invalid = |why: &str| {
-            FieldError::new(
-                field,
-                format!("{field} is not a valid e-mail address ({why}), got {input:?}"),
-            )
-        };
+        let invalid =
+            |why: &str| FieldError::new(field, format!("{field} is not a valid e-mail address ({why}), got {input:?}"));
         let value = input.trim();
         if value.is_empty() {
             return Err(FieldError::new(field, format!("{field} must not be empty")));
@@ -30,36 +26,23 @@ impl EmailAddress {
         if value.len() > MAX_ADDRESS_OCTETS {
             return Err(invalid("longer than 254 octets"));
         }
-        if value
-            .chars()
-            .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
-        {
-            return Err(invalid(
-                "spaces, angle brackets and control characters are not allowed",
-            ));
+        if value.chars().any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>') {
+            return Err(invalid("spaces, angle brackets and control characters are not allowed"));
         }
         // SMTP without SMTPUTF8 carries ASCII only: an international domain
         // travels as its punycode (`açaí.com.br` → `xn--aa-4iaz.com.br`);
         // an international local part cannot travel at all.
-        let (local, domain) = value
-            .rsplit_once('@')
-            .ok_or_else(|| invalid("it has no @"))?;
+        let (local, domain) = value.rsplit_once('@').ok_or_else(|| invalid("it has no @"))?;
         if !local.is_ascii() {
-            return Err(invalid(
-                "the part before @ must be ASCII letters, digits and symbols",
-            ));
+            return Err(invalid("the part before @ must be ASCII letters, digits and symbols"));
         }
-        let domain = idna::domain_to_ascii(domain)
-            .map_err(|_| invalid("the domain is not a valid domain name"))?;
+        let domain = idna::domain_to_ascii(domain).map_err(|_| invalid("the domain is not a valid domain name"))?;
         let ascii = format!("{local}@{domain}");
         if ascii.len() > MAX_ADDRESS_OCTETS {
             return Err(invalid("longer than 254 octets"));
         }
-        let options = email_address::Options {
-            allow_display_text: false,
-            allow_domain_literal: false,
-            ..Default::default()
-        };
+        let options =
+            email_address::Options { allow_display_text: false, allow_domain_literal: false, ..Default::default() };
         email_address::EmailAddress::parse_with_options(&ascii, options)
             .map_err(|e| invalid(e.to_string().trim_end_matches('.').to_lowercase().as_str()))?;
         Ok(Self(ascii))
@@ -104,10 +87,7 @@ impl DisplayName {
         }
         check_header_text(field, value)?;
         if value.chars().count() > MAX_DISPLAY_NAME_CHARS {
-            return Err(FieldError::new(
-                field,
-                format!("{field} must be at most {MAX_DISPLAY_NAME_CHARS} characters"),
-            ));
+            return Err(FieldError::new(field, format!("{field} must be at most {MAX_DISPLAY_NAME_CHARS} characters")));
         }
         Ok(Some(Self(value.to_owned())))
     }
@@ -149,10 +129,7 @@ impl Mailbox {
             .and_then(|n| n.strip_suffix('"'))
             .map(|n| n.replace("\\\"", "\"").replace("\\\\", "\\"))
             .unwrap_or_else(|| name.to_owned());
-        Ok(Self::new(
-            DisplayName::parse(field, &name)?,
-            EmailAddress::parse(field, address)?,
-        ))
+        Ok(Self::new(DisplayName::parse(field, &name)?, EmailAddress::parse(field, address)?))
     }
 
     /// Parses a name and an address given apart (`{"name": …, "address": …}`).
@@ -161,10 +138,7 @@ impl Mailbox {
             Some(n) => DisplayName::parse(&format!("{field}.name"), n)?,
             None => None,
         };
-        Ok(Self::new(
-            name,
-            EmailAddress::parse(&format!("{field}.address"), address)?,
-        ))
+        Ok(Self::new(name, EmailAddress::parse(&format!("{field}.address"), address)?))
     }
 
     pub fn name(&self) -> Option<&str> {
@@ -176,19 +150,10 @@ impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.name() {
             None => write!(f, "{}", self.address),
-            Some(name)
-                if name
-                    .chars()
-                    .all(|c| c.is_alphanumeric() || " -_'!#$%&*+/=?^`{|}~".contains(c)) =>
-            {
+            Some(name) if name.chars().all(|c| c.is_alphanumeric() || " -_'!#$%&*+/=?^`{|}~".contains(c)) => {
                 write!(f, "{name} <{}>", self.address)
             }
-            Some(name) => write!(
-                f,
-                "\"{}\" <{}>",
-                name.replace('\\', "\\\\").replace('"', "\\\""),
-                self.address
-            ),
+            Some(name) => write!(f, "\"{}\" <{}>", name.replace('\\', "\\\\").replace('"', "\\\""), self.address),
         }
     }
 }
@@ -200,18 +165,8 @@ mod tests {
 
     #[test]
     fn parses_addresses() {
-        assert_eq!(
-            EmailAddress::parse("to", " ana@acme.example ")
-                .unwrap()
-                .as_str(),
-            "ana@acme.example"
-        );
-        assert_eq!(
-            EmailAddress::parse("to", "ana@acme.example")
-                .unwrap()
-                .domain(),
-            "acme.example"
-        );
+        assert_eq!(EmailAddress::parse("to", " ana@acme.example ").unwrap().as_str(), "ana@acme.example");
+        assert_eq!(EmailAddress::parse("to", "ana@acme.example").unwrap().domain(), "acme.example");
         for bad in [
             "",
             "ana",
@@ -228,12 +183,7 @@ mod tests {
             assert!(e.message.starts_with("to[0]"), "{}", e.message);
         }
         let long = format!("{}@acme.example", "a".repeat(250));
-        assert!(
-            EmailAddress::parse("to", &long)
-                .unwrap_err()
-                .message
-                .contains("254")
-        );
+        assert!(EmailAddress::parse("to", &long).unwrap_err().message.contains("254"));
     }
 
     #[test]
@@ -246,43 +196,23 @@ mod tests {
         assert_eq!(m.to_string(), r#""Souza, Ana \"A\"" <ana@acme.example>"#);
         let m = Mailbox::parse("from", "ana@acme.example").unwrap();
         assert_eq!(m.name(), None);
-        assert_eq!(
-            Mailbox::parse("from", "João <j@acme.example>")
-                .unwrap()
-                .to_string(),
-            "João <j@acme.example>"
-        );
+        assert_eq!(Mailbox::parse("from", "João <j@acme.example>").unwrap().to_string(), "João <j@acme.example>");
         assert!(Mailbox::parse("from", "Ana <ana@acme.example").is_err());
-        assert!(
-            Mailbox::parse("from", "Ana\r\nBcc: x@y <ana@acme.example>")
-                .unwrap_err()
-                .message
-                .contains("CR or LF")
-        );
+        assert!(Mailbox::parse("from", "Ana\r\nBcc: x@y <ana@acme.example>").unwrap_err().message.contains("CR or LF"));
     }
 
     #[test]
     fn international_domains_travel_as_punycode() {
         let a = EmailAddress::parse("to", "joao@açaí.com.br").unwrap();
         assert_eq!(a.as_str(), "joao@xn--aa-4iaz.com.br");
-        assert_eq!(
-            EmailAddress::parse("to", "joao@ACME.Example")
-                .unwrap()
-                .as_str(),
-            "joao@acme.example"
-        );
+        assert_eq!(EmailAddress::parse("to", "joao@ACME.Example").unwrap().as_str(), "joao@acme.example");
         let e = EmailAddress::parse("to", "joão@acme.example").unwrap_err();
         assert!(e.message.contains("ASCII"), "{}", e.message);
     }
 
     #[test]
     fn masks_for_logs() {
-        assert_eq!(
-            EmailAddress::parse("to", "ana@acme.example")
-                .unwrap()
-                .masked(),
-            "a***@acme.example"
-        );
+        assert_eq!(EmailAddress::parse("to", "ana@acme.example").unwrap().masked(), "a***@acme.example");
     }
 
     proptest! {

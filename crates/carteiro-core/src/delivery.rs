@@ -12,10 +12,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(code: u16, text: impl Into<String>) -> Self {
-        Self {
-            code,
-            text: text.into(),
-        }
+        Self { code, text: text.into() }
     }
 
     pub fn class(&self) -> ReplyClass {
@@ -133,11 +130,7 @@ impl fmt::Display for Failure {
             Self::Network { stage, detail } => {
                 write!(f, "network error at {}: {detail}", stage.as_str())
             }
-            Self::Timeout { stage } => write!(
-                f,
-                "no answer from the server at {} within the timeout",
-                stage.as_str()
-            ),
+            Self::Timeout { stage } => write!(f, "no answer from the server at {} within the timeout", stage.as_str()),
             Self::Tls { detail } => write!(f, "TLS handshake failed: {detail}"),
             Self::Unsupported { detail, .. } | Self::Settings { detail } => f.write_str(detail),
             Self::Reply { stage, reply } => {
@@ -168,9 +161,7 @@ impl RecipientState {
     }
 
     pub fn parse(input: &str) -> Option<Self> {
-        [Self::Pending, Self::Sent, Self::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == input)
+        [Self::Pending, Self::Sent, Self::Failed].into_iter().find(|s| s.as_str() == input)
     }
 }
 
@@ -217,26 +208,14 @@ pub struct RecipientResult {
 
 impl RecipientResult {
     fn from_reply(state: RecipientState, reply: &Reply) -> Self {
-        Self {
-            state,
-            code: Some(reply.code),
-            reply: reply.text.clone(),
-        }
+        Self { state, code: Some(reply.code), reply: reply.text.clone() }
     }
 
     fn from_failure(failure: &Failure) -> Self {
-        let state = if failure.is_permanent() {
-            RecipientState::Failed
-        } else {
-            RecipientState::Pending
-        };
+        let state = if failure.is_permanent() { RecipientState::Failed } else { RecipientState::Pending };
         match failure.reply() {
             Some(reply) => Self::from_reply(state, reply),
-            None => Self {
-                state,
-                code: None,
-                reply: failure.to_string(),
-            },
+            None => Self { state, code: None, reply: failure.to_string() },
         }
     }
 }
@@ -244,10 +223,7 @@ impl RecipientResult {
 /// What an attempt means for each of the `count` recipients it was for:
 /// a session that failed before the transaction decides for all of them;
 /// otherwise each RCPT answer, then the DATA answer for the accepted ones.
-pub fn recipient_results(
-    attempt: &Result<Transaction, Failure>,
-    count: usize,
-) -> Vec<RecipientResult> {
+pub fn recipient_results(attempt: &Result<Transaction, Failure>, count: usize) -> Vec<RecipientResult> {
     match attempt {
         Err(failure) => vec![RecipientResult::from_failure(failure); count],
         Ok(t) => t
@@ -262,13 +238,9 @@ pub fn recipient_results(
                     };
                     RecipientResult::from_reply(state, refused)
                 }
-                (Ok(_), Some(Ok(accepted))) => {
-                    RecipientResult::from_reply(RecipientState::Sent, accepted)
-                }
+                (Ok(_), Some(Ok(accepted))) => RecipientResult::from_reply(RecipientState::Sent, accepted),
                 (Ok(_), Some(Err(failure))) => RecipientResult::from_failure(failure),
-                (Ok(accepted), None) => {
-                    RecipientResult::from_reply(RecipientState::Pending, accepted)
-                }
+                (Ok(accepted), None) => RecipientResult::from_reply(RecipientState::Pending, accepted),
             })
             .collect(),
     }
@@ -299,39 +271,20 @@ pub fn conclude(
     jitter: f64,
 ) -> Conclusion {
     let states = |results: &[RecipientResult]| {
-        results
-            .iter()
-            .map(|r| r.state)
-            .chain(earlier.iter().copied())
-            .collect::<Vec<_>>()
+        results.iter().map(|r| r.state).chain(earlier.iter().copied()).collect::<Vec<_>>()
     };
     let settled = settle(states(results));
     if settled != Settled::Deferred {
-        return Conclusion {
-            settled,
-            next_attempt: None,
-            gave_up: false,
-        };
+        return Conclusion { settled, next_attempt: None, gave_up: false };
     }
     if let Some(next) = retry.next_attempt(failures, due_since, now, jitter) {
-        return Conclusion {
-            settled,
-            next_attempt: Some(next),
-            gave_up: false,
-        };
+        return Conclusion { settled, next_attempt: Some(next), gave_up: false };
     }
-    for r in results
-        .iter_mut()
-        .filter(|r| r.state == RecipientState::Pending)
-    {
+    for r in results.iter_mut().filter(|r| r.state == RecipientState::Pending) {
         r.state = RecipientState::Failed;
         r.reply = format!("{GAVE_UP}{}", r.reply);
     }
-    Conclusion {
-        settled: settle(states(results)),
-        next_attempt: None,
-        gave_up: true,
-    }
+    Conclusion { settled: settle(states(results)), next_attempt: None, gave_up: true }
 }
 
 #[cfg(test)]
@@ -349,81 +302,37 @@ mod tests {
 
     #[test]
     fn what_is_permanent() {
-        let reply = |stage, code| Failure::Reply {
-            stage,
-            reply: Reply::new(code, "x"),
-        };
+        let reply = |stage, code| Failure::Reply { stage, reply: Reply::new(code, "x") };
         assert!(reply(Stage::RcptTo, 550).is_permanent());
         assert!(reply(Stage::DataEnd, 554).is_permanent());
-        assert!(
-            !reply(Stage::Greeting, 554).is_permanent(),
-            "a server refusing to talk is a settings problem"
-        );
+        assert!(!reply(Stage::Greeting, 554).is_permanent(), "a server refusing to talk is a settings problem");
         assert!(!reply(Stage::Ehlo, 550).is_permanent());
-        assert!(
-            !reply(Stage::Auth, 535).is_permanent(),
-            "a wrong password waits for the operator's fix"
-        );
+        assert!(!reply(Stage::Auth, 535).is_permanent(), "a wrong password waits for the operator's fix");
         assert!(!reply(Stage::DataEnd, 451).is_permanent());
-        assert!(
-            !Failure::Timeout {
-                stage: Stage::DataEnd
-            }
-            .is_permanent()
-        );
-        assert!(
-            !Failure::Tls {
-                detail: "bad name".into()
-            }
-            .is_permanent()
-        );
-        assert!(
-            !Failure::Network {
-                stage: Stage::Connect,
-                detail: "refused".into()
-            }
-            .is_permanent()
-        );
+        assert!(!Failure::Timeout { stage: Stage::DataEnd }.is_permanent());
+        assert!(!Failure::Tls { detail: "bad name".into() }.is_permanent());
+        assert!(!Failure::Network { stage: Stage::Connect, detail: "refused".into() }.is_permanent());
     }
 
     #[test]
     fn each_recipient_gets_its_own_outcome() {
         let ok = Reply::new(250, "2.1.5 OK");
         let attempt = Ok(Transaction {
-            rcpt: vec![
-                Ok(ok.clone()),
-                Err(Reply::new(550, "5.1.1 no such user")),
-                Err(Reply::new(451, "4.3.0 later")),
-            ],
+            rcpt: vec![Ok(ok.clone()), Err(Reply::new(550, "5.1.1 no such user")), Err(Reply::new(451, "4.3.0 later"))],
             data: Some(Ok(Reply::new(250, "2.0.0 queued"))),
         });
-        let states: Vec<_> = recipient_results(&attempt, 3)
-            .into_iter()
-            .map(|r| (r.state, r.code))
-            .collect();
-        assert_eq!(
-            states,
-            [(Sent, Some(250)), (Failed, Some(550)), (Pending, Some(451))]
-        );
+        let states: Vec<_> = recipient_results(&attempt, 3).into_iter().map(|r| (r.state, r.code)).collect();
+        assert_eq!(states, [(Sent, Some(250)), (Failed, Some(550)), (Pending, Some(451))]);
 
         let refused_data = Ok(Transaction {
             rcpt: vec![Ok(ok)],
-            data: Some(Err(Failure::Reply {
-                stage: Stage::DataEnd,
-                reply: Reply::new(554, "5.7.1 spam"),
-            })),
+            data: Some(Err(Failure::Reply { stage: Stage::DataEnd, reply: Reply::new(554, "5.7.1 spam") })),
         });
         assert_eq!(recipient_results(&refused_data, 1)[0].state, Failed);
 
-        let lost = Err(Failure::Timeout {
-            stage: Stage::Greeting,
-        });
+        let lost = Err(Failure::Timeout { stage: Stage::Greeting });
         let results = recipient_results(&lost, 2);
-        assert!(
-            results
-                .iter()
-                .all(|r| r.state == Pending && r.code.is_none() && r.reply.contains("greeting"))
-        );
+        assert!(results.iter().all(|r| r.state == Pending && r.code.is_none() && r.reply.contains("greeting")));
     }
 
     #[test]
@@ -432,11 +341,7 @@ mod tests {
         use time::macros::datetime;
         let retry = RetryPolicy::default();
         let t0 = datetime!(2026-11-25 12:00 UTC);
-        let later = |r: &str| RecipientResult {
-            state: Pending,
-            code: Some(451),
-            reply: r.to_owned(),
-        };
+        let later = |r: &str| RecipientResult { state: Pending, code: Some(451), reply: r.to_owned() };
 
         let mut results = [later("4.3.0 busy")];
         let c = conclude(&mut results, &[], &retry, 1, t0, t0, 0.5);
@@ -445,19 +350,12 @@ mod tests {
 
         let end = t0 + retry.max_lifetime;
         let c = conclude(&mut results, &[Sent], &retry, 40, t0, end, 0.5);
-        assert_eq!(
-            (c.settled, c.gave_up, c.next_attempt),
-            (Settled::Sent, true, None),
-            "another recipient got it"
-        );
+        assert_eq!((c.settled, c.gave_up, c.next_attempt), (Settled::Sent, true, None), "another recipient got it");
         assert_eq!(results[0].state, Failed);
         assert_eq!(results[0].reply, format!("{GAVE_UP}4.3.0 busy"));
 
         let mut alone = [later("4.3.0 busy")];
-        assert_eq!(
-            conclude(&mut alone, &[], &retry, 40, t0, end, 0.5).settled,
-            Settled::Failed
-        );
+        assert_eq!(conclude(&mut alone, &[], &retry, 40, t0, end, 0.5).settled, Settled::Failed);
     }
 
     #[test]

@@ -13,10 +13,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { field: field.into(), message: message.into() }
     }
 }
 
@@ -51,11 +48,7 @@ impl FieldErrors {
     }
 
     pub fn into_result<T>(self, value: impl FnOnce() -> T) -> Result<T, FieldErrors> {
-        if self.is_empty() {
-            Ok(value())
-        } else {
-            Err(self)
-        }
+        if self.is_empty() { Ok(value()) } else { Err(self) }
     }
 }
 
@@ -77,16 +70,10 @@ impl std::error::Error for FieldErrors {}
 /// Refuses CR, LF and other control characters in a value that becomes part of a header.
 pub fn check_header_text(field: &str, value: &str) -> Result<(), FieldError> {
     if value.contains(['\r', '\n']) {
-        return Err(FieldError::new(
-            field,
-            format!("{field} must not contain CR or LF"),
-        ));
+        return Err(FieldError::new(field, format!("{field} must not contain CR or LF")));
     }
     if value.chars().any(|c| c.is_control() && c != '\t') {
-        return Err(FieldError::new(
-            field,
-            format!("{field} must not contain control characters"),
-        ));
+        return Err(FieldError::new(field, format!("{field} must not contain control characters")));
     }
     Ok(())
 }
@@ -98,12 +85,7 @@ mod tests {
     #[test]
     fn header_text_refuses_line_breaks() {
         assert!(check_header_text("subject", "Olá, mundo").is_ok());
-        assert!(
-            check_header_text("subject", "a\r\nBcc: x@y")
-                .unwrap_err()
-                .message
-                .contains("CR or LF")
-        );
+        assert!(check_header_text("subject", "a\r\nBcc: x@y").unwrap_err().message.contains("CR or LF"));
         assert!(check_header_text("subject", "a\u{0}b").is_err());
     }
 }

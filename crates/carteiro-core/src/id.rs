@@ -12,9 +12,7 @@ pub struct CompanySlug(String);
 impl CompanySlug {
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         let ok = (2..=63).contains(&input.len())
-            && input
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && input.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && input.as_bytes()[0] != b'-';
         if ok {
             Ok(Self(input.to_owned()))
@@ -47,17 +45,13 @@ pub struct UserRef(String);
 impl UserRef {
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         let ok = (1..=128).contains(&input.chars().count())
-            && input
-                .chars()
-                .all(|c| !c.is_control() && !c.is_whitespace() && c != '/' && c != '?' && c != '#');
+            && input.chars().all(|c| !c.is_control() && !c.is_whitespace() && c != '/' && c != '?' && c != '#');
         if ok {
             Ok(Self(input.to_owned()))
         } else {
             Err(FieldError::new(
                 field,
-                format!(
-                    "{field} must be 1 to 128 characters without spaces, '/', '?' or '#', got {input:?}"
-                ),
+                format!("{field} must be 1 to 128 characters without spaces, '/', '?' or '#', got {input:?}"),
             ))
         }
     }
@@ -82,11 +76,7 @@ mod tests {
         assert!(CompanySlug::parse("slug", "acme").is_ok());
         assert!(CompanySlug::parse("slug", "acme-brasil-2").is_ok());
         for bad in ["a", "-acme", "Acme", "acme_br", "acme br", ""] {
-            assert_eq!(
-                CompanySlug::parse("slug", bad).unwrap_err().field,
-                "slug",
-                "{bad}"
-            );
+            assert_eq!(CompanySlug::parse("slug", bad).unwrap_err().field, "slug", "{bad}");
         }
     }
 

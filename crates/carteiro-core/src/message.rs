@@ -17,10 +17,7 @@ use crate::id::UserRef;
 #[serde(untagged)]
 pub enum MailboxIn {
     Text(String),
-    Parts {
-        name: Option<String>,
-        address: String,
-    },
+    Parts { name: Option<String>, address: String },
 }
 
 impl MailboxIn {
@@ -145,36 +142,23 @@ const RESERVED_HEADERS: &[&str] = &[
 impl HeaderLine {
     pub fn parse(name: &str, value: &str) -> Result<Self, FieldError> {
         let field = format!("headers.{name}");
-        if name.is_empty()
-            || name.len() > 76
-            || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
-        {
+        if name.is_empty() || name.len() > 76 || !name.bytes().all(|b| (33..=126).contains(&b) && b != b':') {
             return Err(FieldError::new(
                 &field,
-                format!(
-                    "{field}: a header name must be 1 to 76 printable ASCII characters without ':' or spaces"
-                ),
+                format!("{field}: a header name must be 1 to 76 printable ASCII characters without ':' or spaces"),
             ));
         }
         if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
             return Err(FieldError::new(
                 &field,
-                format!(
-                    "{field} is set by carteiro; use the message's own fields (from, reply_to, to, subject …)"
-                ),
+                format!("{field} is set by carteiro; use the message's own fields (from, reply_to, to, subject …)"),
             ));
         }
         check_header_text(&field, value)?;
         if value.len() > 998 {
-            return Err(FieldError::new(
-                &field,
-                format!("{field} must be at most 998 octets"),
-            ));
+            return Err(FieldError::new(&field, format!("{field} must be at most 998 octets")));
         }
-        Ok(Self {
-            name: name.to_owned(),
-            value: value.to_owned(),
-        })
+        Ok(Self { name: name.to_owned(), value: value.to_owned() })
     }
 }
 
@@ -197,23 +181,11 @@ impl Attachment {
             ));
         }
         let type_field = format!("{field}.content_type");
-        let content_type = input
-            .content_type
-            .as_deref()
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
-        let content_type = content_type
-            .unwrap_or("application/octet-stream")
-            .to_ascii_lowercase();
-        let token = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-        };
-        if !content_type
-            .split_once('/')
-            .is_some_and(|(t, s)| token(t) && token(s))
-        {
+        let content_type = input.content_type.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        let content_type = content_type.unwrap_or("application/octet-stream").to_ascii_lowercase();
+        let token =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
+        if !content_type.split_once('/').is_some_and(|(t, s)| token(t) && token(s)) {
             return Err(FieldError::new(
                 &type_field,
                 format!(
@@ -223,24 +195,11 @@ impl Attachment {
             ));
         }
         let content_field = format!("{field}.content_base64");
-        let compact: String = input
-            .content_base64
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
+        let compact: String = input.content_base64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
         let content = base64::engine::general_purpose::STANDARD
             .decode(compact)
-            .map_err(|_| {
-                FieldError::new(
-                    &content_field,
-                    format!("{content_field} is not valid base64"),
-                )
-            })?;
-        Ok(Self {
-            filename: filename.to_owned(),
-            content_type,
-            content,
-        })
+            .map_err(|_| FieldError::new(&content_field, format!("{content_field} is not valid base64")))?;
+        Ok(Self { filename: filename.to_owned(), content_type, content })
     }
 }
 
@@ -272,9 +231,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self {
-            max_recipients: 100,
-        }
+        Self { max_recipients: 100 }
     }
 }
 
@@ -321,18 +278,12 @@ impl NewMessage {
             Some("user") => match &input.actor {
                 Some(actor) => errors.check(parse_actor(actor)).map(Kind::User),
                 None => {
-                    errors.push(FieldError::new(
-                        "actor",
-                        "actor (id, name, address) is required for user messages",
-                    ));
+                    errors.push(FieldError::new("actor", "actor (id, name, address) is required for user messages"));
                     None
                 }
             },
             Some(other) => {
-                errors.push(FieldError::new(
-                    "kind",
-                    format!("kind must be one of system, user, got {other:?}"),
-                ));
+                errors.push(FieldError::new("kind", format!("kind must be one of system, user, got {other:?}")));
                 None
             }
             None => {
@@ -341,50 +292,35 @@ impl NewMessage {
             }
         };
         let mut mailboxes = |field: &str, list: &[MailboxIn]| -> Vec<Mailbox> {
-            list.iter()
-                .enumerate()
-                .filter_map(|(i, m)| errors.check(m.parse(&format!("{field}[{i}]"))))
-                .collect()
+            list.iter().enumerate().filter_map(|(i, m)| errors.check(m.parse(&format!("{field}[{i}]")))).collect()
         };
         let to = mailboxes("to", &input.to);
         let cc = mailboxes("cc", &input.cc);
         let bcc = mailboxes("bcc", &input.bcc);
         let recipients = input.to.len() + input.cc.len() + input.bcc.len();
         if recipients == 0 {
-            errors.push(FieldError::new(
-                "to",
-                "to must name at least one recipient (or cc/bcc)",
-            ));
+            errors.push(FieldError::new("to", "to must name at least one recipient (or cc/bcc)"));
         } else if recipients > limits.max_recipients {
             errors.push(FieldError::new(
                 "to",
-                format!("a message may have at most {} recipients (to, cc and bcc together), got {recipients}", limits.max_recipients),
+                format!(
+                    "a message may have at most {} recipients (to, cc and bcc together), got {recipients}",
+                    limits.max_recipients
+                ),
             ));
         }
         let subject = input.subject.as_deref().unwrap_or_default().trim();
         errors.check(check_header_text("subject", subject));
         if subject.chars().count() > 998 {
-            errors.push(FieldError::new(
-                "subject",
-                "subject must be at most 998 characters",
-            ));
+            errors.push(FieldError::new("subject", "subject must be at most 998 characters"));
         }
         if input.text.is_none() && input.html.is_none() {
             errors.push(FieldError::new("text", "text or html is required"));
         }
-        let from = input
-            .from
-            .as_ref()
-            .and_then(|f| errors.check(f.parse("from")));
-        let reply_to = input
-            .reply_to
-            .as_ref()
-            .and_then(|r| errors.check(r.parse("reply_to")));
-        let headers: Vec<HeaderLine> = input
-            .headers
-            .iter()
-            .filter_map(|(name, value)| errors.check(HeaderLine::parse(name, value)))
-            .collect();
+        let from = input.from.as_ref().and_then(|f| errors.check(f.parse("from")));
+        let reply_to = input.reply_to.as_ref().and_then(|r| errors.check(r.parse("reply_to")));
+        let headers: Vec<HeaderLine> =
+            input.headers.iter().filter_map(|(name, value)| errors.check(HeaderLine::parse(name, value))).collect();
         let attachments: Vec<Attachment> = input
             .attachments
             .iter()
@@ -393,18 +329,16 @@ impl NewMessage {
             .collect();
         let send_at = input.send_at.as_deref().and_then(|s| {
             errors.check(OffsetDateTime::parse(s.trim(), &Rfc3339).map_err(|_| {
-                FieldError::new("send_at", format!("send_at must be an RFC 3339 date-time such as 2026-11-25T13:00:00Z, got {s:?}"))
+                FieldError::new(
+                    "send_at",
+                    format!("send_at must be an RFC 3339 date-time such as 2026-11-25T13:00:00Z, got {s:?}"),
+                )
             }))
         });
-        let idempotency_key = input
-            .idempotency_key
-            .as_deref()
-            .and_then(|k| errors.check(IdempotencyKey::parse("idempotency_key", k)));
+        let idempotency_key =
+            input.idempotency_key.as_deref().and_then(|k| errors.check(IdempotencyKey::parse("idempotency_key", k)));
         if input.tags.len() > 20 {
-            errors.push(FieldError::new(
-                "tags",
-                "a message may carry at most 20 tags",
-            ));
+            errors.push(FieldError::new("tags", "a message may carry at most 20 tags"));
         }
         for (i, tag) in input.tags.iter().enumerate() {
             let field = format!("tags[{i}]");
@@ -464,9 +398,7 @@ impl RecipientKind {
     }
 
     pub fn parse(input: &str) -> Option<Self> {
-        [Self::To, Self::Cc, Self::Bcc]
-            .into_iter()
-            .find(|k| k.as_str() == input)
+        [Self::To, Self::Cc, Self::Bcc].into_iter().find(|k| k.as_str() == input)
     }
 }
 
@@ -475,12 +407,10 @@ fn parse_actor(input: &ActorIn) -> Result<Actor, FieldError> {
         IdIn::Text(s) => s.clone(),
         IdIn::Number(n) => n.to_string(),
     };
-    let address = input.address.as_deref().ok_or_else(|| {
-        FieldError::new(
-            "actor.address",
-            "actor.address is required for user messages",
-        )
-    })?;
+    let address = input
+        .address
+        .as_deref()
+        .ok_or_else(|| FieldError::new("actor.address", "actor.address is required for user messages"))?;
     Ok(Actor {
         id: UserRef::parse("actor.id", &id)?,
         name: match &input.name {
@@ -533,40 +463,19 @@ mod tests {
             (with("kind", "robot".into()), "kind"),
             (with("to", serde_json::json!(["not-an-address"])), "to[0]"),
             (with("to", serde_json::json!([])), "to"),
-            (
-                with("cc", serde_json::json!(["ok@example.com", "x@@y"])),
-                "cc[1]",
-            ),
-            (
-                with("subject", "Hi\r\nBcc: evil@example.com".into()),
-                "subject",
-            ),
-            (
-                with("headers", serde_json::json!({"X-A": "1\nX-B: 2"})),
-                "headers.X-A",
-            ),
-            (
-                with("headers", serde_json::json!({"Bcc": "evil@example.com"})),
-                "headers.Bcc",
-            ),
-            (
-                with("headers", serde_json::json!({"Bad Name": "v"})),
-                "headers.Bad Name",
-            ),
+            (with("cc", serde_json::json!(["ok@example.com", "x@@y"])), "cc[1]"),
+            (with("subject", "Hi\r\nBcc: evil@example.com".into()), "subject"),
+            (with("headers", serde_json::json!({"X-A": "1\nX-B: 2"})), "headers.X-A"),
+            (with("headers", serde_json::json!({"Bcc": "evil@example.com"})), "headers.Bcc"),
+            (with("headers", serde_json::json!({"Bad Name": "v"})), "headers.Bad Name"),
             (with("send_at", "tomorrow".into()), "send_at"),
             (with("reply_to", "Ana\n <a@example.com>".into()), "reply_to"),
             (
-                with(
-                    "attachments",
-                    serde_json::json!([{"filename": "a\r\n.pdf", "content_base64": ""}]),
-                ),
+                with("attachments", serde_json::json!([{"filename": "a\r\n.pdf", "content_base64": ""}])),
                 "attachments[0].filename",
             ),
             (
-                with(
-                    "attachments",
-                    serde_json::json!([{"filename": "a.pdf", "content_base64": "%%%"}]),
-                ),
+                with("attachments", serde_json::json!([{"filename": "a.pdf", "content_base64": "%%%"}])),
                 "attachments[0].content_base64",
             ),
             (
@@ -577,36 +486,21 @@ mod tests {
                 "attachments[0].content_type",
             ),
             (with("idempotency_key", "".into()), "idempotency_key"),
-            (
-                with(
-                    "actor",
-                    serde_json::json!({"id": "1", "address": "a@example.com"}),
-                ),
-                "actor",
-            ),
+            (with("actor", serde_json::json!({"id": "1", "address": "a@example.com"})), "actor"),
             (with("from", "boss@example.com".into()), "from"),
         ];
         for (doc, field) in cases {
             let e = first_error(doc.clone());
             assert_eq!(e.field, field, "{doc}");
-            assert!(
-                e.message
-                    .contains(field.split('.').next().unwrap().split('[').next().unwrap()),
-                "{}",
-                e.message
-            );
+            assert!(e.message.contains(field.split('.').next().unwrap().split('[').next().unwrap()), "{}", e.message);
         }
         let user = serde_json::json!({"kind": "user", "to": ["a@example.com"], "text": "t", "actor": {"id": "a b", "address": "a@example.com"}});
         assert_eq!(first_error(user).field, "actor.id");
         assert_eq!(
-            first_error(serde_json::json!({"kind": "user", "to": ["a@example.com"], "text": "t"}))
-                .field,
+            first_error(serde_json::json!({"kind": "user", "to": ["a@example.com"], "text": "t"})).field,
             "actor"
         );
-        assert_eq!(
-            first_error(serde_json::json!({"kind": "system", "to": ["a@example.com"]})).field,
-            "text"
-        );
+        assert_eq!(first_error(serde_json::json!({"kind": "system", "to": ["a@example.com"]})).field, "text");
     }
 
     #[test]
@@ -619,8 +513,7 @@ mod tests {
 
     #[test]
     fn reports_every_error_at_once() {
-        let errors = parse(serde_json::json!({"kind": "system", "to": ["x"], "subject": "a\nb"}))
-            .unwrap_err();
+        let errors = parse(serde_json::json!({"kind": "system", "to": ["x"], "subject": "a\nb"})).unwrap_err();
         let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["to[0]", "subject", "text"]);
     }
@@ -630,11 +523,7 @@ mod tests {
         use proptest::prelude::*;
 
         fn any_text() -> impl Strategy<Value = String> {
-            prop_oneof![
-                "\\PC{0,40}",
-                "[a-z]{1,8}@[a-z]{1,8}\\.example",
-                ".{0,20}[\r\n].{0,20}"
-            ]
+            prop_oneof!["\\PC{0,40}", "[a-z]{1,8}@[a-z]{1,8}\\.example", ".{0,20}[\r\n].{0,20}"]
         }
 
         proptest! {

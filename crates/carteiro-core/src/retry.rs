@@ -31,10 +31,7 @@ impl RetryPolicy {
     /// deferred together does not come back together.
     pub fn delay(&self, failures: u32, jitter: f64) -> Duration {
         let doublings = failures.saturating_sub(1).min(30);
-        let base = self
-            .first_delay
-            .saturating_mul(1 << doublings)
-            .min(self.max_delay);
+        let base = self.first_delay.saturating_mul(1 << doublings).min(self.max_delay);
         base.mul_f64(0.9 + 0.2 * jitter.clamp(0.0, 1.0))
     }
 
@@ -73,15 +70,9 @@ mod tests {
     fn gives_up_after_the_lifetime() {
         let p = RetryPolicy::default();
         let t0 = datetime!(2026-11-25 12:00 UTC);
-        assert_eq!(
-            p.next_attempt(1, t0, t0, 0.5),
-            Some(t0 + Duration::from_secs(60))
-        );
+        assert_eq!(p.next_attempt(1, t0, t0, 0.5), Some(t0 + Duration::from_secs(60)));
         let almost = t0 + p.max_lifetime - Duration::from_secs(10);
-        assert_eq!(
-            p.next_attempt(50, t0, almost, 0.5),
-            Some(t0 + p.max_lifetime)
-        );
+        assert_eq!(p.next_attempt(50, t0, almost, 0.5), Some(t0 + p.max_lifetime));
         assert_eq!(p.next_attempt(50, t0, t0 + p.max_lifetime, 0.5), None);
     }
 

@@ -20,9 +20,7 @@ pub struct SenderContext<'a> {
 impl SenderContext<'_> {
     /// The default sender, or else the company's own address.
     fn fallback(&self) -> Option<Mailbox> {
-        self.policy
-            .default_sender()
-            .or_else(|| self.company.cloned())
+        self.policy.default_sender().or_else(|| self.company.cloned())
     }
 }
 
@@ -54,32 +52,28 @@ pub fn resolve(
     let fallback = ctx.fallback();
     let (from, sender, rule_reply_to) = match kind {
         Kind::System => {
-            let from = fallback.clone().ok_or_else(|| {
-                no_default_sender("system messages are sent from the default sender")
-            })?;
+            let from = fallback
+                .clone()
+                .ok_or_else(|| no_default_sender("system messages are sent from the default sender"))?;
             (from, None, None)
         }
         Kind::User(actor) => {
             let user = custom_from.cloned().unwrap_or_else(|| actor.mailbox());
             if ctx.policy.force_default_sender.value {
-                let from = fallback
-                    .clone()
-                    .ok_or_else(|| no_default_sender("all notifications use the default sender"))?;
+                let from =
+                    fallback.clone().ok_or_else(|| no_default_sender("all notifications use the default sender"))?;
                 (from, None, None)
             } else {
                 match ctx.policy.send_as_others.value {
                     SendAsOthers::Allowed => (user, None, None),
                     SendAsOthers::OnBehalf => {
-                        let default = fallback
-                            .clone()
-                            .ok_or_else(|| no_default_sender("send_as_others is on_behalf"))?;
+                        let default =
+                            fallback.clone().ok_or_else(|| no_default_sender("send_as_others is on_behalf"))?;
                         let sender = (default.address != user.address).then_some(default);
                         (user, sender, None)
                     }
                     SendAsOthers::Rewrite => {
-                        let default = fallback
-                            .clone()
-                            .ok_or_else(|| no_default_sender("send_as_others is rewrite"))?;
+                        let default = fallback.clone().ok_or_else(|| no_default_sender("send_as_others is rewrite"))?;
                         if default.address == user.address {
                             (user, None, None)
                         } else {
@@ -92,16 +86,9 @@ pub fn resolve(
         }
     };
     let envelope_from = envelope_from(ctx).ok_or_else(|| {
-        no_default_sender(
-            "the envelope sender (MAIL FROM) must be the account or the default sender",
-        )
+        no_default_sender("the envelope sender (MAIL FROM) must be the account or the default sender")
     })?;
-    Ok(ResolvedSender {
-        from,
-        sender,
-        reply_to: reply_to.cloned().or(rule_reply_to),
-        envelope_from,
-    })
+    Ok(ResolvedSender { from, sender, reply_to: reply_to.cloned().or(rule_reply_to), envelope_from })
 }
 
 /// MAIL FROM: the account the connection logs in with when it is an e-mail

@@ -20,15 +20,8 @@ pub enum MessageStatus {
 }
 
 impl MessageStatus {
-    pub const ALL: [Self; 7] = [
-        Self::Scheduled,
-        Self::Queued,
-        Self::Sending,
-        Self::Sent,
-        Self::Deferred,
-        Self::Failed,
-        Self::Cancelled,
-    ];
+    pub const ALL: [Self; 7] =
+        [Self::Scheduled, Self::Queued, Self::Sending, Self::Sent, Self::Deferred, Self::Failed, Self::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -81,17 +74,7 @@ mod tests {
 
     #[test]
     fn only_waiting_messages_can_be_cancelled() {
-        let cancellable: Vec<_> = MessageStatus::ALL
-            .into_iter()
-            .filter(|s| s.can_cancel())
-            .collect();
-        assert_eq!(
-            cancellable,
-            [
-                MessageStatus::Scheduled,
-                MessageStatus::Queued,
-                MessageStatus::Deferred
-            ]
-        );
+        let cancellable: Vec<_> = MessageStatus::ALL.into_iter().filter(|s| s.can_cancel()).collect();
+        assert_eq!(cancellable, [MessageStatus::Scheduled, MessageStatus::Queued, MessageStatus::Deferred]);
     }
 }

@@ -9,29 +9,17 @@ use carteiro_core::message::{ActorIn, IdIn, MailboxIn, MessageIn};
 use carteiro_core::settings::SettingsDoc;
 use clap::{Parser, Subcommand};
 
-use crate::config::{
-    DeliveryConfig, MessageArgs, ServeArgs, StoreArgs, WorkerArgs, delivery_config,
-};
+use crate::config::{DeliveryConfig, MessageArgs, ServeArgs, StoreArgs, WorkerArgs, delivery_config};
 use crate::service::test_connection::{TestConnectionIn, run as run_test};
 use crate::service::{auth, settings, submit};
 use crate::startup::{App, app_state, open_store, shutdown_on_signals};
 use crate::state::AppState;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "carteiro",
-    version,
-    about = "A self-hosted outbound e-mail gateway for business platforms."
-)]
+#[command(name = "carteiro", version, about = "A self-hosted outbound e-mail gateway for business platforms.")]
 pub struct Cli {
     /// Log format.
-    #[arg(
-        long,
-        env = "CARTEIRO_LOG_FORMAT",
-        value_enum,
-        default_value = "text",
-        global = true
-    )]
+    #[arg(long, env = "CARTEIRO_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
 
     #[command(subcommand)]
@@ -190,12 +178,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let master_key = master_key.as_deref();
     match cli.command {
         Command::Serve(args) => {
-            let app = App::build(
-                &args,
-                master_key,
-                env_secret("CARTEIRO_ADMIN_PASSWORD").as_deref(),
-            )
-            .await?;
+            let app = App::build(&args, master_key, env_secret("CARTEIRO_ADMIN_PASSWORD").as_deref()).await?;
             if let Some(password) = &app.generated_admin_password {
                 println!(
                     "carteiro: created the platform administrator '{}' with the password {password}\n\
@@ -214,47 +197,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Send(args) => send(args, master_key).await,
         Command::TestConnection(args) => test_connection(args, master_key).await,
-        Command::Config(ConfigCommand::Explain {
-            store,
-            company,
-            user,
-        }) => {
+        Command::Config(ConfigCommand::Explain { store, company, user }) => {
             let state = app_state(&store, master_key, defaults()?).await?;
             let company = CompanySlug::parse("--company", &company)?;
             let user = user.map(|u| UserRef::parse("--user", &u)).transpose()?;
-            let explained = settings::explain(&state, &company, user.as_ref())
-                .await
-                .map_err(service_error)?;
+            let explained = settings::explain(&state, &company, user.as_ref()).await.map_err(service_error)?;
             println!("{}", serde_json::to_string_pretty(&explained)?);
             Ok(())
         }
-        Command::Admin(AdminCommand::Create {
-            store,
-            username,
-            company,
-            password_stdin,
-        }) => {
+        Command::Admin(AdminCommand::Create { store, username, company, password_stdin }) => {
             let state = app_state(&store, master_key, defaults()?).await?;
-            let company = company
-                .map(|c| CompanySlug::parse("--company", &c))
-                .transpose()?;
+            let company = company.map(|c| CompanySlug::parse("--company", &c)).transpose()?;
             let (password, generated) = password(password_stdin)?;
-            auth::create_admin(&state, &username, &password, company.as_ref())
-                .await
-                .map_err(service_error)?;
+            auth::create_admin(&state, &username, &password, company.as_ref()).await.map_err(service_error)?;
             report_password(&username, generated.then_some(&password));
             Ok(())
         }
-        Command::Admin(AdminCommand::ResetPassword {
-            store,
-            username,
-            password_stdin,
-        }) => {
+        Command::Admin(AdminCommand::ResetPassword { store, username, password_stdin }) => {
             let state = app_state(&store, master_key, defaults()?).await?;
             let (password, generated) = password(password_stdin)?;
-            auth::reset_password(&state, &username, &password)
-                .await
-                .map_err(service_error)?;
+            auth::reset_password(&state, &username, &password).await.map_err(service_error)?;
             report_password(&username, generated.then_some(&password));
             Ok(())
         }
@@ -268,9 +230,7 @@ fn service_error(e: crate::service::ServiceError) -> anyhow::Error {
 fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
     if from_stdin {
         let mut line = String::new();
-        std::io::stdin()
-            .read_line(&mut line)
-            .context("cannot read the password from standard input")?;
+        std::io::stdin().read_line(&mut line).context("cannot read the password from standard input")?;
         Ok((line.trim_end_matches(['\r', '\n']).to_owned(), false))
     } else {
         Ok((auth::random_token(""), true))
@@ -279,9 +239,7 @@ fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 
 fn report_password(username: &str, generated: Option<&String>) {
     match generated {
-        Some(p) => println!(
-            "carteiro: administrator '{username}' now has the password {p} (shown this once)"
-        ),
+        Some(p) => println!("carteiro: administrator '{username}' now has the password {p} (shown this once)"),
         None => println!("carteiro: administrator '{username}' updated"),
     }
 }
@@ -297,17 +255,11 @@ fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
 }
 
 async fn send(args: SendArgs, master_key: Option<&str>) -> anyhow::Result<()> {
-    let state: AppState = app_state(
-        &args.store,
-        master_key,
-        delivery_config(&args.messages, &WorkerArgs::default())?,
-    )
-    .await?;
+    let state: AppState =
+        app_state(&args.store, master_key, delivery_config(&args.messages, &WorkerArgs::default())?).await?;
     let company = CompanySlug::parse("--company", &args.company)?;
     let message = match &args.json {
-        Some(path) => {
-            serde_json::from_str(&read_input(path)?).context("the message document is not valid")?
-        }
+        Some(path) => serde_json::from_str(&read_input(path)?).context("the message document is not valid")?,
         None => {
             let text = match args.text.as_deref() {
                 Some("-") => Some(read_input(std::path::Path::new("-"))?),
@@ -333,45 +285,22 @@ async fn send(args: SendArgs, master_key: Option<&str>) -> anyhow::Result<()> {
             }
         }
     };
-    let accepted = submit::submit_one(&state, &company, &message)
-        .await
-        .map_err(service_error)?;
+    let accepted = submit::submit_one(&state, &company, &message).await.map_err(service_error)?;
     println!("{}", serde_json::to_string(&accepted)?);
     Ok(())
 }
 
 async fn test_connection(args: TestArgs, master_key: Option<&str>) -> anyhow::Result<()> {
-    let state = app_state(
-        &args.store,
-        master_key,
-        delivery_config(&args.messages, &WorkerArgs::default())?,
-    )
-    .await?;
+    let state = app_state(&args.store, master_key, delivery_config(&args.messages, &WorkerArgs::default())?).await?;
     let settings: Option<SettingsDoc> = match &args.settings {
-        Some(path) => Some(
-            serde_json::from_str(&read_input(path)?)
-                .context("the settings document is not valid")?,
-        ),
+        Some(path) => Some(serde_json::from_str(&read_input(path)?).context("the settings document is not valid")?),
         None => None,
     };
-    let input = TestConnectionIn {
-        company: args.company,
-        user: args.user,
-        settings,
-        to: args.to,
-    };
+    let input = TestConnectionIn { company: args.company, user: args.user, settings, to: args.to };
     let target = input.target().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let report = run_test(&state, &target, input.settings.as_ref())
-        .await
-        .map_err(service_error)?;
+    let report = run_test(&state, &target, input.settings.as_ref()).await.map_err(service_error)?;
     for step in &report.steps {
-        println!(
-            "{} {:<9} {:>6} ms  {}",
-            if step.ok { "ok  " } else { "FAIL" },
-            step.step,
-            step.ms,
-            step.detail
-        );
+        println!("{} {:<9} {:>6} ms  {}", if step.ok { "ok  " } else { "FAIL" }, step.step, step.ms, step.detail);
     }
     if let Some(hint) = &report.hint {
         println!("hint: {hint}");

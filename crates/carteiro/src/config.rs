@@ -49,11 +49,7 @@ pub struct WorkerArgs {
     pub retry_max_delay_s: f64,
 
     /// A message not delivered this long after it became due fails, in seconds (default 5 days).
-    #[arg(
-        long,
-        env = "CARTEIRO_MAX_QUEUE_LIFETIME_S",
-        default_value_t = 432_000.0
-    )]
+    #[arg(long, env = "CARTEIRO_MAX_QUEUE_LIFETIME_S", default_value_t = 432_000.0)]
     pub max_queue_lifetime_s: f64,
 
     /// How long a worker holds a message before another may take it over, in seconds.
@@ -65,13 +61,20 @@ pub struct WorkerArgs {
     #[arg(long, env = "CARTEIRO_POLL_MS", default_value_t = 1000)]
     pub poll_ms: u64,
 
-    /// Most messages being sent at once, over all companies.
+    /// Most SMTP sessions open at once, over all servers (each server's own limit is its
+    /// connection's `max_sessions`).
     #[arg(long, env = "CARTEIRO_MAX_IN_FLIGHT", default_value_t = 64)]
     pub max_in_flight: usize,
 
-    /// Most messages of one company being sent at once, so one slow server cannot hold every worker.
-    #[arg(long, env = "CARTEIRO_COMPANY_CONCURRENCY", default_value_t = 8)]
-    pub company_concurrency: usize,
+    /// Most due messages of one company taken from the queue at a time, waiting in memory for a
+    /// session: one company's backlog cannot crowd out the others.
+    #[arg(long, env = "CARTEIRO_COMPANY_BACKLOG", default_value_t = 2000)]
+    pub company_backlog: usize,
+
+    /// Most due messages taken from the queue at a time, over all companies (memory stays bounded
+    /// whatever the queue's length: bodies are read only when sent).
+    #[arg(long, env = "CARTEIRO_MAX_BACKLOG", default_value_t = 20000)]
+    pub max_backlog: usize,
 }
 
 impl Default for WorkerArgs {
@@ -125,23 +128,18 @@ pub struct DeliveryConfig {
     pub lease: Duration,
     pub poll: Duration,
     pub max_in_flight: usize,
-    pub company_concurrency: usize,
+    pub company_backlog: usize,
+    pub max_backlog: usize,
     pub hostname: String,
 }
 
 fn seconds(name: &str, value: f64, min: f64) -> anyhow::Result<Duration> {
-    ensure!(
-        value.is_finite() && value >= min,
-        "--{name} must be at least {min} seconds, got {value}"
-    );
+    ensure!(value.is_finite() && value >= min, "--{name} must be at least {min} seconds, got {value}");
     Ok(Duration::from_secs_f64(value))
 }
 
 /// Checks the flags of message limits and of the worker together.
-pub fn delivery_config(
-    messages: &MessageArgs,
-    worker: &WorkerArgs,
-) -> anyhow::Result<DeliveryConfig> {
+pub fn delivery_config(messages: &MessageArgs, worker: &WorkerArgs) -> anyhow::Result<DeliveryConfig> {
     ensure!(
         messages.max_message_bytes >= 1024,
         "--max-message-bytes must be at least 1024, got {}",
@@ -152,28 +150,16 @@ pub fn delivery_config(
         "--max-recipients must be between 1 and 10000, got {}",
         messages.max_recipients
     );
-    ensure!(
-        worker.max_in_flight >= 1,
-        "--max-in-flight must be at least 1, got 0"
-    );
-    ensure!(
-        worker.company_concurrency >= 1,
-        "--company-concurrency must be at least 1, got 0"
-    );
-    ensure!(
-        worker.poll_ms >= 10,
-        "--poll-ms must be at least 10, got {}",
-        worker.poll_ms
-    );
+    ensure!(worker.max_in_flight >= 1, "--max-in-flight must be at least 1, got 0");
+    ensure!(worker.company_backlog >= 1, "--company-backlog must be at least 1, got 0");
+    ensure!(worker.max_backlog >= 1, "--max-backlog must be at least 1, got 0");
+    ensure!(worker.poll_ms >= 10, "--poll-ms must be at least 10, got {}", worker.poll_ms);
     let retry = RetryPolicy {
         first_delay: seconds("retry-first-delay-s", worker.retry_first_delay_s, 0.01)?,
         max_delay: seconds("retry-max-delay-s", worker.retry_max_delay_s, 0.01)?,
         max_lifetime: seconds("max-queue-lifetime-s", worker.max_queue_lifetime_s, 0.01)?,
     };
-    ensure!(
-        retry.max_delay >= retry.first_delay,
-        "--retry-max-delay-s must not be below --retry-first-delay-s"
-    );
+    ensure!(retry.max_delay >= retry.first_delay, "--retry-max-delay-s must not be below --retry-first-delay-s");
     let hostname = match &messages.hostname {
         Some(h) => h.clone(),
         None => gethostname::gethostname().to_string_lossy().into_owned(),
@@ -183,14 +169,13 @@ pub fn delivery_config(
     }
     Ok(DeliveryConfig {
         max_message_bytes: messages.max_message_bytes,
-        limits: Limits {
-            max_recipients: messages.max_recipients,
-        },
+        limits: Limits { max_recipients: messages.max_recipients },
         retry,
         lease: seconds("lease-s", worker.lease_s, 1.0)?,
         poll: Duration::from_millis(worker.poll_ms),
         max_in_flight: worker.max_in_flight,
-        company_concurrency: worker.company_concurrency,
+        company_backlog: worker.company_backlog,
+        max_backlog: worker.max_backlog,
         hostname,
     })
 }

@@ -33,18 +33,16 @@ impl MasterKey {
     /// file in the data directory, created with mode 0600 on first run. A new
     /// key is made only when `may_create`: a store that already holds sealed
     /// secrets needs the key they were sealed with, not a fresh one.
-    pub fn load_or_create(
-        from_env: Option<&str>,
-        data_dir: &Path,
-        may_create: bool,
-    ) -> anyhow::Result<Self> {
+    pub fn load_or_create(from_env: Option<&str>, data_dir: &Path, may_create: bool) -> anyhow::Result<Self> {
         if let Some(encoded) = from_env {
-            return Self::from_base64(encoded).context("CARTEIRO_MASTER_KEY must be the base64 of 32 random bytes (try: openssl rand -base64 32)");
+            return Self::from_base64(encoded)
+                .context("CARTEIRO_MASTER_KEY must be the base64 of 32 random bytes (try: openssl rand -base64 32)");
         }
         let path = data_dir.join(KEY_FILE);
         match std::fs::read_to_string(&path) {
-            Ok(encoded) => Self::from_base64(&encoded)
-                .with_context(|| format!("the key file {} is damaged", path.display())),
+            Ok(encoded) => {
+                Self::from_base64(&encoded).with_context(|| format!("the key file {} is damaged", path.display()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !may_create => bail!(
                 "the master key is missing: {} does not exist and CARTEIRO_MASTER_KEY is not set, but the database holds passwords sealed with a key; restore the key file or set CARTEIRO_MASTER_KEY",
                 path.display()
@@ -56,18 +54,12 @@ impl MasterKey {
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                         return Self::load_or_create(None, data_dir, false);
                     }
-                    other => other.with_context(|| {
-                        format!("cannot create the key file {}", path.display())
-                    })?,
+                    other => other.with_context(|| format!("cannot create the key file {}", path.display()))?,
                 }
                 tracing::info!(path = %path.display(), "created a new master key; keep a copy of it: without it stored passwords cannot be read");
-                Ok(Self {
-                    cipher: XChaCha20Poly1305::new(&key),
-                })
+                Ok(Self { cipher: XChaCha20Poly1305::new(&key) })
             }
-            Err(e) => {
-                Err(e).with_context(|| format!("cannot read the key file {}", path.display()))
-            }
+            Err(e) => Err(e).with_context(|| format!("cannot read the key file {}", path.display())),
         }
     }
 
@@ -77,9 +69,7 @@ impl MasterKey {
             bail!("the key is {} bytes long; it must be 32", bytes.len());
         }
         let key = Key::try_from(bytes.as_slice()).context("key length")?;
-        Ok(Self {
-            cipher: XChaCha20Poly1305::new(&key),
-        })
+        Ok(Self { cipher: XChaCha20Poly1305::new(&key) })
     }
 
     /// Seals a secret for the place `aad` names.
@@ -87,13 +77,7 @@ impl MasterKey {
         let nonce = XNonce::generate();
         let sealed = self
             .cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: secret.expose().as_bytes(),
-                    aad: aad.as_bytes(),
-                },
-            )
+            .encrypt(&nonce, Payload { msg: secret.expose().as_bytes(), aad: aad.as_bytes() })
             .expect("encryption with a valid key cannot fail");
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
@@ -102,9 +86,7 @@ impl MasterKey {
 
     /// Opens a value sealed for `aad`; fails on another key, another place or tampering.
     pub fn open(&self, aad: &str, sealed: &str) -> anyhow::Result<Secret> {
-        let encoded = sealed
-            .strip_prefix(SEALED_PREFIX)
-            .context("unknown sealed-secret format")?;
+        let encoded = sealed.strip_prefix(SEALED_PREFIX).context("unknown sealed-secret format")?;
         let bytes = B64.decode(encoded).context("sealed secret is not base64")?;
         if bytes.len() < 24 {
             bail!("sealed secret is too short");
@@ -113,17 +95,9 @@ impl MasterKey {
         let nonce = XNonce::try_from(nonce).context("nonce length")?;
         let plain = self
             .cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: ciphertext,
-                    aad: aad.as_bytes(),
-                },
-            )
+            .decrypt(&nonce, Payload { msg: ciphertext, aad: aad.as_bytes() })
             .map_err(|_| WrongMasterKey)?;
-        Ok(Secret::new(
-            String::from_utf8(plain).context("sealed secret is not UTF-8")?,
-        ))
+        Ok(Secret::new(String::from_utf8(plain).context("sealed secret is not UTF-8")?))
     }
 }
 
@@ -146,53 +120,27 @@ mod tests {
     fn seals_and_opens_for_the_same_place_only() {
         let dir = tempfile::tempdir().unwrap();
         let key = MasterKey::load_or_create(None, dir.path(), true).unwrap();
-        let sealed = key.seal(
-            "settings:global:connection.password",
-            &Secret::new("hunter2"),
-        );
+        let sealed = key.seal("settings:global:connection.password", &Secret::new("hunter2"));
         assert!(!sealed.contains("hunter2"));
-        assert_eq!(
-            key.open("settings:global:connection.password", &sealed)
-                .unwrap()
-                .expose(),
-            "hunter2"
-        );
-        assert!(
-            key.open("settings:company:acme:connection.password", &sealed)
-                .is_err()
-        );
+        assert_eq!(key.open("settings:global:connection.password", &sealed).unwrap().expose(), "hunter2");
+        assert!(key.open("settings:company:acme:connection.password", &sealed).is_err());
 
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join(KEY_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
+            let mode = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let again = MasterKey::load_or_create(None, dir.path(), false).unwrap();
-        assert_eq!(
-            again
-                .open("settings:global:connection.password", &sealed)
-                .unwrap()
-                .expose(),
-            "hunter2"
-        );
+        assert_eq!(again.open("settings:global:connection.password", &sealed).unwrap().expose(), "hunter2");
         let other = MasterKey::from_base64(&B64.encode([7u8; 32])).unwrap();
-        assert!(
-            other
-                .open("settings:global:connection.password", &sealed)
-                .is_err()
-        );
+        assert!(other.open("settings:global:connection.password", &sealed).is_err());
     }
 
     #[test]
     fn never_replaces_a_missing_key_that_secrets_need() {
         let dir = tempfile::tempdir().unwrap();
-        let e = MasterKey::load_or_create(None, dir.path(), false)
-            .err()
-            .unwrap();
+        let e = MasterKey::load_or_create(None, dir.path(), false).err().unwrap();
         assert!(e.to_string().contains("the master key is missing"), "{e}");
         assert!(!dir.path().join(KEY_FILE).exists());
     }

@@ -21,20 +21,12 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-            details: FieldErrors::default(),
-        }
+        Self { status, code, message: message.into(), field: None, details: FieldErrors::default() }
     }
 
     pub fn invalid(errors: FieldErrors) -> Self {
-        let first = errors
-            .first()
-            .cloned()
-            .unwrap_or_else(|| carteiro_core::FieldError::new("", "the request is not valid"));
+        let first =
+            errors.first().cloned().unwrap_or_else(|| carteiro_core::FieldError::new("", "the request is not valid"));
         Self {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: "invalid",
@@ -56,12 +48,7 @@ impl ApiError {
     pub fn body(&self) -> serde_json::Value {
         let mut error = json!({"code": self.code, "message": self.message, "field": self.field});
         if self.details.0.len() > 1 {
-            error["details"] = self
-                .details
-                .0
-                .iter()
-                .map(|e| json!({"field": e.field, "message": e.message}))
-                .collect();
+            error["details"] = self.details.0.iter().map(|e| json!({"field": e.field, "message": e.message})).collect();
         }
         json!({"error": error})
     }
@@ -71,21 +58,12 @@ impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> Self {
         match error {
             ServiceError::Invalid(errors) => Self::invalid(errors),
-            ServiceError::NotFound(message) => {
-                Self::new(StatusCode::NOT_FOUND, "not_found", message)
-            }
+            ServiceError::NotFound(message) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
             ServiceError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
-            ServiceError::Unprocessable {
-                code,
-                field,
-                message,
-            } => Self {
-                field,
-                ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-            },
-            ServiceError::BadCredentials => {
-                Self::unauthorized("the user name or password is wrong")
+            ServiceError::Unprocessable { code, field, message } => {
+                Self { field, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message) }
             }
+            ServiceError::BadCredentials => Self::unauthorized("the user name or password is wrong"),
             ServiceError::Unavailable(why) => {
                 tracing::error!(error = %why, "the database is unavailable");
                 Self::new(
@@ -94,15 +72,9 @@ impl From<ServiceError> for ApiError {
                     "carteiro cannot reach its database right now; nothing was changed. Try again shortly.",
                 )
             }
-            ServiceError::Internal(e)
-                if e.downcast_ref::<crate::crypto::WrongMasterKey>().is_some() =>
-            {
+            ServiceError::Internal(e) if e.downcast_ref::<crate::crypto::WrongMasterKey>().is_some() => {
                 tracing::error!(error = %e, "stored secrets cannot be opened");
-                Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "master_key",
-                    crate::crypto::WrongMasterKey.to_string(),
-                )
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "master_key", crate::crypto::WrongMasterKey.to_string())
             }
             ServiceError::Internal(e) => {
                 tracing::error!(error = format!("{e:#}"), "internal error");

@@ -16,12 +16,8 @@ use crate::store::{SqliteStore, Store};
 use crate::worker::Worker;
 
 fn ensure_data_dir(args: &StoreArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| {
-        format!(
-            "cannot create the data directory {}",
-            args.data_dir.display()
-        )
-    })
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))
 }
 
 /// Opens the store named by the arguments and applies its migrations.
@@ -37,14 +33,9 @@ pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
                 "PostgreSQL is not supported by this version of carteiro yet; leave --database-url out to use the embedded SQLite database"
             )
         }
-        Some(_) => bail!(
-            "--database-url must start with sqlite: (or leave it out for the embedded database)"
-        ),
+        Some(_) => bail!("--database-url must start with sqlite: (or leave it out for the embedded database)"),
     };
-    store
-        .migrate()
-        .await
-        .context("cannot apply the database migrations")?;
+    store.migrate().await.context("cannot apply the database migrations")?;
     Ok(store)
 }
 
@@ -56,10 +47,7 @@ pub async fn app_state(
 ) -> anyhow::Result<AppState> {
     let store = open_store(args).await?;
     ensure_data_dir(args)?;
-    let may_create_key = !store
-        .has_sealed_secrets()
-        .await
-        .map_err(anyhow::Error::from)?;
+    let may_create_key = !store.has_sealed_secrets().await.map_err(anyhow::Error::from)?;
     let keys = MasterKey::load_or_create(master_key, &args.data_dir, may_create_key)?;
     Ok(AppState::new(store, keys, delivery))
 }
@@ -81,37 +69,26 @@ impl App {
     ) -> anyhow::Result<Self> {
         let delivery = crate::config::delivery_config(&args.messages, &args.worker)?;
         let state = app_state(&args.store, master_key, delivery).await?;
-        let generated_admin_password = auth::ensure_first_admin(&state, admin_password)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let listener = TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let generated_admin_password =
+            auth::ensure_first_admin(&state, admin_password).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let listener =
+            TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         anyhow::ensure!(
             args.shutdown_grace_s.is_finite() && args.shutdown_grace_s >= 0.0,
             "--shutdown-grace-s must not be negative"
         );
-        Ok(Self {
-            state,
-            listener,
-            grace: Duration::from_secs_f64(args.shutdown_grace_s),
-            generated_admin_password,
-        })
+        Ok(Self { state, listener, grace: Duration::from_secs_f64(args.shutdown_grace_s), generated_admin_password })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     /// Serves the API and runs the worker until `shutdown` fires; then stops
     /// accepting, lets sends finish or gives them back, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let worker =
-            tokio::spawn(Worker::new(self.state.clone()).run(shutdown.clone(), self.grace));
-        let router = crate::api::router(self.state.clone())
-            .layer(tower_http::trace::TraceLayer::new_for_http());
+        let worker = tokio::spawn(Worker::new(self.state.clone()).run(shutdown.clone(), self.grace));
+        let router = crate::api::router(self.state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
         tracing::info!(address = %self.local_addr(), "carteiro is listening");
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
@@ -132,8 +109,7 @@ pub fn shutdown_on_signals() -> CancellationToken {
         #[cfg(unix)]
         {
             let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

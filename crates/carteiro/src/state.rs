@@ -8,13 +8,17 @@ use tokio::sync::Notify;
 use crate::config::DeliveryConfig;
 use crate::crypto::MasterKey;
 use crate::delivery::tls::TlsConfigs;
-use crate::store::{Committer, Store};
+use crate::store::{FinishAttempts, Grouped, InsertMessages, Store};
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Stores submissions, sharing transactions between concurrent callers.
-    pub committer: Committer,
+    pub submissions: Grouped<InsertMessages>,
+    /// Records delivery attempts, sharing transactions between sessions.
+    pub attempts: Grouped<FinishAttempts>,
+    /// Bumped by every settings change, so that cached settings are read again.
+    pub settings_version: Arc<std::sync::atomic::AtomicU64>,
     pub keys: Arc<MasterKey>,
     pub delivery: Arc<DeliveryConfig>,
     pub tls: Arc<TlsConfigs>,
@@ -25,7 +29,9 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, keys: MasterKey, delivery: DeliveryConfig) -> Self {
         Self {
-            committer: Committer::start(store.clone()),
+            submissions: Grouped::start(InsertMessages(store.clone())),
+            attempts: Grouped::start(FinishAttempts(store.clone())),
+            settings_version: Arc::default(),
             store,
             keys: Arc::new(keys),
             delivery: Arc::new(delivery),
@@ -37,9 +43,7 @@ impl AppState {
 
 /// Milliseconds since the Unix epoch: how times are stored.
 pub fn now_ms() -> i64 {
-    time::OffsetDateTime::now_utc()
-        .unix_timestamp_nanos()
-        .div_euclid(1_000_000) as i64
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos().div_euclid(1_000_000) as i64
 }
 
 /// RFC 3339 text of a stored time.

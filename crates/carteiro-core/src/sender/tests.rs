@@ -22,26 +22,10 @@ struct Pol {
     as_others: SendAsOthers,
 }
 
-const NO_DEFAULT: Pol = Pol {
-    default: None,
-    enabled: false,
-    force: false,
-    as_others: SendAsOthers::Allowed,
-};
-const DEFAULT_ON: Pol = Pol {
-    default: Some(NOREPLY),
-    enabled: true,
-    ..NO_DEFAULT
-};
-const DEFAULT_OFF: Pol = Pol {
-    enabled: false,
-    ..DEFAULT_ON
-};
-const ON_WITHOUT_ADDRESS: Pol = Pol {
-    default: None,
-    enabled: true,
-    ..NO_DEFAULT
-};
+const NO_DEFAULT: Pol = Pol { default: None, enabled: false, force: false, as_others: SendAsOthers::Allowed };
+const DEFAULT_ON: Pol = Pol { default: Some(NOREPLY), enabled: true, ..NO_DEFAULT };
+const DEFAULT_OFF: Pol = Pol { enabled: false, ..DEFAULT_ON };
+const ON_WITHOUT_ADDRESS: Pol = Pol { default: None, enabled: true, ..NO_DEFAULT };
 
 impl Pol {
     fn policy(self) -> Policy {
@@ -66,12 +50,7 @@ enum Who {
 }
 
 /// What one row expects: From, Sender, Reply-To, envelope (MAIL FROM).
-type Sent = (
-    &'static str,
-    Option<&'static str>,
-    Option<&'static str>,
-    &'static str,
-);
+type Sent = (&'static str, Option<&'static str>, Option<&'static str>, &'static str);
 
 /// description, kind, custom from, reply_to, policy, company e-mail, login → what is sent, or the field of the error.
 type Row = (
@@ -94,11 +73,7 @@ fn kind(who: Who) -> Kind {
         Who::System => Kind::System,
         Who::User(person) => {
             let m = mailbox(person);
-            Kind::User(Actor {
-                id: UserRef::parse("actor.id", "42").unwrap(),
-                name: m.name,
-                address: m.address,
-            })
+            Kind::User(Actor { id: UserRef::parse("actor.id", "42").unwrap(), name: m.name, address: m.address })
         }
     }
 }
@@ -112,27 +87,13 @@ fn send(
     login: Option<&str>,
 ) -> Result<ResolvedSender, FieldError> {
     let (policy, company) = (pol.policy(), company.map(mailbox));
-    let ctx = SenderContext {
-        policy: &policy,
-        company: company.as_ref(),
-        login_username: login,
-    };
-    resolve(
-        &kind(who),
-        from.map(mailbox).as_ref(),
-        reply_to.map(mailbox).as_ref(),
-        ctx,
-    )
+    let ctx = SenderContext { policy: &policy, company: company.as_ref(), login_username: login };
+    resolve(&kind(who), from.map(mailbox).as_ref(), reply_to.map(mailbox).as_ref(), ctx)
 }
 
 fn shown(resolved: &ResolvedSender) -> (String, Option<String>, Option<String>, String) {
     let text = |m: &Option<Mailbox>| m.as_ref().map(ToString::to_string);
-    (
-        resolved.from.to_string(),
-        text(&resolved.sender),
-        text(&resolved.reply_to),
-        resolved.envelope_from.to_string(),
-    )
+    (resolved.from.to_string(), text(&resolved.sender), text(&resolved.reply_to), resolved.envelope_from.to_string())
 }
 
 #[test]
@@ -224,21 +185,13 @@ fn the_sender_rules() {
     for (says, who, from, reply_to, pol, company, login, expected) in rows {
         match (send(who, from, reply_to, pol, company, login), expected) {
             (Ok(resolved), Ok((from, sender, reply_to, envelope))) => {
-                let want = (
-                    from.to_owned(),
-                    sender.map(str::to_owned),
-                    reply_to.map(str::to_owned),
-                    envelope.to_owned(),
-                );
+                let want =
+                    (from.to_owned(), sender.map(str::to_owned), reply_to.map(str::to_owned), envelope.to_owned());
                 assert_eq!(shown(&resolved), want, "{says}");
             }
             (Err(e), Err(field)) => {
                 assert_eq!(e.field, field, "{says}");
-                assert!(
-                    e.message.contains("default sender"),
-                    "{says}: a clear error, got {:?}",
-                    e.message
-                );
+                assert!(e.message.contains("default sender"), "{says}: a clear error, got {:?}", e.message);
             }
             (got, _) => panic!("{says}: got {got:?}"),
         }
@@ -249,35 +202,22 @@ fn the_sender_rules() {
 fn the_refusal_tells_the_operator_what_to_configure() {
     let e = send(Who::System, None, None, NO_DEFAULT, None, None).unwrap_err();
     assert_eq!(e.field, "from");
-    for hint in [
-        "system messages",
-        "policy.default_sender_enabled",
-        "policy.default_sender_address",
-        "company's e-mail",
-    ] {
-        assert!(
-            e.message.contains(hint),
-            "{hint:?} missing from {:?}",
-            e.message
-        );
+    for hint in
+        ["system messages", "policy.default_sender_enabled", "policy.default_sender_address", "company's e-mail"]
+    {
+        assert!(e.message.contains(hint), "{hint:?} missing from {:?}", e.message);
     }
 }
 
 fn any_pol() -> impl Strategy<Value = Pol> {
     let default = proptest::option::of(Just(NOREPLY));
-    let as_others = prop_oneof![
-        Just(SendAsOthers::Allowed),
-        Just(SendAsOthers::OnBehalf),
-        Just(SendAsOthers::Rewrite)
-    ];
-    (default, any::<bool>(), any::<bool>(), as_others).prop_map(
-        |(default, enabled, force, as_others)| Pol {
-            default,
-            enabled,
-            force,
-            as_others,
-        },
-    )
+    let as_others = prop_oneof![Just(SendAsOthers::Allowed), Just(SendAsOthers::OnBehalf), Just(SendAsOthers::Rewrite)];
+    (default, any::<bool>(), any::<bool>(), as_others).prop_map(|(default, enabled, force, as_others)| Pol {
+        default,
+        enabled,
+        force,
+        as_others,
+    })
 }
 
 proptest! {

@@ -9,6 +9,7 @@ use crate::secret::Secret;
 use super::doc::{ConnectionDoc, ProxyDoc};
 
 pub const DEFAULT_PORT: u16 = 25;
+pub const DEFAULT_MAX_SESSIONS: u16 = 4;
 pub const DEFAULT_TIMEOUT_S: u16 = 180;
 
 /// A host name or IP address to connect to.
@@ -18,10 +19,7 @@ pub struct Host(String);
 impl Host {
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         let value = input.trim();
-        let value = value
-            .strip_prefix('[')
-            .and_then(|v| v.strip_suffix(']'))
-            .unwrap_or(value);
+        let value = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(value);
         if value.is_empty() {
             return Err(FieldError::new(field, format!("{field} must not be empty")));
         }
@@ -31,19 +29,14 @@ impl Host {
         let labels_ok = value.len() <= 253
             && value.trim_end_matches('.').split('.').all(|label| {
                 (1..=63).contains(&label.len())
-                    && label
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                     && !label.starts_with('-')
                     && !label.ends_with('-')
             });
         if labels_ok {
             Ok(Self(value.to_ascii_lowercase()))
         } else {
-            Err(FieldError::new(
-                field,
-                format!("{field} must be a host name or an IP address, got {input:?}"),
-            ))
+            Err(FieldError::new(field, format!("{field} must be a host name or an IP address, got {input:?}")))
         }
     }
 
@@ -66,10 +59,7 @@ impl Port {
     pub fn parse(field: &str, input: i64) -> Result<Self, FieldError> {
         match u16::try_from(input) {
             Ok(p) if p >= 1 => Ok(Self(p)),
-            _ => Err(FieldError::new(
-                field,
-                format!("{field} must be between 1 and 65535, got {input}"),
-            )),
+            _ => Err(FieldError::new(field, format!("{field} must be between 1 and 65535, got {input}"))),
         }
     }
 
@@ -87,10 +77,7 @@ impl TimeoutSecs {
         if (10..=180).contains(&input) {
             Ok(Self(input as u16))
         } else {
-            Err(FieldError::new(
-                field,
-                format!("{field} must be between 10 and 180, got {input}"),
-            ))
+            Err(FieldError::new(field, format!("{field} must be between 10 and 180, got {input}")))
         }
     }
 
@@ -108,17 +95,10 @@ impl Default for TimeoutSecs {
 /// Parses one of a fixed set of lowercase words, naming them all when the value is none of them.
 fn parse_choice<T: Copy>(field: &str, input: &str, choices: &[(&str, T)]) -> Result<T, FieldError> {
     let value = input.trim().to_ascii_lowercase();
-    choices
-        .iter()
-        .find(|(name, _)| *name == value)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-            FieldError::new(
-                field,
-                format!("{field} must be one of {}, got {input:?}", names.join(", ")),
-            )
-        })
+    choices.iter().find(|(name, _)| *name == value).map(|(_, v)| *v).ok_or_else(|| {
+        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+        FieldError::new(field, format!("{field} must be one of {}, got {input:?}", names.join(", ")))
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -133,11 +113,7 @@ pub enum Security {
 }
 
 impl Security {
-    const CHOICES: &[(&str, Security)] = &[
-        ("none", Self::None),
-        ("starttls", Self::StartTls),
-        ("tls", Self::Tls),
-    ];
+    const CHOICES: &[(&str, Security)] = &[("none", Self::None), ("starttls", Self::StartTls), ("tls", Self::Tls)];
 
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         parse_choice(field, input, Self::CHOICES)
@@ -162,11 +138,7 @@ pub enum AuthMechanism {
 }
 
 impl AuthMechanism {
-    const CHOICES: &[(&str, AuthMechanism)] = &[
-        ("auto", Self::Auto),
-        ("plain", Self::Plain),
-        ("login", Self::Login),
-    ];
+    const CHOICES: &[(&str, AuthMechanism)] = &[("auto", Self::Auto), ("plain", Self::Plain), ("login", Self::Login)];
 
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         parse_choice(field, input, Self::CHOICES)
@@ -199,10 +171,7 @@ impl TransportKind {
                     "{field} {legacy:?} is no longer supported: it ran on the user's workstation; use \"smtp\" with your mail server instead"
                 ),
             )),
-            _ => Err(FieldError::new(
-                field,
-                format!("{field} must be \"smtp\", got {input:?}"),
-            )),
+            _ => Err(FieldError::new(field, format!("{field} must be \"smtp\", got {input:?}"))),
         }
     }
 
@@ -238,6 +207,22 @@ pub struct SmtpServer {
 pub struct Connection {
     pub server: SmtpServer,
     pub timeout: TimeoutSecs,
+    pub limits: LaneLimits,
+}
+
+/// How hard carteiro may press one server: the lane's parallel sessions and rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LaneLimits {
+    pub max_sessions: u16,
+    pub rate_per_minute: Option<u32>,
+}
+
+fn parse_bounded(field: &str, input: i64, min: i64, max: i64) -> Result<i64, FieldError> {
+    if (min..=max).contains(&input) {
+        Ok(input)
+    } else {
+        Err(FieldError::new(field, format!("{field} must be between {min} and {max}, got {input}")))
+    }
 }
 
 /// A proxy block as stored. Tunnelling arrives with the proxy transport;
@@ -265,6 +250,8 @@ pub struct ConnectionBlock {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub timeout: Option<TimeoutSecs>,
+    pub max_sessions: Option<u16>,
+    pub rate_per_minute: Option<u32>,
     pub tls_verify: Option<bool>,
     pub tls_ca_pem: Option<String>,
     pub proxy: Option<ProxyBlock>,
@@ -274,49 +261,28 @@ impl ConnectionBlock {
     /// Parses a document that replaces `stored`. A blank or absent password
     /// keeps the stored one, but only for the same server and user name: a
     /// password typed for one server is never sent to another.
-    pub fn parse(
-        doc: &ConnectionDoc,
-        stored: Option<&ConnectionBlock>,
-    ) -> Result<Self, FieldErrors> {
+    pub fn parse(doc: &ConnectionDoc, stored: Option<&ConnectionBlock>) -> Result<Self, FieldErrors> {
         let same_account = |s: &&ConnectionBlock| {
-            let host = doc
-                .host
-                .as_deref()
-                .and_then(|h| Host::parse("host", h).ok());
-            let username = doc
-                .username
-                .as_deref()
-                .map(str::trim)
-                .filter(|u| !u.is_empty());
+            let host = doc.host.as_deref().and_then(|h| Host::parse("host", h).ok());
+            let username = doc.username.as_deref().map(str::trim).filter(|u| !u.is_empty());
             s.host == host && s.username.as_deref() == username
         };
-        let carried = stored
-            .filter(same_account)
-            .and_then(|s| s.password.as_ref());
+        let carried = stored.filter(same_account).and_then(|s| s.password.as_ref());
         let withheld = carried.is_none() && stored.is_some_and(|s| s.password.is_some());
         Self::parse_inner(doc, carried, withheld)
     }
 
     /// Parses a stored document, whose password is kept apart (sealed).
-    pub fn from_stored(
-        doc: &ConnectionDoc,
-        password: Option<&Secret>,
-    ) -> Result<Self, FieldErrors> {
+    pub fn from_stored(doc: &ConnectionDoc, password: Option<&Secret>) -> Result<Self, FieldErrors> {
         Self::parse_inner(doc, password, false)
     }
 
     /// Checks every field, returning every error; an enabled block must also
     /// be complete. `withheld`: a stored password exists but was not carried over.
-    fn parse_inner(
-        doc: &ConnectionDoc,
-        stored_password: Option<&Secret>,
-        withheld: bool,
-    ) -> Result<Self, FieldErrors> {
+    fn parse_inner(doc: &ConnectionDoc, stored_password: Option<&Secret>, withheld: bool) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::default();
         let transport = match &doc.transport {
-            Some(t) => errors
-                .check(TransportKind::parse("connection.transport", t))
-                .unwrap_or_default(),
+            Some(t) => errors.check(TransportKind::parse("connection.transport", t)).unwrap_or_default(),
             None => TransportKind::Smtp,
         };
         let host = doc
@@ -324,58 +290,39 @@ impl ConnectionBlock {
             .as_deref()
             .filter(|h| !h.trim().is_empty())
             .and_then(|h| errors.check(Host::parse("connection.host", h)));
-        let port = doc
-            .port
-            .and_then(|p| errors.check(Port::parse("connection.port", p)));
-        let security = doc
-            .security
-            .as_deref()
-            .and_then(|s| errors.check(Security::parse("connection.security", s)));
+        let port = doc.port.and_then(|p| errors.check(Port::parse("connection.port", p)));
+        let security = doc.security.as_deref().and_then(|s| errors.check(Security::parse("connection.security", s)));
         let auth_mechanism = doc
             .auth_mechanism
             .as_deref()
             .and_then(|m| errors.check(AuthMechanism::parse("connection.auth_mechanism", m)));
-        let username = doc
-            .username
-            .as_deref()
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .and_then(|u| {
-                errors
-                    .check(
-                        check_header_text("connection.username", u)
-                            .and_then(|()| bounded("connection.username", u, 256)),
-                    )
-                    .map(|()| u.to_owned())
-            });
-        let password = match doc
-            .password
-            .as_ref()
-            .map(|p| p.0.as_str())
-            .filter(|p| !p.is_empty())
-        {
-            Some(p) => errors
-                .check(check_secret("connection.password", p))
-                .map(|()| Secret::new(p)),
+        let username = doc.username.as_deref().map(str::trim).filter(|u| !u.is_empty()).and_then(|u| {
+            errors
+                .check(
+                    check_header_text("connection.username", u).and_then(|()| bounded("connection.username", u, 256)),
+                )
+                .map(|()| u.to_owned())
+        });
+        let password = match doc.password.as_ref().map(|p| p.0.as_str()).filter(|p| !p.is_empty()) {
+            Some(p) => errors.check(check_secret("connection.password", p)).map(|()| Secret::new(p)),
             None => stored_password.cloned(),
         };
-        let timeout = doc
-            .timeout_s
-            .and_then(|t| errors.check(TimeoutSecs::parse("connection.timeout_s", t)));
+        let timeout = doc.timeout_s.and_then(|t| errors.check(TimeoutSecs::parse("connection.timeout_s", t)));
+        let max_sessions = doc
+            .max_sessions
+            .and_then(|n| errors.check(parse_bounded("connection.max_sessions", n, 1, 100)))
+            .map(|n| n as u16);
+        let rate_per_minute = doc
+            .rate_per_minute
+            .and_then(|n| errors.check(parse_bounded("connection.rate_per_minute", n, 1, 1_000_000)))
+            .map(|n| n as u32);
         let tls_ca_pem = doc
             .tls_ca_pem
             .as_deref()
             .map(str::trim)
             .filter(|p| !p.is_empty())
-            .and_then(|p| {
-                errors
-                    .check(check_pem("connection.tls_ca_pem", p))
-                    .map(|()| p.to_owned())
-            });
-        let proxy = doc
-            .proxy
-            .as_ref()
-            .and_then(|p| errors.check(parse_proxy(p)));
+            .and_then(|p| errors.check(check_pem("connection.tls_ca_pem", p)).map(|()| p.to_owned()));
+        let proxy = doc.proxy.as_ref().and_then(|p| errors.check(parse_proxy(p)));
 
         let block = Self {
             enabled: doc.enabled.unwrap_or(true),
@@ -388,6 +335,8 @@ impl ConnectionBlock {
             username,
             password,
             timeout,
+            max_sessions,
+            rate_per_minute,
             tls_verify: doc.tls_verify,
             tls_ca_pem,
             proxy,
@@ -442,6 +391,10 @@ impl ConnectionBlock {
                 tls_ca_pem: self.tls_ca_pem.clone(),
             },
             timeout: self.timeout.unwrap_or_default(),
+            limits: LaneLimits {
+                max_sessions: self.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
+                rate_per_minute: self.rate_per_minute,
+            },
         })
     }
 
@@ -459,6 +412,8 @@ impl ConnectionBlock {
             password: None,
             password_set: Some(self.password.is_some()),
             timeout_s: self.timeout.map(|t| i64::from(t.get())),
+            max_sessions: self.max_sessions.map(i64::from),
+            rate_per_minute: self.rate_per_minute.map(i64::from),
             tls_verify: self.tls_verify,
             tls_ca_pem: self.tls_ca_pem.clone(),
             proxy: self.proxy.as_ref().map(|p| ProxyDoc {
@@ -476,10 +431,7 @@ impl ConnectionBlock {
 
 fn bounded(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
     if value.chars().count() > max {
-        return Err(FieldError::new(
-            field,
-            format!("{field} must be at most {max} characters"),
-        ));
+        return Err(FieldError::new(field, format!("{field} must be at most {max} characters")));
     }
     Ok(())
 }
@@ -488,10 +440,7 @@ fn bounded(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
 /// message never repeats the value.
 fn check_secret(field: &str, value: &str) -> Result<(), FieldError> {
     if value.contains(['\r', '\n', '\0']) {
-        return Err(FieldError::new(
-            field,
-            format!("{field} must not contain line breaks or NUL characters"),
-        ));
+        return Err(FieldError::new(field, format!("{field} must not contain line breaks or NUL characters")));
     }
     bounded(field, value, 1024)
 }
@@ -535,10 +484,7 @@ fn parse_proxy(doc: &ProxyDoc) -> Result<ProxyBlock, FieldError> {
             .filter(|a| !a.trim().is_empty())
             .map(|a| Host::parse("connection.proxy.address", a))
             .transpose()?,
-        port: doc
-            .port
-            .map(|p| Port::parse("connection.proxy.port", p))
-            .transpose()?,
+        port: doc.port.map(|p| Port::parse("connection.proxy.port", p)).transpose()?,
         username: doc.username.clone().filter(|u| !u.is_empty()),
     })
 }

@@ -45,6 +45,10 @@ pub struct ConnectionDoc {
     /// Read-only: whether a password is stored. Ignored on input.
     pub password_set: Option<bool>,
     pub timeout_s: Option<i64>,
+    /// Most SMTP sessions open at once to this server (default 4).
+    pub max_sessions: Option<i64>,
+    /// Most messages per minute sent to this server; absent: no limit.
+    pub rate_per_minute: Option<i64>,
     pub tls_verify: Option<bool>,
     pub tls_ca_pem: Option<String>,
     pub proxy: Option<ProxyDoc>,

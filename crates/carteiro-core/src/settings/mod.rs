@@ -9,8 +9,7 @@ pub mod policy;
 use serde_json::{Map, Value, json};
 
 pub use connection::{
-    AuthMechanism, Connection, ConnectionBlock, Host, Login, Port, Security, SmtpServer,
-    TimeoutSecs,
+    AuthMechanism, Connection, ConnectionBlock, Host, LaneLimits, Login, Port, Security, SmtpServer, TimeoutSecs,
 };
 pub use doc::{ConnectionDoc, PolicyDoc, ProxyDoc, SettingsDoc, WriteOnly};
 pub use policy::{BundleInterval, Policy, PolicyPatch, SendAsOthers, Source, Sourced};
@@ -62,10 +61,7 @@ impl Level {
     }
 
     /// Parses a stored document, whose password is kept apart (sealed).
-    pub fn parse_with_password(
-        doc: &SettingsDoc,
-        password: Option<&Secret>,
-    ) -> Result<Self, FieldErrors> {
+    pub fn parse_with_password(doc: &SettingsDoc, password: Option<&Secret>) -> Result<Self, FieldErrors> {
         Self::with_connection(doc, |c| ConnectionBlock::from_stored(c, password))
     }
 
@@ -79,9 +75,7 @@ impl Level {
             (Ok(connection), Ok(policy)) => Ok(Self { connection, policy }),
             (connection, policy) => {
                 let mut errors = FieldErrors::default();
-                errors
-                    .0
-                    .extend(connection.err().into_iter().flat_map(|e| e.0));
+                errors.0.extend(connection.err().into_iter().flat_map(|e| e.0));
                 errors.0.extend(policy.err().into_iter().flat_map(|e| e.0));
                 Err(errors)
             }
@@ -123,25 +117,13 @@ fn diff_json(prefix: &str, before: &Value, after: &Value, out: &mut Vec<String>)
         return;
     }
     let empty = Map::new();
-    let (b, a) = (
-        before.as_object().unwrap_or(&empty),
-        after.as_object().unwrap_or(&empty),
-    );
+    let (b, a) = (before.as_object().unwrap_or(&empty), after.as_object().unwrap_or(&empty));
     let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
     keys.sort();
     keys.dedup();
     for key in keys {
-        let path = if prefix.is_empty() {
-            key.clone()
-        } else {
-            format!("{prefix}.{key}")
-        };
-        diff_json(
-            &path,
-            b.get(key).unwrap_or(&Value::Null),
-            a.get(key).unwrap_or(&Value::Null),
-            out,
-        );
+        let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+        diff_json(&path, b.get(key).unwrap_or(&Value::Null), a.get(key).unwrap_or(&Value::Null), out);
     }
 }
 
@@ -163,26 +145,14 @@ pub struct Effective {
 
 impl Effective {
     pub fn resolve(levels: Levels<'_>) -> Self {
-        let ordered = [
-            (Source::Global, levels.global),
-            (Source::Company, levels.company),
-            (Source::User, levels.user),
-        ];
+        let ordered = [(Source::Global, levels.global), (Source::Company, levels.company), (Source::User, levels.user)];
         let connection = ordered.iter().rev().find_map(|(source, level)| {
             let block = (*level)?.connection.as_ref().filter(|c| c.enabled)?;
-            Some(Sourced {
-                value: block.clone(),
-                source: *source,
-            })
+            Some(Sourced { value: block.clone(), source: *source })
         });
-        let patches: Vec<(Source, &PolicyPatch)> = ordered
-            .iter()
-            .filter_map(|(source, level)| level.map(|l| (*source, &l.policy)))
-            .collect();
-        Self {
-            connection,
-            policy: Policy::resolve(&patches),
-        }
+        let patches: Vec<(Source, &PolicyPatch)> =
+            ordered.iter().filter_map(|(source, level)| level.map(|l| (*source, &l.policy))).collect();
+        Self { connection, policy: Policy::resolve(&patches) }
     }
 
     /// The usable connection in force, if any level provides one.
@@ -212,6 +182,8 @@ impl Effective {
                     "username": entry(json!(b.username), block.source),
                     "password": {"value": Value::Null, "set": b.password.is_some(), "source": block.source.as_str()},
                     "timeout_s": entry(json!(conn.timeout.get()), from(b.timeout.is_some())),
+                    "max_sessions": entry(json!(conn.limits.max_sessions), from(b.max_sessions.is_some())),
+                    "rate_per_minute": entry(json!(conn.limits.rate_per_minute), block.source),
                     "tls_verify": entry(json!(s.tls_verify), from(b.tls_verify.is_some())),
                     "tls_ca_pem": entry(json!(s.tls_ca_pem), block.source),
                     "proxy": entry(json!(b.to_doc().proxy), block.source),
@@ -220,8 +192,7 @@ impl Effective {
             _ => Value::Null,
         };
         let p = &self.policy;
-        let entry =
-            |value: Value, source: Source| json!({"value": value, "source": source.as_str()});
+        let entry = |value: Value, source: Source| json!({"value": value, "source": source.as_str()});
         json!({
             "connection": connection,
             "policy": {

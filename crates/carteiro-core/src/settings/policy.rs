@@ -52,10 +52,7 @@ impl BundleInterval {
         if (100..=600_000).contains(&input) {
             Ok(Self(input as u32))
         } else {
-            Err(FieldError::new(
-                field,
-                format!("{field} must be between 100 and 600000, got {input}"),
-            ))
+            Err(FieldError::new(field, format!("{field} must be between 100 and 600000, got {input}")))
         }
     }
 
@@ -95,13 +92,10 @@ impl PolicyPatch {
             .as_deref()
             .filter(|a| !a.trim().is_empty())
             .and_then(|a| errors.check(EmailAddress::parse("policy.default_sender_address", a)));
-        let bundle_interval = doc
-            .bundle_interval_ms
-            .and_then(|i| errors.check(BundleInterval::parse("policy.bundle_interval_ms", i)));
-        let send_as_others = doc
-            .send_as_others
-            .as_deref()
-            .and_then(|s| errors.check(SendAsOthers::parse("policy.send_as_others", s)));
+        let bundle_interval =
+            doc.bundle_interval_ms.and_then(|i| errors.check(BundleInterval::parse("policy.bundle_interval_ms", i)));
+        let send_as_others =
+            doc.send_as_others.as_deref().and_then(|s| errors.check(SendAsOthers::parse("policy.send_as_others", s)));
         errors.into_result(|| Self {
             default_sender_enabled: doc.default_sender_enabled,
             default_sender_name,
@@ -116,14 +110,8 @@ impl PolicyPatch {
     pub fn to_doc(&self) -> PolicyDoc {
         PolicyDoc {
             default_sender_enabled: self.default_sender_enabled,
-            default_sender_name: self
-                .default_sender_name
-                .as_ref()
-                .map(|n| n.as_str().to_owned()),
-            default_sender_address: self
-                .default_sender_address
-                .as_ref()
-                .map(|a| a.as_str().to_owned()),
+            default_sender_name: self.default_sender_name.as_ref().map(|n| n.as_str().to_owned()),
+            default_sender_address: self.default_sender_address.as_ref().map(|a| a.as_str().to_owned()),
             force_default_sender: self.force_default_sender,
             bundle_enabled: self.bundle_enabled,
             bundle_interval_ms: self.bundle_interval.map(|i| i64::from(i.millis())),
@@ -183,16 +171,8 @@ impl Policy {
             patches
                 .iter()
                 .rev()
-                .find_map(|(source, patch)| {
-                    get(patch).map(|value| Sourced {
-                        value,
-                        source: *source,
-                    })
-                })
-                .unwrap_or(Sourced {
-                    value: default,
-                    source: Source::Default,
-                })
+                .find_map(|(source, patch)| get(patch).map(|value| Sourced { value, source: *source }))
+                .unwrap_or(Sourced { value: default, source: Source::Default })
         }
         fn pick_opt<T: Clone>(
             patches: &[(Source, &PolicyPatch)],
@@ -213,14 +193,8 @@ impl Policy {
 
     /// The default sender, when it is switched on and has an address.
     pub fn default_sender(&self) -> Option<Mailbox> {
-        match (
-            self.default_sender_enabled.value,
-            &self.default_sender_address.value,
-        ) {
-            (true, Some(address)) => Some(Mailbox::new(
-                self.default_sender_name.value.clone(),
-                address.clone(),
-            )),
+        match (self.default_sender_enabled.value, &self.default_sender_address.value) {
+            (true, Some(address)) => Some(Mailbox::new(self.default_sender_name.value.clone(), address.clone())),
             _ => None,
         }
     }

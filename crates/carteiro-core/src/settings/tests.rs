@@ -12,10 +12,7 @@ use serde_json::{Value, json};
 // ---------------------------------------------------------------- helpers
 
 fn parse(doc: Value, stored: Option<&Level>) -> Result<Level, FieldErrors> {
-    Level::parse(
-        &serde_json::from_value::<SettingsDoc>(doc).expect("a settings document"),
-        stored,
-    )
+    Level::parse(&serde_json::from_value::<SettingsDoc>(doc).expect("a settings document"), stored)
 }
 
 fn level(doc: Value) -> Level {
@@ -23,11 +20,7 @@ fn level(doc: Value) -> Level {
 }
 
 fn resolve(global: &Option<Level>, company: &Option<Level>, user: &Option<Level>) -> Effective {
-    Effective::resolve(Levels {
-        global: global.as_ref(),
-        company: company.as_ref(),
-        user: user.as_ref(),
-    })
+    Effective::resolve(Levels { global: global.as_ref(), company: company.as_ref(), user: user.as_ref() })
 }
 
 /// A level with a complete server of its own: `smtp.{name}.example`, port
@@ -60,13 +53,7 @@ fn errors(doc: Value) -> Vec<FieldError> {
 #[test]
 fn the_most_specific_enabled_level_provides_the_connection() {
     let rows = [
-        (
-            "only a global level: the global server",
-            on("global"),
-            None,
-            None,
-            Some(Source::Global),
-        ),
+        ("only a global level: the global server", on("global"), None, None, Some(Source::Global)),
         (
             "an enabled company level replaces the global server",
             on("global"),
@@ -109,77 +96,25 @@ fn the_most_specific_enabled_level_provides_the_connection() {
             policy(json!({})),
             Some(Source::Company),
         ),
-        (
-            "a user level works without a company level",
-            on("global"),
-            None,
-            on("user"),
-            Some(Source::User),
-        ),
-        (
-            "a company level works without a global level",
-            None,
-            on("company"),
-            None,
-            Some(Source::Company),
-        ),
-        (
-            "a global level switched off means no connection",
-            off("global"),
-            None,
-            None,
-            None,
-        ),
-        (
-            "every level switched off means no connection",
-            off("global"),
-            off("company"),
-            off("user"),
-            None,
-        ),
-        (
-            "no levels at all means no connection",
-            None,
-            None,
-            None,
-            None,
-        ),
+        ("a user level works without a company level", on("global"), None, on("user"), Some(Source::User)),
+        ("a company level works without a global level", None, on("company"), None, Some(Source::Company)),
+        ("a global level switched off means no connection", off("global"), None, None, None),
+        ("every level switched off means no connection", off("global"), off("company"), off("user"), None),
+        ("no levels at all means no connection", None, None, None, None),
     ];
     for (says, global, company, user, expected) in rows {
         let effective = resolve(&global, &company, &user);
-        assert_eq!(
-            effective.connection.as_ref().map(|c| c.source),
-            expected,
-            "{says}"
-        );
+        assert_eq!(effective.connection.as_ref().map(|c| c.source), expected, "{says}");
         let Some(source) = expected else {
             assert_eq!(effective.connection(), None, "{says}");
             continue;
         };
         let name = source.as_str();
-        let conn = effective
-            .connection()
-            .unwrap_or_else(|| panic!("{says}: a usable connection"));
-        let login = conn
-            .server
-            .login
-            .as_ref()
-            .unwrap_or_else(|| panic!("{says}: a login"));
-        assert_eq!(
-            conn.server.host.as_str(),
-            format!("smtp.{name}.example"),
-            "{says}"
-        );
-        assert_eq!(
-            login.username,
-            format!("{name}-user"),
-            "{says}: the login comes from the same level"
-        );
-        assert_eq!(
-            login.password.expose(),
-            format!("{name}-secret"),
-            "{says}: the password comes from the same level"
-        );
+        let conn = effective.connection().unwrap_or_else(|| panic!("{says}: a usable connection"));
+        let login = conn.server.login.as_ref().unwrap_or_else(|| panic!("{says}: a login"));
+        assert_eq!(conn.server.host.as_str(), format!("smtp.{name}.example"), "{says}");
+        assert_eq!(login.username, format!("{name}-user"), "{says}: the login comes from the same level");
+        assert_eq!(login.password.expose(), format!("{name}-secret"), "{says}: the password comes from the same level");
     }
 }
 
@@ -187,80 +122,40 @@ fn the_most_specific_enabled_level_provides_the_connection() {
 fn a_company_host_is_never_combined_with_the_global_password() {
     let global = on("global");
     // The company gives only a host: nothing else of the global block leaks in.
-    let company = Some(level(
-        json!({"connection": {"host": "smtp.company.example"}}),
-    ));
-    let conn = resolve(&global, &company, &None)
-        .connection()
-        .expect("the company server");
+    let company = Some(level(json!({"connection": {"host": "smtp.company.example"}})));
+    let conn = resolve(&global, &company, &None).connection().expect("the company server");
     assert_eq!(conn.server.host.as_str(), "smtp.company.example");
     assert_eq!(conn.server.login, None, "no global username or password");
-    assert_eq!(
-        conn.server.port.get(),
-        25,
-        "the default port, not the global 587"
-    );
-    assert_eq!(
-        conn.server.security,
-        Security::None,
-        "the default security, not the global starttls"
-    );
-    assert_eq!(
-        conn.timeout.get(),
-        180,
-        "the default timeout, not the global 60 s"
-    );
+    assert_eq!(conn.server.port.get(), 25, "the default port, not the global 587");
+    assert_eq!(conn.server.security, Security::None, "the default security, not the global starttls");
+    assert_eq!(conn.timeout.get(), 180, "the default timeout, not the global 60 s");
 
     // A company block that logs in must bring its own password.
     let e = errors(
         json!({"connection": {"host": "smtp.company.example", "auth_enabled": true, "username": "company-user"}}),
     );
     assert_eq!(e[0].field, "connection.password");
-    assert!(
-        e[0].message.contains("authentication is enabled"),
-        "{}",
-        e[0].message
-    );
+    assert!(e[0].message.contains("authentication is enabled"), "{}", e[0].message);
 }
 
 #[test]
 fn a_switched_off_block_keeps_its_values_for_when_it_is_switched_on_again() {
     let stored = off("company").unwrap();
-    assert_eq!(
-        stored
-            .connection
-            .as_ref()
-            .unwrap()
-            .host
-            .as_ref()
-            .unwrap()
-            .as_str(),
-        "smtp.company.example"
-    );
+    assert_eq!(stored.connection.as_ref().unwrap().host.as_ref().unwrap().as_str(), "smtp.company.example");
     // Switched off, a block need not be complete.
     assert!(parse(json!({"connection": {"enabled": false}}), None).is_ok());
     // Switching it on with the password left blank keeps the stored one.
     let mut doc = serde_json::to_value(stored.to_doc()).unwrap();
     doc["connection"]["enabled"] = json!(true);
     let again = parse(doc, Some(&stored)).unwrap();
-    let conn = resolve(&on("global"), &Some(again), &None)
-        .connection()
-        .unwrap();
+    let conn = resolve(&on("global"), &Some(again), &None).connection().unwrap();
     assert_eq!(conn.server.host.as_str(), "smtp.company.example");
-    assert_eq!(
-        conn.server.login.unwrap().password.expose(),
-        "company-secret"
-    );
+    assert_eq!(conn.server.login.unwrap().password.expose(), "company-secret");
 }
 
 #[test]
 fn a_block_is_on_unless_it_says_false() {
-    assert!(
-        level(json!({"connection": {"host": "smtp.acme.example"}}))
-            .connection
-            .unwrap()
-            .enabled
-    );
+    assert!(level(json!({"connection": {"host": "smtp.acme.example"}})).connection.unwrap().enabled);
     assert!(!off("company").unwrap().connection.unwrap().enabled);
 }
 
@@ -277,26 +172,11 @@ fn system_messages_resolve_from_company_and_global_only() {
         l
     });
     let for_system = resolve(&global, &company, &None);
-    assert_eq!(
-        for_system.connection.as_ref().unwrap().source,
-        Source::Company
-    );
-    assert_eq!(
-        for_system.policy.force_default_sender,
-        Sourced {
-            value: true,
-            source: Source::Company
-        }
-    );
+    assert_eq!(for_system.connection.as_ref().unwrap().source, Source::Company);
+    assert_eq!(for_system.policy.force_default_sender, Sourced { value: true, source: Source::Company });
     let for_user = resolve(&global, &company, &user);
     assert_eq!(for_user.connection.as_ref().unwrap().source, Source::User);
-    assert_eq!(
-        for_user.policy.force_default_sender,
-        Sourced {
-            value: false,
-            source: Source::User
-        }
-    );
+    assert_eq!(for_user.policy.force_default_sender, Sourced { value: false, source: Source::User });
 }
 
 #[test]
@@ -304,16 +184,8 @@ fn a_user_level_is_keyed_by_the_actor_id_inside_its_company() {
     let acme = CompanySlug::parse("slug", "acme").unwrap();
     let scopes = [
         (Scope::Global, "global", Source::Global),
-        (
-            Scope::Company(acme.clone()),
-            "company:acme",
-            Source::Company,
-        ),
-        (
-            Scope::User(acme, UserRef::parse("actor.id", "42").unwrap()),
-            "user:acme:42",
-            Source::User,
-        ),
+        (Scope::Company(acme.clone()), "company:acme", Source::Company),
+        (Scope::User(acme, UserRef::parse("actor.id", "42").unwrap()), "user:acme:42", Source::User),
     ];
     for (scope, key, source) in scopes {
         assert_eq!((scope.key().as_str(), scope.source()), (key, source));
@@ -427,11 +299,7 @@ fn each_policy_field_comes_from_the_most_specific_level_that_sets_it() {
     ];
     for (says, global, company, user, field, value, source) in rows {
         let explained = resolve(&policy(global), &policy(company), &policy(user)).explain();
-        assert_eq!(
-            explained["policy"][field],
-            json!({"value": value, "source": source}),
-            "{says}"
-        );
+        assert_eq!(explained["policy"][field], json!({"value": value, "source": source}), "{says}");
     }
 }
 
@@ -442,13 +310,7 @@ fn the_policy_does_not_depend_on_the_connection_switch() {
     company.policy = level(json!({"policy": {"bundle_enabled": true}})).policy;
     let effective = resolve(&on("global"), &Some(company), &None);
     assert_eq!(effective.connection.unwrap().source, Source::Global);
-    assert_eq!(
-        effective.policy.bundle_enabled,
-        Sourced {
-            value: true,
-            source: Source::Company
-        }
-    );
+    assert_eq!(effective.policy.bundle_enabled, Sourced { value: true, source: Source::Company });
 }
 
 #[test]
@@ -507,33 +369,18 @@ fn unset_values_show_their_default_with_source_default() {
         ("policy", "send_as_others", json!("allowed")),
     ];
     for (block, field, value) in expected {
-        assert_eq!(
-            explained[block][field],
-            json!({"value": value, "source": "default"}),
-            "{block}.{field}"
-        );
+        assert_eq!(explained[block][field], json!({"value": value, "source": "default"}), "{block}.{field}");
     }
-    assert_eq!(
-        explained["connection"]["host"],
-        json!({"value": "smtp.acme.example", "source": "company"})
-    );
+    assert_eq!(explained["connection"]["host"], json!({"value": "smtp.acme.example", "source": "company"}));
     assert_eq!(explained["connection"]["source"], json!("company"));
 }
 
 #[test]
 fn values_a_level_sets_show_that_level_even_when_equal_to_the_default() {
-    let company = Some(level(
-        json!({"connection": {"host": "smtp.acme.example", "port": 25, "timeout_s": 180}}),
-    ));
+    let company = Some(level(json!({"connection": {"host": "smtp.acme.example", "port": 25, "timeout_s": 180}})));
     let explained = resolve(&None, &company, &None).explain();
-    assert_eq!(
-        explained["connection"]["port"],
-        json!({"value": 25, "source": "company"})
-    );
-    assert_eq!(
-        explained["connection"]["timeout_s"],
-        json!({"value": 180, "source": "company"})
-    );
+    assert_eq!(explained["connection"]["port"], json!({"value": 25, "source": "company"}));
+    assert_eq!(explained["connection"]["timeout_s"], json!({"value": 180, "source": "company"}));
 }
 
 // ------------------------------------------------- the stored password
@@ -542,49 +389,25 @@ fn values_a_level_sets_show_that_level_even_when_equal_to_the_default() {
 fn a_blank_password_keeps_the_stored_one() {
     let stored = on("company").unwrap();
     let with_password = |password: Value| {
-        let mut doc = json!({"connection": {"host": "smtp.company.example", "auth_enabled": true, "username": "company-user"}});
+        let mut doc =
+            json!({"connection": {"host": "smtp.company.example", "auth_enabled": true, "username": "company-user"}});
         if !password.is_null() {
             doc["connection"]["password"] = password;
         }
         doc
     };
     let rows = [
-        (
-            "a blank password keeps the stored one",
-            with_password(json!("")),
-            Some(&stored),
-            Some("company-secret"),
-        ),
-        (
-            "an absent password keeps the stored one",
-            with_password(Value::Null),
-            Some(&stored),
-            Some("company-secret"),
-        ),
-        (
-            "a new password replaces the stored one",
-            with_password(json!("n3w")),
-            Some(&stored),
-            Some("n3w"),
-        ),
-        (
-            "a password is taken as typed, spaces included",
-            with_password(json!(" n3w ")),
-            Some(&stored),
-            Some(" n3w "),
-        ),
+        ("a blank password keeps the stored one", with_password(json!("")), Some(&stored), Some("company-secret")),
+        ("an absent password keeps the stored one", with_password(Value::Null), Some(&stored), Some("company-secret")),
+        ("a new password replaces the stored one", with_password(json!("n3w")), Some(&stored), Some("n3w")),
+        ("a password is taken as typed, spaces included", with_password(json!(" n3w ")), Some(&stored), Some(" n3w ")),
         (
             "a block switched off keeps the stored password too",
             json!({"connection": {"enabled": false, "host": "SMTP.company.example", "username": "company-user", "password": ""}}),
             Some(&stored),
             Some("company-secret"),
         ),
-        (
-            "a disabled block with nothing stored has no password",
-            json!({"connection": {"enabled": false}}),
-            None,
-            None,
-        ),
+        ("a disabled block with nothing stored has no password", json!({"connection": {"enabled": false}}), None, None),
     ];
     for (says, doc, stored, expected) in rows {
         let parsed = parse(doc, stored).unwrap_or_else(|e| panic!("{says}: {e}"));
@@ -600,19 +423,11 @@ fn a_blank_password_keeps_the_stored_one() {
         }
         let e = parse(doc, Some(&stored)).expect_err(says);
         assert_eq!(e.0[0].field, "connection.password", "{says}");
-        assert!(
-            e.0[0].message.contains("the server or user name changed"),
-            "{says}: {}",
-            e.0[0].message
-        );
+        assert!(e.0[0].message.contains("the server or user name changed"), "{says}: {}", e.0[0].message);
     }
     let e = parse(with_password(json!("")), None).expect_err("blank with nothing stored");
     assert_eq!(e.0[0].field, "connection.password");
-    assert!(
-        e.0[0].message.contains("none is stored"),
-        "{}",
-        e.0[0].message
-    );
+    assert!(e.0[0].message.contains("none is stored"), "{}", e.0[0].message);
 }
 
 // ------------------------------------------------------------- validation
@@ -634,12 +449,7 @@ fn validation_errors_name_the_field_and_the_rule() {
             "connection.timeout_s",
             "connection.timeout_s must be between 10 and 180, got 181",
         ),
-        (
-            "port 0",
-            conn("port", json!(0)),
-            "connection.port",
-            "connection.port must be between 1 and 65535, got 0",
-        ),
+        ("port 0", conn("port", json!(0)), "connection.port", "connection.port must be between 1 and 65535, got 0"),
         (
             "port 65536",
             conn("port", json!(65536)),
@@ -735,11 +545,7 @@ fn validation_errors_name_the_field_and_the_rule() {
         let e = errors(doc);
         assert_eq!(e.len(), 1, "{says}: {e:?}");
         assert_eq!(e[0].field, field, "{says}");
-        assert!(
-            e[0].message.starts_with(rule),
-            "{says}: {:?} should start with {rule:?}",
-            e[0].message
-        );
+        assert!(e[0].message.starts_with(rule), "{says}: {:?} should start with {rule:?}", e[0].message);
     }
 }
 
@@ -749,59 +555,23 @@ type Holds = fn(&Connection) -> bool;
 #[test]
 fn the_limits_themselves_are_accepted() {
     let rows: [(&str, Value, Holds); 9] = [
-        (
-            "the shortest timeout",
-            json!({"timeout_s": 10}),
-            |c: &Connection| c.timeout.get() == 10,
-        ),
-        (
-            "the longest timeout",
-            json!({"timeout_s": 180}),
-            |c: &Connection| c.timeout.get() == 180,
-        ),
-        ("port 1", json!({"port": 1}), |c: &Connection| {
-            c.server.port.get() == 1
+        ("the shortest timeout", json!({"timeout_s": 10}), |c: &Connection| c.timeout.get() == 10),
+        ("the longest timeout", json!({"timeout_s": 180}), |c: &Connection| c.timeout.get() == 180),
+        ("port 1", json!({"port": 1}), |c: &Connection| c.server.port.get() == 1),
+        ("port 65535", json!({"port": 65535}), |c: &Connection| c.server.port.get() == 65535),
+        ("no security", json!({"security": "none"}), |c: &Connection| c.server.security == Security::None),
+        ("STARTTLS", json!({"security": "starttls"}), |c: &Connection| c.server.security == Security::StartTls),
+        ("implicit TLS, in capitals", json!({"security": "TLS"}), |c: &Connection| c.server.security == Security::Tls),
+        ("an IPv6 address in brackets", json!({"host": "[::1]"}), |c: &Connection| c.server.host.as_str() == "::1"),
+        ("a host name in capitals", json!({"host": "SMTP.Acme.Example"}), |c: &Connection| {
+            c.server.host.as_str() == "smtp.acme.example"
         }),
-        ("port 65535", json!({"port": 65535}), |c: &Connection| {
-            c.server.port.get() == 65535
-        }),
-        (
-            "no security",
-            json!({"security": "none"}),
-            |c: &Connection| c.server.security == Security::None,
-        ),
-        (
-            "STARTTLS",
-            json!({"security": "starttls"}),
-            |c: &Connection| c.server.security == Security::StartTls,
-        ),
-        (
-            "implicit TLS, in capitals",
-            json!({"security": "TLS"}),
-            |c: &Connection| c.server.security == Security::Tls,
-        ),
-        (
-            "an IPv6 address in brackets",
-            json!({"host": "[::1]"}),
-            |c: &Connection| c.server.host.as_str() == "::1",
-        ),
-        (
-            "a host name in capitals",
-            json!({"host": "SMTP.Acme.Example"}),
-            |c: &Connection| c.server.host.as_str() == "smtp.acme.example",
-        ),
     ];
     for (says, fields, holds) in rows {
         let mut doc = json!({"host": "smtp.acme.example"});
-        doc.as_object_mut()
-            .unwrap()
-            .extend(fields.as_object().unwrap().clone());
-        let parsed =
-            parse(json!({ "connection": doc }), None).unwrap_or_else(|e| panic!("{says}: {e}"));
-        assert!(
-            holds(&parsed.connection.unwrap().connection().unwrap()),
-            "{says}"
-        );
+        doc.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        let parsed = parse(json!({ "connection": doc }), None).unwrap_or_else(|e| panic!("{says}: {e}"));
+        assert!(holds(&parsed.connection.unwrap().connection().unwrap()), "{says}");
     }
 }
 
@@ -814,12 +584,7 @@ fn every_invalid_field_is_reported_at_once() {
     let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(
         fields,
-        [
-            "connection.port",
-            "connection.security",
-            "connection.timeout_s",
-            "policy.default_sender_address"
-        ]
+        ["connection.port", "connection.security", "connection.timeout_s", "policy.default_sender_address"]
     );
 }
 
@@ -851,6 +616,8 @@ fn explain_gives_every_value_with_its_source() {
             "password": {"value": null, "set": true, "source": "company"},
             "timeout_s": {"value": 30, "source": "company"},
             "tls_verify": {"value": false, "source": "company"},
+            "max_sessions": {"value": 4, "source": "default"},
+            "rate_per_minute": {"value": null, "source": "company"},
             "tls_ca_pem": {"value": null, "source": "company"},
             "proxy": {"value": null, "source": "company"},
         },
@@ -881,18 +648,9 @@ fn explain_names_every_field_of_the_document() {
     // `enabled` is implied (only the block in force is shown); `password_set` is the password entry's `set`.
     let implied = ["enabled", "password_set"];
     for block in ["connection", "policy"] {
-        let fields = every_field[block]
-            .as_object()
-            .unwrap()
-            .keys()
-            .filter(|k| !implied.contains(&k.as_str()));
-        let missing: Vec<&String> = fields
-            .filter(|k| explained[block].get(k.as_str()).is_none())
-            .collect();
-        assert!(
-            missing.is_empty(),
-            "explain() leaves out {block}.{missing:?}"
-        );
+        let fields = every_field[block].as_object().unwrap().keys().filter(|k| !implied.contains(&k.as_str()));
+        let missing: Vec<&String> = fields.filter(|k| explained[block].get(k.as_str()).is_none()).collect();
+        assert!(missing.is_empty(), "explain() leaves out {block}.{missing:?}");
     }
 }
 
@@ -910,26 +668,12 @@ fn secrets_never_appear_in_any_output() {
     let outputs = [
         ("explain()", effective.explain().to_string()),
         ("Effective's Debug", format!("{effective:?}")),
-        (
-            "a level as read back",
-            serde_json::to_string(&company.as_ref().unwrap().to_doc()).unwrap(),
-        ),
+        ("a level as read back", serde_json::to_string(&company.as_ref().unwrap().to_doc()).unwrap()),
         ("a level's Debug", format!("{company:?}")),
-        (
-            "changed_fields",
-            format!(
-                "{:?}",
-                company.as_ref().unwrap().changed_fields(global.as_ref())
-            ),
-        ),
+        ("changed_fields", format!("{:?}", company.as_ref().unwrap().changed_fields(global.as_ref()))),
         (
             "a refused password",
-            format!(
-                "{:?}",
-                errors(
-                    json!({"connection": {"host": "h.example", "password": "company-secret\n"}})
-                )
-            ),
+            format!("{:?}", errors(json!({"connection": {"host": "h.example", "password": "company-secret\n"}}))),
         ),
     ];
     for (what, text) in outputs {
@@ -939,10 +683,7 @@ fn secrets_never_appear_in_any_output() {
     }
     let read_back = serde_json::to_value(company.unwrap().to_doc()).unwrap();
     assert_eq!(
-        (
-            &read_back["connection"]["password"],
-            &read_back["connection"]["password_set"]
-        ),
+        (&read_back["connection"]["password"], &read_back["connection"]["password_set"]),
         (&Value::Null, &json!(true))
     );
 }
@@ -966,41 +707,17 @@ fn changed_fields_name_what_changed_and_never_a_secret_value() {
             edit(&["connection", "password"], json!("")),
             vec![],
         ),
-        (
-            "retyping the same password changes nothing",
-            base.clone(),
-            vec![],
-        ),
+        ("retyping the same password changes nothing", base.clone(), vec![]),
         (
             "a new password is recorded by name only",
             edit(&["connection", "password"], json!("new-secret")),
             vec!["connection.password"],
         ),
-        (
-            "a new timeout",
-            edit(&["connection", "timeout_s"], json!(30)),
-            vec!["connection.timeout_s"],
-        ),
-        (
-            "a new host",
-            edit(&["connection", "host"], json!("smtp2.acme.example")),
-            vec!["connection.host"],
-        ),
-        (
-            "the switch turned off",
-            edit(&["connection", "enabled"], json!(false)),
-            vec!["connection.enabled"],
-        ),
-        (
-            "a policy field",
-            edit(&["policy", "bundle_enabled"], json!(true)),
-            vec!["policy.bundle_enabled"],
-        ),
-        (
-            "a policy field unset",
-            edit(&["policy", "bundle_enabled"], Value::Null),
-            vec!["policy.bundle_enabled"],
-        ),
+        ("a new timeout", edit(&["connection", "timeout_s"], json!(30)), vec!["connection.timeout_s"]),
+        ("a new host", edit(&["connection", "host"], json!("smtp2.acme.example")), vec!["connection.host"]),
+        ("the switch turned off", edit(&["connection", "enabled"], json!(false)), vec!["connection.enabled"]),
+        ("a policy field", edit(&["policy", "bundle_enabled"], json!(true)), vec!["policy.bundle_enabled"]),
+        ("a policy field unset", edit(&["policy", "bundle_enabled"], Value::Null), vec!["policy.bundle_enabled"]),
         (
             "the connection block removed, password included",
             json!({"policy": {"bundle_enabled": false}}),
@@ -1019,31 +736,18 @@ fn changed_fields_name_what_changed_and_never_a_secret_value() {
         assert_eq!(after.changed_fields(Some(&stored)), expected, "{says}");
     }
     let created = stored.changed_fields(None);
-    assert!(
-        created.contains(&"connection.password".to_owned()),
-        "a first save says the password was set: {created:?}"
-    );
-    assert!(
-        !created
-            .iter()
-            .any(|f| f.contains("password_set") || f.contains("secret")),
-        "{created:?}"
-    );
+    assert!(created.contains(&"connection.password".to_owned()), "a first save says the password was set: {created:?}");
+    assert!(!created.iter().any(|f| f.contains("password_set") || f.contains("secret")), "{created:?}");
 }
 
 // ------------------------------------------------------------- properties
 
 fn patch_strategy() -> impl Strategy<Value = PolicyPatch> {
-    let name = prop_oneof![Just("ACME"), Just("Plataforma")]
-        .prop_map(|n| DisplayName::parse("n", n).unwrap().unwrap());
-    let address = prop_oneof![Just("a@acme.example"), Just("b@acme.example")]
-        .prop_map(|a| EmailAddress::parse("a", a).unwrap());
+    let name = prop_oneof![Just("ACME"), Just("Plataforma")].prop_map(|n| DisplayName::parse("n", n).unwrap().unwrap());
+    let address =
+        prop_oneof![Just("a@acme.example"), Just("b@acme.example")].prop_map(|a| EmailAddress::parse("a", a).unwrap());
     let interval = (100i64..=600_000).prop_map(|i| BundleInterval::parse("i", i).unwrap());
-    let send_as = prop_oneof![
-        Just(SendAsOthers::Allowed),
-        Just(SendAsOthers::OnBehalf),
-        Just(SendAsOthers::Rewrite)
-    ];
+    let send_as = prop_oneof![Just(SendAsOthers::Allowed), Just(SendAsOthers::OnBehalf), Just(SendAsOthers::Rewrite)];
     (
         proptest::option::of(any::<bool>()),
         proptest::option::of(name),
@@ -1053,17 +757,15 @@ fn patch_strategy() -> impl Strategy<Value = PolicyPatch> {
         proptest::option::of(interval),
         proptest::option::of(send_as),
     )
-        .prop_map(
-            |(dse, name, address, force, bundle, interval, send_as)| PolicyPatch {
-                default_sender_enabled: dse,
-                default_sender_name: name,
-                default_sender_address: address,
-                force_default_sender: force,
-                bundle_enabled: bundle,
-                bundle_interval: interval,
-                send_as_others: send_as,
-            },
-        )
+        .prop_map(|(dse, name, address, force, bundle, interval, send_as)| PolicyPatch {
+            default_sender_enabled: dse,
+            default_sender_name: name,
+            default_sender_address: address,
+            force_default_sender: force,
+            bundle_enabled: bundle,
+            bundle_interval: interval,
+            send_as_others: send_as,
+        })
 }
 
 /// The value and source the SPEC expects: the last (most specific) level that sets the field.
@@ -1076,12 +778,7 @@ fn most_specific<T: Clone>(
         .iter()
         .zip(sources)
         .rev()
-        .find_map(|(level, source)| {
-            level
-                .as_ref()
-                .and_then(|l| get(&l.policy))
-                .map(|v| (Some(v), source))
-        })
+        .find_map(|(level, source)| level.as_ref().and_then(|l| get(&l.policy)).map(|v| (Some(v), source)))
         .unwrap_or((None, Source::Default))
 }
 
@@ -1101,11 +798,8 @@ fn loose_text(valid: &'static [&'static str]) -> BoxedStrategy<Option<String>> {
 
 /// Mostly within `valid`, sometimes any number at all.
 fn loose_number(valid: std::ops::RangeInclusive<i64>) -> BoxedStrategy<Option<i64>> {
-    proptest::option::weighted(
-        0.7,
-        prop_oneof![6 => valid, 1 => any::<i64>(), 1 => Just(0), 1 => -5i64..70_000],
-    )
-    .boxed()
+    proptest::option::weighted(0.7, prop_oneof![6 => valid, 1 => any::<i64>(), 1 => Just(0), 1 => -5i64..70_000])
+        .boxed()
 }
 
 fn any_proxy() -> BoxedStrategy<ProxyDoc> {
@@ -1164,6 +858,8 @@ fn any_connection() -> BoxedStrategy<ConnectionDoc> {
                     password: password.map(WriteOnly),
                     password_set: None,
                     timeout_s,
+                    max_sessions: timeout_s.map(|t| t / 10),
+                    rate_per_minute: None,
                     tls_verify,
                     tls_ca_pem,
                     proxy,
@@ -1208,10 +904,7 @@ fn any_policy() -> BoxedStrategy<PolicyDoc> {
 }
 
 fn any_doc() -> impl Strategy<Value = SettingsDoc> {
-    (
-        proptest::option::of(any_connection()),
-        proptest::option::of(any_policy()),
-    )
+    (proptest::option::of(any_connection()), proptest::option::of(any_policy()))
         .prop_map(|(connection, policy)| SettingsDoc { connection, policy })
 }
 

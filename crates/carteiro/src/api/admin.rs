@@ -27,10 +27,7 @@ pub struct LoginIn {
     password: String,
 }
 
-pub async fn login(
-    State(state): State<AppState>,
-    ApiJson(input): ApiJson<LoginIn>,
-) -> ApiResult<Json<Value>> {
+pub async fn login(State(state): State<AppState>, ApiJson(input): ApiJson<LoginIn>) -> ApiResult<Json<Value>> {
     let token = auth::login(&state, &input.username, &input.password).await?;
     Ok(Json(json!({"token": token})))
 }
@@ -43,10 +40,7 @@ fn user_ref(user_id: &str) -> ApiResult<UserRef> {
     UserRef::parse("user_id", user_id).map_err(|e| ApiError::invalid(e.into()))
 }
 
-pub async fn get_global(
-    State(state): State<AppState>,
-    admin: AdminAuth,
-) -> ApiResult<Json<SettingsDoc>> {
+pub async fn get_global(State(state): State<AppState>, admin: AdminAuth) -> ApiResult<Json<SettingsDoc>> {
     admin.require_platform()?;
     Ok(Json(settings::read_level(&state, &Scope::Global).await?))
 }
@@ -57,21 +51,12 @@ pub async fn put_global(
     ApiJson(doc): ApiJson<SettingsDoc>,
 ) -> ApiResult<Json<SettingsDoc>> {
     admin.require_platform()?;
-    Ok(Json(
-        settings::save_level(&state, &actor(&admin), &Scope::Global, &doc).await?,
-    ))
+    Ok(Json(settings::save_level(&state, &actor(&admin), &Scope::Global, &doc).await?))
 }
 
-pub async fn list_companies(
-    State(state): State<AppState>,
-    admin: AdminAuth,
-) -> ApiResult<Json<Vec<CompanyOut>>> {
+pub async fn list_companies(State(state): State<AppState>, admin: AdminAuth) -> ApiResult<Json<Vec<CompanyOut>>> {
     let all = tenants::companies(&state).await?;
-    Ok(Json(
-        all.into_iter()
-            .filter(|c| admin.require_company(&c.slug).is_ok())
-            .collect(),
-    ))
+    Ok(Json(all.into_iter().filter(|c| admin.require_company(&c.slug).is_ok()).collect()))
 }
 
 pub async fn create_company(
@@ -80,10 +65,7 @@ pub async fn create_company(
     ApiJson(input): ApiJson<CompanyIn>,
 ) -> ApiResult<(StatusCode, Json<CompanyOut>)> {
     admin.require_platform()?;
-    Ok((
-        StatusCode::CREATED,
-        Json(tenants::create_company(&state, &actor(&admin), &input).await?),
-    ))
+    Ok((StatusCode::CREATED, Json(tenants::create_company(&state, &actor(&admin), &input).await?)))
 }
 
 pub async fn get_company(
@@ -101,9 +83,7 @@ pub async fn get_company_settings(
     Path(slug): Path<String>,
 ) -> ApiResult<Json<SettingsDoc>> {
     let company = admin.require_company(&slug)?;
-    Ok(Json(
-        settings::read_level(&state, &Scope::Company(company)).await?,
-    ))
+    Ok(Json(settings::read_level(&state, &Scope::Company(company)).await?))
 }
 
 pub async fn put_company_settings(
@@ -113,9 +93,7 @@ pub async fn put_company_settings(
     ApiJson(doc): ApiJson<SettingsDoc>,
 ) -> ApiResult<Json<SettingsDoc>> {
     let company = admin.require_company(&slug)?;
-    Ok(Json(
-        settings::save_level(&state, &actor(&admin), &Scope::Company(company), &doc).await?,
-    ))
+    Ok(Json(settings::save_level(&state, &actor(&admin), &Scope::Company(company), &doc).await?))
 }
 
 pub async fn get_user_settings(
@@ -124,9 +102,7 @@ pub async fn get_user_settings(
     Path((slug, user_id)): Path<(String, String)>,
 ) -> ApiResult<Json<SettingsDoc>> {
     let company = admin.require_company(&slug)?;
-    Ok(Json(
-        settings::read_level(&state, &Scope::User(company, user_ref(&user_id)?)).await?,
-    ))
+    Ok(Json(settings::read_level(&state, &Scope::User(company, user_ref(&user_id)?)).await?))
 }
 
 pub async fn put_user_settings(
@@ -137,9 +113,7 @@ pub async fn put_user_settings(
 ) -> ApiResult<Json<SettingsDoc>> {
     let company = admin.require_company(&slug)?;
     let scope = Scope::User(company, user_ref(&user_id)?);
-    Ok(Json(
-        settings::save_level(&state, &actor(&admin), &scope, &doc).await?,
-    ))
+    Ok(Json(settings::save_level(&state, &actor(&admin), &scope, &doc).await?))
 }
 
 #[derive(Deserialize)]
@@ -156,9 +130,7 @@ pub async fn effective_settings(
 ) -> ApiResult<Json<Value>> {
     let company = admin.require_company(&slug)?;
     let user = query.user.as_deref().map(user_ref).transpose()?;
-    Ok(Json(
-        settings::explain(&state, &company, user.as_ref()).await?,
-    ))
+    Ok(Json(settings::explain(&state, &company, user.as_ref()).await?))
 }
 
 pub async fn list_api_keys(
@@ -179,15 +151,9 @@ pub async fn create_api_key(
     let body = super::json::read_body(request, &state).await?;
     let company = admin.require_company(&slug)?;
     // The body is optional: a key needs no more than its company.
-    let input: ApiKeyIn = if body.iter().all(u8::is_ascii_whitespace) {
-        ApiKeyIn::default()
-    } else {
-        super::json::parse(&body)?
-    };
-    Ok((
-        StatusCode::CREATED,
-        Json(tenants::create_api_key(&state, &actor(&admin), &company, &input).await?),
-    ))
+    let input: ApiKeyIn =
+        if body.iter().all(u8::is_ascii_whitespace) { ApiKeyIn::default() } else { super::json::parse(&body)? };
+    Ok((StatusCode::CREATED, Json(tenants::create_api_key(&state, &actor(&admin), &company, &input).await?)))
 }
 
 pub async fn revoke_api_key(
@@ -215,8 +181,7 @@ pub async fn create_company_admin(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     admin.require_platform()?;
     let company = admin.require_company(&slug)?;
-    let created =
-        auth::create_admin(&state, &input.username, &input.password, Some(&company)).await?;
+    let created = auth::create_admin(&state, &input.username, &input.password, Some(&company)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": created.id, "username": created.username, "company": company.as_str()})),
@@ -230,9 +195,7 @@ pub async fn list_company_messages(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<MessageOut>>> {
     let company = admin.require_company(&slug)?;
-    Ok(Json(
-        messages::list(&state, &company, &filter(&query)?).await?,
-    ))
+    Ok(Json(messages::list(&state, &company, &filter(&query)?).await?))
 }
 
 pub async fn get_company_message(
@@ -256,9 +219,7 @@ pub async fn test_connection(
         }
         None => admin.require_platform()?,
     }
-    Ok(Json(
-        test_connection::run(&state, &target, input.settings.as_ref()).await?,
-    ))
+    Ok(Json(test_connection::run(&state, &target, input.settings.as_ref()).await?))
 }
 
 #[derive(Deserialize)]

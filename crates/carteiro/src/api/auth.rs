@@ -26,16 +26,12 @@ impl FromRequestParts<AppState> for AdminAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized(
-                "an administrator token is required: get one from POST /api/v1/login",
-            )
+            ApiError::unauthorized("an administrator token is required: get one from POST /api/v1/login")
         })?;
         auth::admin_by_token(state, token)
             .await?
             .map(AdminAuth)
-            .ok_or_else(|| {
-                ApiError::unauthorized("the token is unknown or has expired: log in again")
-            })
+            .ok_or_else(|| ApiError::unauthorized("the token is unknown or has expired: log in again"))
     }
 }
 
@@ -44,9 +40,7 @@ impl AdminAuth {
         if self.0.is_platform() {
             Ok(())
         } else {
-            Err(ApiError::forbidden(
-                "only a platform administrator can do this",
-            ))
+            Err(ApiError::forbidden("only a platform administrator can do this"))
         }
     }
 
@@ -54,11 +48,7 @@ impl AdminAuth {
     /// 404, as if it did not exist.
     pub fn require_company(&self, company: &str) -> Result<CompanySlug, ApiError> {
         let slug = CompanySlug::parse("company", company).map_err(|_| not_found(company))?;
-        if self.0.manages(&slug) {
-            Ok(slug)
-        } else {
-            Err(not_found(company))
-        }
+        if self.0.manages(&slug) { Ok(slug) } else { Err(not_found(company)) }
     }
 }
 
@@ -73,9 +63,8 @@ impl FromRequestParts<AppState> for CompanyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = bearer(parts).ok_or_else(|| {
-            ApiError::unauthorized("a company API key is required: Authorization: Bearer ck_…")
-        })?;
+        let key = bearer(parts)
+            .ok_or_else(|| ApiError::unauthorized("a company API key is required: Authorization: Bearer ck_…"))?;
         auth::company_by_api_key(state, key)
             .await?
             .map(CompanyKey)

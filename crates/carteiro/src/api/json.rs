@@ -31,19 +31,12 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
 
 /// The whole body, or a 413 that states the limit.
 pub async fn read_body(req: Request, state: &AppState) -> Result<Vec<u8>, ApiError> {
-    let limit = req
-        .extensions()
-        .get::<BodyLimit>()
-        .map_or(DEFAULT_LIMIT, |l| l.0);
+    let limit = req.extensions().get::<BodyLimit>().map_or(DEFAULT_LIMIT, |l| l.0);
     let mut body = req.into_body();
     let (mut bytes, mut seen) = (Vec::new(), 0usize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("cannot read the request body: {e}"),
-            )
+            ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("cannot read the request body: {e}"))
         })?;
         let Some(data) = frame.data_ref() else {
             continue;
@@ -73,11 +66,7 @@ pub async fn read_body(req: Request, state: &AppState) -> Result<Vec<u8>, ApiErr
 /// Parses a JSON document, telling a syntax error (400) from a value of the wrong shape (422).
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let malformed = |e: &serde_json::Error| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not valid JSON: {e}"),
-        )
+        ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}"))
     };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -94,8 +83,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 
 /// Deserializes one JSON value (a batch item), naming the field that has the wrong shape.
 pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value)
-        .map_err(|e| shape_error(&e.path().to_string(), e.inner()))
+    serde_path_to_error::deserialize(value).map_err(|e| shape_error(&e.path().to_string(), e.inner()))
 }
 
 fn shape_error(path: &str, inner: &serde_json::Error) -> ApiError {
@@ -103,25 +91,15 @@ fn shape_error(path: &str, inner: &serde_json::Error) -> ApiError {
     let text = text.split(" at line ").next().unwrap_or(&text);
     // The path already ends at an unknown field; a missing field is named only in the text.
     let path = if path == "." { "" } else { path };
-    let field = match text
-        .strip_prefix("missing field `")
-        .and_then(|r| r.split('`').next())
-    {
+    let field = match text.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
         Some(missing) if path.is_empty() => missing.to_owned(),
         Some(missing) => format!("{path}.{missing}"),
         None => path.to_owned(),
     };
     // A value of the wrong type is echoed by serde: never for a secret.
     if field.ends_with("password") {
-        return ApiError::invalid(FieldErrors::from(FieldError::new(
-            &field,
-            format!("{field} must be text"),
-        )));
+        return ApiError::invalid(FieldErrors::from(FieldError::new(&field, format!("{field} must be text"))));
     }
-    let message = if field.is_empty() {
-        text.to_owned()
-    } else {
-        format!("{field}: {text}")
-    };
+    let message = if field.is_empty() { text.to_owned() } else { format!("{field}: {text}") };
     ApiError::invalid(FieldErrors::from(FieldError::new(field, message)))
 }

@@ -28,10 +28,7 @@ pub async fn submit(
     CompanyKey(company): CompanyKey,
     ApiJson(input): ApiJson<MessageIn>,
 ) -> ApiResult<(StatusCode, Json<Accepted>)> {
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(submit::submit_one(&state, &company, &input).await?),
-    ))
+    Ok((StatusCode::ACCEPTED, Json(submit::submit_one(&state, &company, &input).await?)))
 }
 
 #[derive(Deserialize)]
@@ -47,33 +44,20 @@ pub async fn submit_batch(
     ApiJson(batch): ApiJson<BatchIn>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     if batch.messages.is_empty() || batch.messages.len() > MAX_BATCH {
-        let message = format!(
-            "messages must hold 1 to {MAX_BATCH} messages, got {}",
-            batch.messages.len()
-        );
-        return Err(ApiError::invalid(
-            FieldError::new("messages", message).into(),
-        ));
+        let message = format!("messages must hold 1 to {MAX_BATCH} messages, got {}", batch.messages.len());
+        return Err(ApiError::invalid(FieldError::new("messages", message).into()));
     }
     // Items of the wrong shape are answered in place; the others go through the one submit path together.
-    let parsed: Vec<Result<MessageIn, ApiError>> =
-        batch.messages.into_iter().map(json::from_value).collect();
-    let inputs: Vec<MessageIn> = parsed
-        .iter()
-        .filter_map(|p| p.as_ref().ok().cloned())
-        .collect();
-    let mut judged = submit::submit_batch(&state, &company, &inputs)
-        .await?
-        .into_iter();
+    let parsed: Vec<Result<MessageIn, ApiError>> = batch.messages.into_iter().map(json::from_value).collect();
+    let inputs: Vec<MessageIn> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+    let mut judged = submit::submit_batch(&state, &company, &inputs).await?.into_iter();
     let results: Vec<Value> = parsed
         .into_iter()
-        .map(
-            |item| match item.map(|_| judged.next().expect("one result per well-formed item")) {
-                Ok(Ok(accepted)) => json!(accepted),
-                Ok(Err(error)) => ApiError::from(error).body(),
-                Err(error) => error.body(),
-            },
-        )
+        .map(|item| match item.map(|_| judged.next().expect("one result per well-formed item")) {
+            Ok(Ok(accepted)) => json!(accepted),
+            Ok(Err(error)) => ApiError::from(error).body(),
+            Err(error) => error.body(),
+        })
         .collect();
     Ok((StatusCode::ACCEPTED, Json(json!({"results": results}))))
 }
@@ -109,17 +93,13 @@ pub fn filter(query: &ListQuery) -> ApiResult<MessageFilter> {
         value
             .as_deref()
             .map(|v| {
-                OffsetDateTime::parse(v, &Rfc3339)
-                    .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-                    .map_err(|_| {
+                OffsetDateTime::parse(v, &Rfc3339).map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64).map_err(
+                    |_| {
                         ApiError::invalid(
-                            FieldError::new(
-                                field,
-                                format!("{field} must be an RFC 3339 date-time, got {v:?}"),
-                            )
-                            .into(),
+                            FieldError::new(field, format!("{field} must be an RFC 3339 date-time, got {v:?}")).into(),
                         )
-                    })
+                    },
+                )
             })
             .transpose()
     };
@@ -128,11 +108,7 @@ pub fn filter(query: &ListQuery) -> ApiResult<MessageFilter> {
     {
         let names: Vec<&str> = MessageStatus::ALL.iter().map(|s| s.as_str()).collect();
         return Err(ApiError::invalid(
-            FieldError::new(
-                "status",
-                format!("status must be one of {}, got {status:?}", names.join(", ")),
-            )
-            .into(),
+            FieldError::new("status", format!("status must be one of {}, got {status:?}", names.join(", "))).into(),
         ));
     }
     Ok(MessageFilter {
@@ -149,7 +125,5 @@ pub async fn list(
     CompanyKey(company): CompanyKey,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<MessageOut>>> {
-    Ok(Json(
-        service::list(&state, &company, &filter(&query)?).await?,
-    ))
+    Ok(Json(service::list(&state, &company, &filter(&query)?).await?))
 }

@@ -25,63 +25,29 @@ pub fn router(state: AppState) -> Router {
     let batch_limit = single_limit.max(64 * 1024 * 1024);
     let api = Router::new()
         .route("/login", post(admin::login))
-        .route(
-            "/settings/global",
-            get(admin::get_global).put(admin::put_global),
-        )
-        .route(
-            "/companies",
-            get(admin::list_companies).post(admin::create_company),
-        )
+        .route("/settings/global", get(admin::get_global).put(admin::put_global))
+        .route("/companies", get(admin::list_companies).post(admin::create_company))
         .route("/companies/{slug}", get(admin::get_company))
-        .route(
-            "/companies/{slug}/settings",
-            get(admin::get_company_settings).put(admin::put_company_settings),
-        )
+        .route("/companies/{slug}/settings", get(admin::get_company_settings).put(admin::put_company_settings))
         .route(
             "/companies/{slug}/users/{user_id}/settings",
             get(admin::get_user_settings).put(admin::put_user_settings),
         )
-        .route(
-            "/companies/{slug}/effective-settings",
-            get(admin::effective_settings),
-        )
-        .route(
-            "/companies/{slug}/api-keys",
-            get(admin::list_api_keys).post(admin::create_api_key),
-        )
-        .route(
-            "/companies/{slug}/api-keys/{id}",
-            delete(admin::revoke_api_key),
-        )
-        .route(
-            "/companies/{slug}/admins",
-            post(admin::create_company_admin),
-        )
-        .route(
-            "/companies/{slug}/messages",
-            get(admin::list_company_messages),
-        )
-        .route(
-            "/companies/{slug}/messages/{id}",
-            get(admin::get_company_message),
-        )
+        .route("/companies/{slug}/effective-settings", get(admin::effective_settings))
+        .route("/companies/{slug}/api-keys", get(admin::list_api_keys).post(admin::create_api_key))
+        .route("/companies/{slug}/api-keys/{id}", delete(admin::revoke_api_key))
+        .route("/companies/{slug}/admins", post(admin::create_company_admin))
+        .route("/companies/{slug}/messages", get(admin::list_company_messages))
+        .route("/companies/{slug}/messages/{id}", get(admin::get_company_message))
         .route("/test-connection", post(admin::test_connection))
         .route("/audit", get(admin::audit_log))
         .route("/messages", post(messages::submit).get(messages::list))
         .route("/messages/{id}", get(messages::get))
         .route("/messages/{id}/cancel", post(messages::cancel))
-        .route(
-            "/messages/batch",
-            post(messages::submit_batch).layer(Extension(BodyLimit(batch_limit))),
-        )
+        .route("/messages/batch", post(messages::submit_batch).layer(Extension(BodyLimit(batch_limit))))
         .route_layer(Extension(BodyLimit(single_limit)))
         .fallback(|| async {
-            crate::error::ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "there is no such API route",
-            )
+            crate::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "there is no such API route")
         });
     Router::new()
         .nest("/api/v1", api)
@@ -96,9 +62,6 @@ pub fn router(state: AppState) -> Router {
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
     match state.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready"),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the database does not answer",
-        ),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the database does not answer"),
     }
 }

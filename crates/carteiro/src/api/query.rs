@@ -17,10 +17,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             Ok(Query(value)) => Ok(ApiQuery(value)),
             Err(rejection) => {
                 let text = rejection.body_text();
-                let detail = text
-                    .strip_prefix("Failed to deserialize query string: ")
-                    .unwrap_or(&text)
-                    .to_owned();
+                let detail = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text).to_owned();
                 let field = detail
                     .strip_prefix("unknown field `")
                     .and_then(|r| r.split('`').next())

@@ -25,12 +25,7 @@ pub fn message_id(id: &str, hostname: &str) -> String {
 }
 
 /// Builds the message. Bcc recipients get no header: they only appear in the envelope.
-pub fn build(
-    message: &NewMessage,
-    sender: &ResolvedSender,
-    message_id: &str,
-    date_unix: i64,
-) -> Vec<u8> {
+pub fn build(message: &NewMessage, sender: &ResolvedSender, message_id: &str, date_unix: i64) -> Vec<u8> {
     let mut builder = MessageBuilder::new()
         .from(address(&sender.from))
         .message_id(MessageId::new(message_id))
@@ -48,19 +43,13 @@ pub fn build(
         builder = builder.to(list(&message.to));
     } else if message.cc.is_empty() {
         // Only Bcc recipients: an empty group keeps the To header valid without revealing them.
-        builder = builder.header(
-            "To",
-            Address::new_group(Some("undisclosed-recipients"), Vec::new()),
-        );
+        builder = builder.header("To", Address::new_group(Some("undisclosed-recipients"), Vec::new()));
     }
     if !message.cc.is_empty() {
         builder = builder.cc(list(&message.cc));
     }
     for h in &message.headers {
-        builder = builder.header(
-            h.name.as_str(),
-            HeaderType::Text(Text::new(h.value.as_str())),
-        );
+        builder = builder.header(h.name.as_str(), HeaderType::Text(Text::new(h.value.as_str())));
     }
     if let Some(text) = &message.text {
         builder = builder.text_body(text.as_str());
@@ -69,15 +58,9 @@ pub fn build(
         builder = builder.html_body(html.as_str());
     }
     for a in &message.attachments {
-        builder = builder.attachment(
-            a.content_type.as_str(),
-            a.filename.as_str(),
-            a.content.as_slice(),
-        );
+        builder = builder.attachment(a.content_type.as_str(), a.filename.as_str(), a.content.as_slice());
     }
-    builder
-        .write_to_vec()
-        .expect("writing to a Vec cannot fail")
+    builder.write_to_vec().expect("writing to a Vec cannot fail")
 }
 
 #[cfg(test)]
@@ -94,19 +77,11 @@ mod tests {
         let from = Mailbox::parse("from", "João da Silva <joao@acme.example>").unwrap();
         let sender = ResolvedSender {
             from,
-            sender: Some(
-                Mailbox::parse("sender", "Plataforma <noreply@plataforma.example>").unwrap(),
-            ),
+            sender: Some(Mailbox::parse("sender", "Plataforma <noreply@plataforma.example>").unwrap()),
             reply_to: None,
             envelope_from: EmailAddress::parse("envelope", "noreply@plataforma.example").unwrap(),
         };
-        String::from_utf8(build(
-            &message,
-            &sender,
-            &message_id("0190-abc", "carteiro.test"),
-            1_795_611_600,
-        ))
-        .unwrap()
+        String::from_utf8(build(&message, &sender, &message_id("0190-abc", "carteiro.test"), 1_795_611_600)).unwrap()
     }
 
     fn head(raw: &str) -> &str {
@@ -115,39 +90,20 @@ mod tests {
 
     #[test]
     fn carries_the_resolved_sender_and_standard_headers() {
-        let raw = built(
-            serde_json::json!({"kind": "system", "to": ["a@example.com"], "subject": "Olá", "text": "oi"}),
-        );
+        let raw = built(serde_json::json!({"kind": "system", "to": ["a@example.com"], "subject": "Olá", "text": "oi"}));
         let head = head(&raw);
-        assert!(
-            head.contains("Message-ID: <0190-abc@carteiro.test>"),
-            "{head}"
-        );
-        assert!(
-            head.contains("Date: Wed, 25 Nov 2026 13:00:00 +0000"),
-            "{head}"
-        );
+        assert!(head.contains("Message-ID: <0190-abc@carteiro.test>"), "{head}");
+        assert!(head.contains("Date: Wed, 25 Nov 2026 13:00:00 +0000"), "{head}");
         assert!(head.contains("MIME-Version: 1.0"));
-        assert!(
-            head.contains("Sender: \"Plataforma\" <noreply@plataforma.example>"),
-            "{head}"
-        );
-        assert!(
-            head.contains("From: =?utf-8?"),
-            "a non-ASCII display name is encoded: {head}"
-        );
-        assert!(
-            head.contains("Subject: =?utf-8?"),
-            "a non-ASCII subject is encoded: {head}"
-        );
+        assert!(head.contains("Sender: \"Plataforma\" <noreply@plataforma.example>"), "{head}");
+        assert!(head.contains("From: =?utf-8?"), "a non-ASCII display name is encoded: {head}");
+        assert!(head.contains("Subject: =?utf-8?"), "a non-ASCII subject is encoded: {head}");
         assert!(raw.lines().all(|l| l.len() <= 998));
     }
 
     #[test]
     fn bcc_stays_out_of_the_headers() {
-        let raw = built(
-            serde_json::json!({"kind": "system", "bcc": ["hidden@example.com"], "text": "oi"}),
-        );
+        let raw = built(serde_json::json!({"kind": "system", "bcc": ["hidden@example.com"], "text": "oi"}));
         let head = head(&raw);
         assert!(!raw.contains("hidden@example.com"), "{raw}");
         assert!(head.contains("To: \"undisclosed-recipients\":;"), "{head}");
@@ -162,10 +118,7 @@ mod tests {
         }));
         assert!(head(&raw).contains("X-Workflow: 17"));
         assert!(head(&raw).contains("Cc: <b@example.com>"));
-        assert!(
-            raw.contains("multipart/alternative"),
-            "text and HTML travel as alternatives"
-        );
+        assert!(raw.contains("multipart/alternative"), "text and HTML travel as alternatives");
         assert!(raw.contains("Content-Type: application/pdf"));
         assert!(raw.contains("Content-Transfer-Encoding: base64"));
         assert!(raw.contains("JVBERi0xLjQK"));

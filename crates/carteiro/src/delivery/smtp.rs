@@ -11,7 +11,7 @@ use carteiro_core::settings::{AuthMechanism, Connection, Login, Security, SmtpSe
 use mail_send::{Credentials, SmtpClient};
 use rustls::pki_types::ServerName;
 use serde::Serialize;
-use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, EXT_START_TLS, EhloResponse, Response};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, EXT_PIPELINING, EXT_START_TLS, EhloResponse, Response};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -51,22 +51,13 @@ impl Transcript {
             Ok(value) => (true, detail(value)),
             Err(failure) => (false, failure.to_string()),
         };
-        self.steps.push(Step {
-            step: stage.as_str(),
-            ok,
-            ms: started.elapsed().as_millis() as u64,
-            detail,
-        });
+        self.steps.push(Step { step: stage.as_str(), ok, ms: started.elapsed().as_millis() as u64, detail });
     }
 }
 
 fn reply_of(response: &Response<String>) -> Reply {
     let [a, b, c] = response.esc;
-    let text = if a == 0 {
-        response.message.clone()
-    } else {
-        format!("{a}.{b}.{c} {}", response.message)
-    };
+    let text = if a == 0 { response.message.clone() } else { format!("{a}.{b}.{c} {}", response.message) };
     Reply::new(response.code, text)
 }
 
@@ -74,39 +65,21 @@ fn reply_of(response: &Response<String>) -> Reply {
 fn failure(stage: Stage, error: mail_send::Error) -> Failure {
     use mail_send::Error as E;
     match error {
-        E::Io(e) => Failure::Network {
-            stage,
-            detail: e.to_string(),
-        },
-        E::Tls(e) => Failure::Tls {
-            detail: e.to_string(),
-        },
-        E::InvalidTLSName => Failure::Tls {
-            detail: "the server name is not valid for TLS".to_owned(),
-        },
+        E::Io(e) => Failure::Network { stage, detail: e.to_string() },
+        E::Tls(e) => Failure::Tls { detail: e.to_string() },
+        E::InvalidTLSName => Failure::Tls { detail: "the server name is not valid for TLS".to_owned() },
         E::UnparseableReply => Failure::Network {
             stage,
             detail: "the server closed the connection or sent an unreadable reply".to_owned(),
         },
-        E::UnexpectedReply(r) | E::AuthenticationFailed(r) => Failure::Reply {
-            stage,
-            reply: reply_of(&r),
-        },
+        E::UnexpectedReply(r) | E::AuthenticationFailed(r) => Failure::Reply { stage, reply: reply_of(&r) },
         E::Timeout => Failure::Timeout { stage },
         E::UnsupportedAuthMechanism => Failure::Unsupported {
             stage,
-            detail:
-                "the server offers none of the authentication mechanisms allowed by the settings"
-                    .to_owned(),
+            detail: "the server offers none of the authentication mechanisms allowed by the settings".to_owned(),
         },
-        E::MissingStartTls => Failure::Unsupported {
-            stage,
-            detail: "the server does not offer STARTTLS".to_owned(),
-        },
-        other => Failure::Network {
-            stage,
-            detail: other.to_string(),
-        },
+        E::MissingStartTls => Failure::Unsupported { stage, detail: "the server does not offer STARTTLS".to_owned() },
+        other => Failure::Network { stage, detail: other.to_string() },
     }
 }
 
@@ -115,14 +88,14 @@ async fn within<T>(
     stage: Stage,
     work: impl Future<Output = Result<T, Failure>>,
 ) -> Result<T, Failure> {
-    tokio::time::timeout(limit, work)
-        .await
-        .unwrap_or(Err(Failure::Timeout { stage }))
+    tokio::time::timeout(limit, work).await.unwrap_or(Err(Failure::Timeout { stage }))
 }
 
 /// An open, authenticated session.
 pub struct Session {
     client: SmtpClient<Stream>,
+    /// The server offers PIPELINING: the envelope goes in one write.
+    pipelining: bool,
     /// `host:port`, for the attempt record.
     pub server: String,
 }
@@ -141,19 +114,15 @@ impl Session {
 
         let started = Instant::now();
         let addresses = within(timeout, Stage::Dns, async {
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((server.host.as_str(), server.port.get()))
-                    .await
-                    .map_err(|e| Failure::Network {
-                        stage: Stage::Dns,
-                        detail: format!("cannot resolve {}: {e}", server.host),
-                    })?
-                    .collect();
-            if found.is_empty() {
-                return Err(Failure::Network {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((server.host.as_str(), server.port.get()))
+                .await
+                .map_err(|e| Failure::Network {
                     stage: Stage::Dns,
-                    detail: format!("{} has no address", server.host),
-                });
+                    detail: format!("cannot resolve {}: {e}", server.host),
+                })?
+                .collect();
+            if found.is_empty() {
+                return Err(Failure::Network { stage: Stage::Dns, detail: format!("{} has no address", server.host) });
             }
             Ok(found)
         })
@@ -166,9 +135,7 @@ impl Session {
 
         let started = Instant::now();
         let tcp = within(timeout, Stage::Connect, connect_any(&addresses)).await;
-        log.record(Stage::Connect, started, &tcp, |(_, addr)| {
-            format!("connected to {addr}")
-        });
+        log.record(Stage::Connect, started, &tcp, |(_, addr)| format!("connected to {addr}"));
         let (tcp, _) = tcp?;
 
         let mut stream: Stream = Box::new(tcp);
@@ -179,16 +146,10 @@ impl Session {
 
         let started = Instant::now();
         let greeting = within(timeout, Stage::Greeting, async {
-            let reply = client
-                .read()
-                .await
-                .map_err(|e| failure(Stage::Greeting, e))?;
+            let reply = client.read().await.map_err(|e| failure(Stage::Greeting, e))?;
             match reply.code {
                 220 => Ok(reply_of(&reply)),
-                _ => Err(Failure::Reply {
-                    stage: Stage::Greeting,
-                    reply: reply_of(&reply),
-                }),
+                _ => Err(Failure::Reply { stage: Stage::Greeting, reply: reply_of(&reply) }),
             }
         })
         .await;
@@ -200,17 +161,10 @@ impl Session {
         if server.security == Security::StartTls {
             let started = Instant::now();
             let ready = if ehlo.has_capability(EXT_START_TLS) {
-                client
-                    .cmd(b"STARTTLS\r\n")
-                    .await
-                    .map_err(|e| failure(Stage::StartTls, e))
-                    .and_then(|r| match r.code {
-                        220 => Ok(reply_of(&r)),
-                        _ => Err(Failure::Reply {
-                            stage: Stage::StartTls,
-                            reply: reply_of(&r),
-                        }),
-                    })
+                client.cmd(b"STARTTLS\r\n").await.map_err(|e| failure(Stage::StartTls, e)).and_then(|r| match r.code {
+                    220 => Ok(reply_of(&r)),
+                    _ => Err(Failure::Reply { stage: Stage::StartTls, reply: reply_of(&r) }),
+                })
             } else {
                 Err(Failure::Unsupported {
                     stage: Stage::StartTls,
@@ -227,19 +181,17 @@ impl Session {
         if let Some(login) = &server.login {
             let started = Instant::now();
             let auth = authenticate(&mut client, login, &ehlo).await;
-            log.record(Stage::Auth, started, &auth, |reply| {
-                format!("logged in as {}: {reply}", login.username)
-            });
+            log.record(Stage::Auth, started, &auth, |reply| format!("logged in as {}: {reply}", login.username));
             auth?;
         }
-        Ok(Self {
-            client,
-            server: display,
-        })
+        Ok(Self { client, pipelining: ehlo.has_capability(EXT_PIPELINING), server: display })
     }
 
     /// Runs one transaction: MAIL FROM, RCPT TO for each recipient (a refused
-    /// one does not stop the others), DATA when any was accepted.
+    /// one does not stop the others), DATA when any was accepted. With
+    /// PIPELINING (RFC 2920) the envelope and DATA go in one write and their
+    /// replies come back together; otherwise one command at a time. A failed
+    /// transaction is reset, so the session can carry the next message.
     pub async fn send(
         &mut self,
         envelope_from: &str,
@@ -248,85 +200,85 @@ impl Session {
         log: &mut Transcript,
     ) -> Result<Transaction, Failure> {
         let started = Instant::now();
-        let mail = self
-            .command(Stage::MailFrom, &format!("MAIL FROM:<{envelope_from}>\r\n"))
-            .await;
-        log.record(Stage::MailFrom, started, &mail, |r| {
-            format!("sender <{envelope_from}>: {r}")
-        });
-        mail?;
+        let mut lines = vec![format!("MAIL FROM:<{envelope_from}>\r\n")];
+        lines.extend(recipients.iter().map(|to| format!("RCPT TO:<{to}>\r\n")));
+        let mut replies = if self.pipelining {
+            lines.push("DATA\r\n".to_owned());
+            let replies = self.client.cmds(&lines).await.map_err(|e| failure(Stage::MailFrom, e))?;
+            replies.iter().map(reply_of).collect()
+        } else {
+            self.envelope_one_by_one(&lines).await?
+        }
+        .into_iter();
+
+        let mail = match replies.next() {
+            Some(reply) if reply.class() == ReplyClass::Positive => Ok(reply),
+            Some(reply) => Err(Failure::Reply { stage: Stage::MailFrom, reply }),
+            None => Err(Failure::Network { stage: Stage::MailFrom, detail: "no reply to MAIL FROM".to_owned() }),
+        };
+        log.record(Stage::MailFrom, started, &mail, |r| format!("sender <{envelope_from}>: {r}"));
+        if let Err(refused) = mail {
+            self.abandon(replies.last()).await;
+            return Err(refused);
+        }
 
         let mut rcpt = Vec::with_capacity(recipients.len());
         for to in recipients {
-            let started = Instant::now();
-            let reply = self
-                .client
-                .cmd(format!("RCPT TO:<{to}>\r\n").as_bytes())
-                .await
-                .map_err(|e| failure(Stage::RcptTo, e));
-            let result = reply.map(|r| reply_of(&r));
-            log.record(
-                Stage::RcptTo,
-                started,
-                &result.clone().and_then(|r| match r.class() {
-                    ReplyClass::Positive => Ok(r),
-                    _ => Err(Failure::Reply {
-                        stage: Stage::RcptTo,
-                        reply: r,
-                    }),
-                }),
-                |r| format!("<{to}>: {r}"),
-            );
-            let reply = result?;
-            rcpt.push(if reply.class() == ReplyClass::Positive {
-                Ok(reply)
+            let reply = replies.next().unwrap_or_else(|| Reply::new(421, "no reply to RCPT TO"));
+            let positive = reply.class() == ReplyClass::Positive;
+            let logged = if positive {
+                Ok(reply.clone())
             } else {
-                Err(reply)
-            });
+                Err(Failure::Reply { stage: Stage::RcptTo, reply: reply.clone() })
+            };
+            log.record(Stage::RcptTo, started, &logged, |r| format!("<{to}>: {r}"));
+            rcpt.push(if positive { Ok(reply) } else { Err(reply) });
         }
+        let pipelined_go = replies.next();
 
         if rcpt.iter().all(Result::is_err) {
             // Nobody to send to: end the transaction so the session stays usable.
-            let _ = self.client.rset().await;
+            self.abandon(pipelined_go).await;
             return Ok(Transaction { rcpt, data: None });
         }
-
         let started = Instant::now();
-        let data = self.data(raw).await;
-        log.record(Stage::Data, started, &data, |r| {
-            format!("message accepted: {r}")
-        });
-        Ok(Transaction {
-            rcpt,
-            data: Some(data),
-        })
+        let data = self.data(pipelined_go, raw).await;
+        log.record(Stage::Data, started, &data, |r| format!("message accepted: {r}"));
+        Ok(Transaction { rcpt, data: Some(data) })
     }
 
-    /// Sends one command; a positive reply is `Ok`, any other is a failure at `stage`.
-    async fn command(&mut self, stage: Stage, line: &str) -> Result<Reply, Failure> {
-        let reply = self
-            .client
-            .cmd(line.as_bytes())
-            .await
-            .map_err(|e| failure(stage, e))?;
-        let reply = reply_of(&reply);
-        match reply.class() {
-            ReplyClass::Positive => Ok(reply),
-            _ => Err(Failure::Reply { stage, reply }),
+    /// MAIL FROM and each RCPT TO in turn; no RCPT after a refused MAIL.
+    async fn envelope_one_by_one(&mut self, lines: &[String]) -> Result<Vec<Reply>, Failure> {
+        let mut replies = Vec::with_capacity(lines.len());
+        for (i, line) in lines.iter().enumerate() {
+            let stage = if i == 0 { Stage::MailFrom } else { Stage::RcptTo };
+            let reply = reply_of(&self.client.cmd(line.as_bytes()).await.map_err(|e| failure(stage, e))?);
+            let refused_sender = i == 0 && reply.class() != ReplyClass::Positive;
+            replies.push(reply);
+            if refused_sender {
+                break;
+            }
         }
+        Ok(replies)
     }
 
-    async fn data(&mut self, raw: &[u8]) -> Result<Reply, Failure> {
-        let go = self
-            .client
-            .cmd(b"DATA\r\n")
-            .await
-            .map_err(|e| failure(Stage::Data, e))?;
+    /// Ends a transaction that will carry no message. A server that said 354
+    /// to a pipelined DATA anyway gets an empty message's end first.
+    async fn abandon(&mut self, pipelined_go: Option<Reply>) {
+        if pipelined_go.is_some_and(|go| go.code == 354) {
+            let _ = self.client.cmd(b".\r\n").await;
+        }
+        let _ = self.client.rset().await;
+    }
+
+    /// DATA (unless already answered in a pipelined group), then the message and its final reply.
+    async fn data(&mut self, pipelined_go: Option<Reply>, raw: &[u8]) -> Result<Reply, Failure> {
+        let go = match pipelined_go {
+            Some(go) => go,
+            None => reply_of(&self.client.cmd(b"DATA\r\n").await.map_err(|e| failure(Stage::Data, e))?),
+        };
         if go.code != 354 {
-            return Err(Failure::Reply {
-                stage: Stage::Data,
-                reply: reply_of(&go),
-            });
+            return Err(Failure::Reply { stage: Stage::Data, reply: go });
         }
         let client = &mut self.client;
         // `timeout_s` bounds waiting for the server; a large message also needs
@@ -337,17 +289,12 @@ impl Session {
             client.read().await
         })
         .await
-        .map_err(|_| Failure::Timeout {
-            stage: Stage::DataEnd,
-        })?
+        .map_err(|_| Failure::Timeout { stage: Stage::DataEnd })?
         .map_err(|e| failure(Stage::DataEnd, e))?;
         let reply = reply_of(&end);
         match end.is_positive_completion() {
             true => Ok(reply),
-            false => Err(Failure::Reply {
-                stage: Stage::DataEnd,
-                reply,
-            }),
+            false => Err(Failure::Reply { stage: Stage::DataEnd, reply }),
         }
     }
 
@@ -357,10 +304,7 @@ impl Session {
     pub async fn close(mut self, outcome: &Result<Transaction, Failure>) {
         let broken = |f: &Failure| matches!(f, Failure::Timeout { .. } | Failure::Network { .. });
         let in_step = match outcome {
-            Err(f)
-            | Ok(Transaction {
-                data: Some(Err(f)), ..
-            }) => !broken(f),
+            Err(f) | Ok(Transaction { data: Some(Err(f)), .. }) => !broken(f),
             Ok(_) => true,
         };
         if in_step {
@@ -383,47 +327,27 @@ async fn authenticate(
         AuthMechanism::Login => AUTH_LOGIN,
     };
     let offered = allowed & ehlo.auth_mechanisms;
-    let mechanism = [AUTH_PLAIN, AUTH_LOGIN]
-        .into_iter()
-        .find(|m| offered & m != 0)
-        .ok_or_else(|| Failure::Unsupported {
+    let mechanism =
+        [AUTH_PLAIN, AUTH_LOGIN].into_iter().find(|m| offered & m != 0).ok_or_else(|| Failure::Unsupported {
             stage: Stage::Auth,
-            detail:
-                "the server offers none of the authentication mechanisms allowed by the settings"
-                    .to_owned(),
+            detail: "the server offers none of the authentication mechanisms allowed by the settings".to_owned(),
         })?;
     let credentials = Credentials::new(login.username.as_str(), login.password.expose());
-    let encode = |challenge: &str| {
-        credentials
-            .encode(mechanism, challenge)
-            .map_err(|e| failure(Stage::Auth, e))
-    };
-    let first = if mechanism == AUTH_PLAIN {
-        format!("AUTH PLAIN {}\r\n", encode("")?)
-    } else {
-        "AUTH LOGIN\r\n".to_owned()
-    };
-    let mut reply = client
-        .cmd(first.as_bytes())
-        .await
-        .map_err(|e| failure(Stage::Auth, e))?;
+    let encode = |challenge: &str| credentials.encode(mechanism, challenge).map_err(|e| failure(Stage::Auth, e));
+    let first =
+        if mechanism == AUTH_PLAIN { format!("AUTH PLAIN {}\r\n", encode("")?) } else { "AUTH LOGIN\r\n".to_owned() };
+    let mut reply = client.cmd(first.as_bytes()).await.map_err(|e| failure(Stage::Auth, e))?;
     // LOGIN asks for the user name, then the password: two challenges at most.
     for _ in 0..2 {
         if reply.code != 334 {
             break;
         }
         let answer = format!("{}\r\n", encode(&reply.message)?);
-        reply = client
-            .cmd(answer.as_bytes())
-            .await
-            .map_err(|e| failure(Stage::Auth, e))?;
+        reply = client.cmd(answer.as_bytes()).await.map_err(|e| failure(Stage::Auth, e))?;
     }
     match reply.code {
         235 => Ok(reply_of(&reply)),
-        _ => Err(Failure::Reply {
-            stage: Stage::Auth,
-            reply: reply_of(&reply),
-        }),
+        _ => Err(Failure::Reply { stage: Stage::Auth, reply: reply_of(&reply) }),
     }
 }
 
@@ -438,10 +362,7 @@ async fn connect_any(addresses: &[SocketAddr]) -> Result<(TcpStream, SocketAddr)
             Err(e) => last = Some(format!("{addr}: {e}")),
         }
     }
-    Err(Failure::Network {
-        stage: Stage::Connect,
-        detail: last.unwrap_or_default(),
-    })
+    Err(Failure::Network { stage: Stage::Connect, detail: last.unwrap_or_default() })
 }
 
 /// The TLS handshake, verifying the server as the settings say; any problem
@@ -457,20 +378,11 @@ async fn handshake(
     let result = async {
         let connector = tls
             .connector(server.tls_verify, server.tls_ca_pem.as_deref())
-            .map_err(|detail| Failure::Tls {
-                detail: format!("the extra CA cannot be used: {detail}"),
-            })?;
-        let name =
-            ServerName::try_from(server.host.as_str().to_owned()).map_err(|_| Failure::Tls {
-                detail: format!("{} is not a valid TLS server name", server.host),
-            })?;
+            .map_err(|detail| Failure::Tls { detail: format!("the extra CA cannot be used: {detail}") })?;
+        let name = ServerName::try_from(server.host.as_str().to_owned())
+            .map_err(|_| Failure::Tls { detail: format!("{} is not a valid TLS server name", server.host) })?;
         within(timeout, Stage::Tls, async {
-            connector
-                .connect(name, stream)
-                .await
-                .map_err(|e| Failure::Tls {
-                    detail: e.to_string(),
-                })
+            connector.connect(name, stream).await.map_err(|e| Failure::Tls { detail: e.to_string() })
         })
         .await
     }
@@ -479,12 +391,8 @@ async fn handshake(
         let (_, conn) = s.get_ref();
         format!(
             "{} {}",
-            conn.protocol_version()
-                .map(|v| format!("{v:?}"))
-                .unwrap_or_default(),
-            conn.negotiated_cipher_suite()
-                .map(|c| format!("{:?}", c.suite()))
-                .unwrap_or_default()
+            conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default(),
+            conn.negotiated_cipher_suite().map(|c| format!("{:?}", c.suite())).unwrap_or_default()
         )
     });
     Ok(Box::new(result?))
@@ -496,10 +404,7 @@ async fn say_ehlo(
     log: &mut Transcript,
 ) -> Result<EhloResponse<String>, Failure> {
     let started = Instant::now();
-    let ehlo = client
-        .ehlo(hostname)
-        .await
-        .map_err(|e| failure(Stage::Ehlo, e));
+    let ehlo = client.ehlo(hostname).await.map_err(|e| failure(Stage::Ehlo, e));
     log.record(Stage::Ehlo, started, &ehlo, |e| {
         let mut offers = Vec::new();
         if e.has_capability(EXT_START_TLS) {
@@ -521,11 +426,7 @@ async fn say_ehlo(
         format!(
             "{} greets us; offers: {}",
             e.hostname,
-            if offers.is_empty() {
-                "nothing notable".to_owned()
-            } else {
-                offers.join(", ")
-            }
+            if offers.is_empty() { "nothing notable".to_owned() } else { offers.join(", ") }
         )
     });
     ehlo

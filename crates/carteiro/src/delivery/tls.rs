@@ -18,20 +18,15 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// The public roots plus the certificates of a PEM text (at least one, each a usable trust anchor).
 pub fn roots_with(extra_ca_pem: Option<&str>) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
+    let mut roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
     if let Some(pem) = extra_ca_pem {
-        let certs: Vec<_> = CertificateDer::pem_slice_iter(pem.as_bytes())
-            .collect::<Result<_, _>>()
-            .map_err(|e| e.to_string())?;
+        let certs: Vec<_> =
+            CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| e.to_string())?;
         if certs.is_empty() {
             return Err("no certificate found".to_owned());
         }
         for cert in certs {
-            roots
-                .add(cert)
-                .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+            roots.add(cert).map_err(|e| format!("not a usable CA certificate: {e}"))?;
         }
     }
     Ok(roots)
@@ -45,11 +40,7 @@ pub struct TlsConfigs {
 }
 
 impl TlsConfigs {
-    pub fn connector(
-        &self,
-        verify: bool,
-        extra_ca_pem: Option<&str>,
-    ) -> Result<TlsConnector, String> {
+    pub fn connector(&self, verify: bool, extra_ca_pem: Option<&str>) -> Result<TlsConnector, String> {
         let key = (verify, extra_ca_pem.map(str::to_owned));
         let mut cache = self.cache.lock().expect("TLS cache lock");
         if let Some(config) = cache.get(&key) {
@@ -67,9 +58,7 @@ fn build(verify: bool, extra_ca_pem: Option<&str>) -> Result<ClientConfig, Strin
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
     let config = if verify {
-        builder
-            .with_root_certificates(roots_with(extra_ca_pem)?)
-            .with_no_client_auth()
+        builder.with_root_certificates(roots_with(extra_ca_pem)?).with_no_client_auth()
     } else {
         builder
             .dangerous()
@@ -102,12 +91,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -116,12 +100,7 @@ impl ServerCertVerifier for AcceptAnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

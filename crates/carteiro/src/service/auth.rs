@@ -52,15 +52,9 @@ impl TryFrom<AdminRow> for Admin {
     fn try_from(row: AdminRow) -> ServiceResult<Self> {
         let scope = match row.company {
             None => AdminScope::Platform,
-            Some(c) => AdminScope::Company(
-                CompanySlug::parse("company", &c).map_err(|e| anyhow::anyhow!(e))?,
-            ),
+            Some(c) => AdminScope::Company(CompanySlug::parse("company", &c).map_err(|e| anyhow::anyhow!(e))?),
         };
-        Ok(Self {
-            id: row.id,
-            username: row.username,
-            scope,
-        })
+        Ok(Self { id: row.id, username: row.username, scope })
     }
 }
 
@@ -97,11 +91,8 @@ async fn verify_password(password: &str, hash: Option<String>) -> anyhow::Result
     let _permit = ARGON2_PERMITS.acquire().await?;
     Ok(tokio::task::spawn_blocking(move || {
         let hash = hash.as_deref().unwrap_or(&DUMMY_HASH);
-        PasswordHash::new(hash).is_ok_and(|parsed| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
+        PasswordHash::new(hash)
+            .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
     })
     .await?)
 }
@@ -111,17 +102,12 @@ async fn verify_password(password: &str, hash: Option<String>) -> anyhow::Result
 static ARGON2_PERMITS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
 
 static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    Argon2::default()
-        .hash_password(b"not anyone's password")
-        .map(|h| h.to_string())
-        .unwrap_or_default()
+    Argon2::default().hash_password(b"not anyone's password").map(|h| h.to_string()).unwrap_or_default()
 });
 
 fn check_username(username: &str) -> Result<(), FieldError> {
     let ok = (1..=64).contains(&username.len())
-        && username
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
+        && username.bytes().all(|b| b.is_ascii_alphanumeric() || b"._@-".contains(&b));
     if ok {
         Ok(())
     } else {
@@ -134,37 +120,24 @@ fn check_username(username: &str) -> Result<(), FieldError> {
 
 pub fn check_password(password: &str) -> Result<(), FieldError> {
     if password.chars().count() < 10 {
-        return Err(FieldError::new(
-            "password",
-            "password must be at least 10 characters long",
-        ));
+        return Err(FieldError::new("password", "password must be at least 10 characters long"));
     }
     if password.len() > 1024 {
-        return Err(FieldError::new(
-            "password",
-            "password must be at most 1024 bytes",
-        ));
+        return Err(FieldError::new("password", "password must be at most 1024 bytes"));
     }
     Ok(())
 }
 
 /// Creates the first platform administrator, `admin`, when the store has
 /// none. Returns the password when it was generated, to be shown once.
-pub async fn ensure_first_admin(
-    state: &AppState,
-    password: Option<&str>,
-) -> ServiceResult<Option<String>> {
+pub async fn ensure_first_admin(state: &AppState, password: Option<&str>) -> ServiceResult<Option<String>> {
     if state.store.admin_count().await? > 0 {
         return Ok(None);
     }
     let generated = password.is_none().then(|| random_token(""));
     let password = password.or(generated.as_deref()).unwrap_or_default();
-    check_password(password).map_err(|e| {
-        ServiceError::Internal(anyhow::anyhow!(
-            "CARTEIRO_ADMIN_PASSWORD is too weak: {}",
-            e.message
-        ))
-    })?;
+    check_password(password)
+        .map_err(|e| ServiceError::Internal(anyhow::anyhow!("CARTEIRO_ADMIN_PASSWORD is too weak: {}", e.message)))?;
     create_admin(state, FIRST_ADMIN, password, None).await?;
     Ok(generated)
 }
@@ -188,29 +161,17 @@ pub async fn create_admin(
         password_hash: hash_password(password).await?,
         company: company.map(|c| c.as_str().to_owned()),
     };
-    state
-        .store
-        .create_admin(&row, now_ms())
-        .await
-        .map_err(|e| match ServiceError::from(e) {
-            ServiceError::Conflict(_) => {
-                ServiceError::Conflict(format!("the user name {username} is taken"))
-            }
-            other => other,
-        })?;
+    state.store.create_admin(&row, now_ms()).await.map_err(|e| match ServiceError::from(e) {
+        ServiceError::Conflict(_) => ServiceError::Conflict(format!("the user name {username} is taken")),
+        other => other,
+    })?;
     row.try_into()
 }
 
 pub async fn reset_password(state: &AppState, username: &str, password: &str) -> ServiceResult<()> {
     check_password(password)?;
-    if !state
-        .store
-        .set_admin_password(username, &hash_password(password).await?)
-        .await?
-    {
-        return Err(ServiceError::NotFound(format!(
-            "there is no administrator {username}"
-        )));
+    if !state.store.set_admin_password(username, &hash_password(password).await?).await? {
+        return Err(ServiceError::NotFound(format!("there is no administrator {username}")));
     }
     Ok(())
 }
@@ -222,10 +183,7 @@ pub async fn login(state: &AppState, username: &str, password: &str) -> ServiceR
     let row = row.filter(|_| ok).ok_or(ServiceError::BadCredentials)?;
     let token = random_token(ADMIN_TOKEN_PREFIX);
     let now = now_ms();
-    state
-        .store
-        .create_admin_token(&token_hash(&token), &row.id, now, now + TOKEN_LIFETIME_MS)
-        .await?;
+    state.store.create_admin_token(&token_hash(&token), &row.id, now, now + TOKEN_LIFETIME_MS).await?;
     Ok(token)
 }
 
@@ -233,12 +191,7 @@ pub async fn admin_by_token(state: &AppState, token: &str) -> ServiceResult<Opti
     if !token.starts_with(ADMIN_TOKEN_PREFIX) {
         return Ok(None);
     }
-    state
-        .store
-        .admin_by_token(&token_hash(token), now_ms())
-        .await?
-        .map(Admin::try_from)
-        .transpose()
+    state.store.admin_by_token(&token_hash(token), now_ms()).await?.map(Admin::try_from).transpose()
 }
 
 /// The company an API key belongs to, unless the key is unknown or revoked.
@@ -248,10 +201,7 @@ pub async fn company_by_api_key(state: &AppState, key: &str) -> ServiceResult<Op
     }
     let company = state.store.api_key_company(&token_hash(key)).await?;
     company
-        .map(|c| {
-            CompanySlug::parse("company", &c)
-                .map_err(|e| ServiceError::Internal(anyhow::anyhow!(e)))
-        })
+        .map(|c| CompanySlug::parse("company", &c).map_err(|e| ServiceError::Internal(anyhow::anyhow!(e))))
         .transpose()
 }
 
@@ -263,22 +213,9 @@ mod tests {
     async fn passwords_hash_with_argon2id_and_verify() {
         let hash = hash_password("correct horse battery").await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(
-            verify_password("correct horse battery", Some(hash.clone()))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !verify_password("wrong horse battery", Some(hash))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !verify_password("correct horse battery", None)
-                .await
-                .unwrap(),
-            "an unknown user never logs in"
-        );
+        assert!(verify_password("correct horse battery", Some(hash.clone())).await.unwrap());
+        assert!(!verify_password("wrong horse battery", Some(hash)).await.unwrap());
+        assert!(!verify_password("correct horse battery", None).await.unwrap(), "an unknown user never logs in");
     }
 
     #[test]

@@ -20,13 +20,7 @@ pub struct RecipientOut {
 
 impl From<RecipientRow> for RecipientOut {
     fn from(r: RecipientRow) -> Self {
-        Self {
-            kind: r.kind,
-            address: r.address,
-            state: r.state,
-            code: r.code,
-            reply: r.reply,
-        }
+        Self { kind: r.kind, address: r.address, state: r.state, code: r.code, reply: r.reply }
     }
 }
 
@@ -117,58 +111,20 @@ fn not_found(id: &str) -> ServiceError {
 }
 
 /// A message with its recipients and every attempt.
-pub async fn message(
-    state: &AppState,
-    company: &CompanySlug,
-    id: &str,
-) -> ServiceResult<MessageOut> {
-    let row = state
-        .store
-        .message(company.as_str(), id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+pub async fn message(state: &AppState, company: &CompanySlug, id: &str) -> ServiceResult<MessageOut> {
+    let row = state.store.message(company.as_str(), id).await?.ok_or_else(|| not_found(id))?;
     let mut out = MessageOut::from(row);
-    out.recipients = Some(
-        state
-            .store
-            .recipients(id)
-            .await?
-            .into_iter()
-            .map(RecipientOut::from)
-            .collect(),
-    );
-    out.attempts = Some(
-        state
-            .store
-            .attempts(id)
-            .await?
-            .into_iter()
-            .map(AttemptOut::from)
-            .collect(),
-    );
+    out.recipients = Some(state.store.recipients(id).await?.into_iter().map(RecipientOut::from).collect());
+    out.attempts = Some(state.store.attempts(id).await?.into_iter().map(AttemptOut::from).collect());
     Ok(out)
 }
 
-pub async fn list(
-    state: &AppState,
-    company: &CompanySlug,
-    filter: &MessageFilter,
-) -> ServiceResult<Vec<MessageOut>> {
-    Ok(state
-        .store
-        .list_messages(company.as_str(), filter)
-        .await?
-        .into_iter()
-        .map(MessageOut::from)
-        .collect())
+pub async fn list(state: &AppState, company: &CompanySlug, filter: &MessageFilter) -> ServiceResult<Vec<MessageOut>> {
+    Ok(state.store.list_messages(company.as_str(), filter).await?.into_iter().map(MessageOut::from).collect())
 }
 
 /// Cancels a message that is scheduled, queued or deferred.
-pub async fn cancel(
-    state: &AppState,
-    company: &CompanySlug,
-    id: &str,
-) -> ServiceResult<MessageOut> {
+pub async fn cancel(state: &AppState, company: &CompanySlug, id: &str) -> ServiceResult<MessageOut> {
     match state.store.cancel(company.as_str(), id, now_ms()).await? {
         CancelOutcome::Cancelled => message(state, company, id).await,
         CancelOutcome::NotFound => Err(not_found(id)),

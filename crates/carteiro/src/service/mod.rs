@@ -24,11 +24,7 @@ pub enum ServiceError {
     Conflict(String),
     /// The request is valid but cannot be carried out as things stand.
     #[error("{message}")]
-    Unprocessable {
-        code: &'static str,
-        field: Option<String>,
-        message: String,
-    },
+    Unprocessable { code: &'static str, field: Option<String>, message: String },
     #[error("the user name or password is wrong")]
     BadCredentials,
     #[error("{0}")]

@@ -19,8 +19,8 @@ pub async fn load_level(state: &AppState, scope: &Scope) -> ServiceResult<Option
     let Some(row) = state.store.level(scope).await? else {
         return Ok(None);
     };
-    let doc: SettingsDoc = serde_json::from_str(&row.document)
-        .map_err(|e| anyhow::anyhow!("stored settings of {}: {e}", scope.key()))?;
+    let doc: SettingsDoc =
+        serde_json::from_str(&row.document).map_err(|e| anyhow::anyhow!("stored settings of {}: {e}", scope.key()))?;
     let password = row
         .sealed_password
         .map(|sealed| {
@@ -30,9 +30,8 @@ pub async fn load_level(state: &AppState, scope: &Scope) -> ServiceResult<Option
                 .with_context(|| format!("cannot read the settings of {}", scope.key()))
         })
         .transpose()?;
-    let level = Level::parse_with_password(&doc, password.as_ref()).map_err(|e| {
-        anyhow::anyhow!("stored settings of {} no longer validate: {e}", scope.key())
-    })?;
+    let level = Level::parse_with_password(&doc, password.as_ref())
+        .map_err(|e| anyhow::anyhow!("stored settings of {} no longer validate: {e}", scope.key()))?;
     Ok(Some(level))
 }
 
@@ -69,11 +68,7 @@ pub async fn levels_for(
 
 pub fn resolve(levels: &[Option<Level>; 3]) -> Effective {
     let [global, company, user] = levels;
-    Effective::resolve(Levels {
-        global: global.as_ref(),
-        company: company.as_ref(),
-        user: user.as_ref(),
-    })
+    Effective::resolve(Levels { global: global.as_ref(), company: company.as_ref(), user: user.as_ref() })
 }
 
 pub async fn effective(
@@ -105,9 +100,7 @@ pub async fn save_level(
     }
     let row = LevelRow {
         document: serde_json::to_string(&level.to_doc()).map_err(anyhow::Error::from)?,
-        sealed_password: level
-            .password()
-            .map(|p: &Secret| state.keys.seal(&password_aad(scope), p)),
+        sealed_password: level.password().map(|p: &Secret| state.keys.seal(&password_aad(scope), p)),
     };
     let company = match scope {
         Scope::Global => None,
@@ -122,27 +115,18 @@ pub async fn save_level(
         fields,
     };
     state.store.save_level(scope, &row, &audit).await?;
+    state.settings_version.fetch_add(1, std::sync::atomic::Ordering::Release);
     Ok(level.to_doc())
 }
 
 /// The extra certificate authority must be a certificate rustls can load.
 fn check_ca_certificates(level: &Level) -> ServiceResult<()> {
-    let Some(pem) = level
-        .connection
-        .as_ref()
-        .and_then(|c| c.tls_ca_pem.as_deref())
-    else {
+    let Some(pem) = level.connection.as_ref().and_then(|c| c.tls_ca_pem.as_deref()) else {
         return Ok(());
     };
-    crate::delivery::tls::roots_with(Some(pem))
-        .map(drop)
-        .map_err(|why| {
-            FieldError::new(
-                "connection.tls_ca_pem",
-                format!("connection.tls_ca_pem cannot be read: {why}"),
-            )
-            .into()
-        })
+    crate::delivery::tls::roots_with(Some(pem)).map(drop).map_err(|why| {
+        FieldError::new("connection.tls_ca_pem", format!("connection.tls_ca_pem cannot be read: {why}")).into()
+    })
 }
 
 /// A level that switches the default sender on needs an address, its own or inherited.
@@ -161,12 +145,7 @@ async fn check_default_sender(state: &AppState, scope: &Scope, level: &Level) ->
         Scope::User(..) => 2,
     };
     levels[slot] = Some(level.clone());
-    if resolve(&levels)
-        .policy
-        .default_sender_address
-        .value
-        .is_none()
-    {
+    if resolve(&levels).policy.default_sender_address.value.is_none() {
         return Err(ServiceError::Invalid(FieldErrors::from(FieldError::new(
             "policy.default_sender_address",
             "policy.default_sender_address is required when the default sender is enabled",
@@ -176,11 +155,7 @@ async fn check_default_sender(state: &AppState, scope: &Scope, level: &Level) ->
 }
 
 /// Every effective value of (company, user) with the level it came from.
-pub async fn explain(
-    state: &AppState,
-    company: &CompanySlug,
-    user: Option<&UserRef>,
-) -> ServiceResult<Value> {
+pub async fn explain(state: &AppState, company: &CompanySlug, user: Option<&UserRef>) -> ServiceResult<Value> {
     tenants::company(state, company).await?;
     let effective = effective(state, Some(company), user).await?;
     let mut out = json!({"company": company.as_str(), "user": user.map(UserRef::as_str)});

@@ -30,11 +30,7 @@ pub struct Accepted {
     pub duplicate: bool,
 }
 
-pub async fn submit_one(
-    state: &AppState,
-    company: &CompanySlug,
-    input: &MessageIn,
-) -> ServiceResult<Accepted> {
+pub async fn submit_one(state: &AppState, company: &CompanySlug, input: &MessageIn) -> ServiceResult<Accepted> {
     let mut results = submit_batch(state, company, std::slice::from_ref(input)).await?;
     results.pop().expect("one result per message")
 }
@@ -54,11 +50,7 @@ pub async fn submit_batch(
     for input in inputs {
         match prepare(state, &company, input, now, &mut effective_by_user).await {
             Ok(record) => {
-                slots.push((
-                    results.len(),
-                    record.row.id.clone(),
-                    status_name(&record.row.status),
-                ));
+                slots.push((results.len(), record.row.id.clone(), status_name(&record.row.status)));
                 records.push(record);
                 results.push(None);
             }
@@ -66,37 +58,24 @@ pub async fn submit_batch(
         }
     }
     if !records.is_empty() {
-        let outcomes = state.committer.insert(records).await?;
+        let outcomes = state.submissions.write(records).await?;
         state.wake.notify_one();
         for ((slot, id, status), outcome) in slots.into_iter().zip(outcomes) {
             results[slot] = Some(match outcome {
-                Inserted::New => Ok(Accepted {
-                    id,
-                    status,
-                    duplicate: false,
-                }),
+                Inserted::New => Ok(Accepted { id, status, duplicate: false }),
                 Inserted::Duplicate(id) => {
                     let first = state.store.message(company.slug.as_str(), &id).await?;
                     let status = first.map(|m| status_name(&m.status)).unwrap_or("queued");
-                    Ok(Accepted {
-                        id,
-                        status,
-                        duplicate: true,
-                    })
+                    Ok(Accepted { id, status, duplicate: true })
                 }
             });
         }
     }
-    Ok(results
-        .into_iter()
-        .map(|r| r.expect("every message judged"))
-        .collect())
+    Ok(results.into_iter().map(|r| r.expect("every message judged")).collect())
 }
 
 fn status_name(status: &str) -> &'static str {
-    MessageStatus::parse(status)
-        .map(MessageStatus::as_str)
-        .unwrap_or("queued")
+    MessageStatus::parse(status).map(MessageStatus::as_str).unwrap_or("queued")
 }
 
 async fn prepare(
@@ -125,36 +104,19 @@ async fn prepare(
     let ctx = SenderContext {
         policy: &effective.policy,
         company: company_mailbox.as_ref(),
-        login_username: connection
-            .server
-            .login
-            .as_ref()
-            .map(|l| l.username.as_str()),
+        login_username: connection.server.login.as_ref().map(|l| l.username.as_str()),
     };
-    let resolved = sender::resolve(
-        &message.kind,
-        message.from.as_ref(),
-        message.reply_to.as_ref(),
-        ctx,
-    )?;
+    let resolved = sender::resolve(&message.kind, message.from.as_ref(), message.reply_to.as_ref(), ctx)?;
 
     let id = uuid::Uuid::now_v7().to_string();
     let raw = mime::build(
         &message,
         &resolved,
         &mime::message_id(&id, &state.delivery.hostname),
-        message
-            .send_at
-            .filter(|t| *t > now)
-            .unwrap_or(now)
-            .unix_timestamp(),
+        message.send_at.filter(|t| *t > now).unwrap_or(now).unix_timestamp(),
     );
     if raw.len() > state.delivery.max_message_bytes {
-        let field = if message.attachments.is_empty() {
-            "text"
-        } else {
-            "attachments"
-        };
+        let field = if message.attachments.is_empty() { "text" } else { "attachments" };
         return Err(FieldError::new(
             field,
             format!(
@@ -167,10 +129,7 @@ async fn prepare(
     }
 
     let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
-    let scheduled = message
-        .send_at
-        .filter(|t| *t > now)
-        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
+    let scheduled = message.send_at.filter(|t| *t > now).map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64);
     // The envelope names each address once, even when the headers repeat it.
     let mut seen = std::collections::HashSet::new();
     let recipients = message
@@ -192,22 +151,13 @@ async fn prepare(
         company: company.slug.as_str().to_owned(),
         kind: message.kind.as_str().to_owned(),
         actor_id: user.map(|u| u.as_str().to_owned()),
-        status: if scheduled.is_some() {
-            MessageStatus::Scheduled
-        } else {
-            MessageStatus::Queued
-        }
-        .as_str()
-        .to_owned(),
+        status: if scheduled.is_some() { MessageStatus::Scheduled } else { MessageStatus::Queued }.as_str().to_owned(),
         from_header: resolved.from.to_string(),
         sender_header: resolved.sender.as_ref().map(ToString::to_string),
         reply_to_header: resolved.reply_to.as_ref().map(ToString::to_string),
         envelope_from: resolved.envelope_from.as_str().to_owned(),
         subject: message.subject.clone(),
-        idempotency_key: message
-            .idempotency_key
-            .as_ref()
-            .map(|k| k.as_str().to_owned()),
+        idempotency_key: message.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
         tags: serde_json::to_string(&message.tags).map_err(anyhow::Error::from)?,
         size_bytes: raw.len() as i64,
         created_at: now_ms,
@@ -217,9 +167,5 @@ async fn prepare(
         last_reply: None,
         updated_at: now_ms,
     };
-    Ok(NewMessageRecord {
-        row,
-        recipients,
-        raw,
-    })
+    Ok(NewMessageRecord { row, recipients, raw })
 }

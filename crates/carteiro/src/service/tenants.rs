@@ -28,12 +28,7 @@ pub struct CompanyOut {
 
 impl From<CompanyRow> for CompanyOut {
     fn from(row: CompanyRow) -> Self {
-        Self {
-            slug: row.slug,
-            name: row.name,
-            email: row.email,
-            created_at: rfc3339(row.created_at),
-        }
+        Self { slug: row.slug, name: row.name, email: row.email, created_at: rfc3339(row.created_at) }
     }
 }
 
@@ -47,17 +42,11 @@ pub struct Company {
 impl Company {
     pub fn mailbox(&self) -> Option<Mailbox> {
         let name = DisplayName::parse("name", &self.name).ok().flatten();
-        self.email
-            .clone()
-            .map(|address| Mailbox::new(name, address))
+        self.email.clone().map(|address| Mailbox::new(name, address))
     }
 }
 
-pub async fn create_company(
-    state: &AppState,
-    actor: &Actor,
-    input: &CompanyIn,
-) -> ServiceResult<CompanyOut> {
+pub async fn create_company(state: &AppState, actor: &Actor, input: &CompanyIn) -> ServiceResult<CompanyOut> {
     let mut errors = FieldErrors::default();
     let slug = errors.check(CompanySlug::parse("slug", input.slug.trim()));
     let name = match DisplayName::parse("name", &input.name) {
@@ -88,16 +77,10 @@ pub async fn create_company(
         email: email.map(|e| e.as_str().to_owned()),
         created_at: now_ms(),
     };
-    state
-        .store
-        .create_company(&row)
-        .await
-        .map_err(|e| match ServiceError::from(e) {
-            ServiceError::Conflict(_) => {
-                ServiceError::Conflict(format!("a company with slug {slug} already exists"))
-            }
-            other => other,
-        })?;
+    state.store.create_company(&row).await.map_err(|e| match ServiceError::from(e) {
+        ServiceError::Conflict(_) => ServiceError::Conflict(format!("a company with slug {slug} already exists")),
+        other => other,
+    })?;
     state
         .store
         .record_audit(&AuditRow {
@@ -121,10 +104,7 @@ pub async fn company(state: &AppState, slug: &CompanySlug) -> ServiceResult<Comp
         .ok_or_else(|| ServiceError::NotFound(format!("there is no company {slug}")))?;
     Ok(Company {
         slug: slug.clone(),
-        email: row
-            .email
-            .as_deref()
-            .and_then(|e| EmailAddress::parse("email", e).ok()),
+        email: row.email.as_deref().and_then(|e| EmailAddress::parse("email", e).ok()),
         name: row.name,
     })
 }
@@ -139,13 +119,7 @@ pub async fn company_out(state: &AppState, slug: &CompanySlug) -> ServiceResult<
 }
 
 pub async fn companies(state: &AppState) -> ServiceResult<Vec<CompanyOut>> {
-    Ok(state
-        .store
-        .companies()
-        .await?
-        .into_iter()
-        .map(CompanyOut::from)
-        .collect())
+    Ok(state.store.companies().await?.into_iter().map(CompanyOut::from).collect())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -191,12 +165,7 @@ pub async fn create_api_key(
     input: &ApiKeyIn,
 ) -> ServiceResult<NewApiKey> {
     self::company(state, company).await?;
-    let name = input
-        .name
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .unwrap_or("default");
+    let name = input.name.as_deref().map(str::trim).filter(|n| !n.is_empty()).unwrap_or("default");
     carteiro_core::error::check_header_text("name", name)?;
     let key = random_token(API_KEY_PREFIX);
     let row = ApiKeyRow {
@@ -219,38 +188,18 @@ pub async fn create_api_key(
             fields: vec!["name".into()],
         })
         .await?;
-    Ok(NewApiKey {
-        info: row.into(),
-        key,
-    })
+    Ok(NewApiKey { info: row.into(), key })
 }
 
 pub async fn api_keys(state: &AppState, company: &CompanySlug) -> ServiceResult<Vec<ApiKeyOut>> {
     self::company(state, company).await?;
-    Ok(state
-        .store
-        .api_keys(company.as_str())
-        .await?
-        .into_iter()
-        .map(ApiKeyOut::from)
-        .collect())
+    Ok(state.store.api_keys(company.as_str()).await?.into_iter().map(ApiKeyOut::from).collect())
 }
 
-pub async fn revoke_api_key(
-    state: &AppState,
-    actor: &Actor,
-    company: &CompanySlug,
-    id: &str,
-) -> ServiceResult<()> {
+pub async fn revoke_api_key(state: &AppState, actor: &Actor, company: &CompanySlug, id: &str) -> ServiceResult<()> {
     let now = now_ms();
-    if !state
-        .store
-        .revoke_api_key(company.as_str(), id, now)
-        .await?
-    {
-        return Err(ServiceError::NotFound(format!(
-            "there is no active API key {id} in company {company}"
-        )));
+    if !state.store.revoke_api_key(company.as_str(), id, now).await? {
+        return Err(ServiceError::NotFound(format!("there is no active API key {id} in company {company}")));
     }
     state
         .store

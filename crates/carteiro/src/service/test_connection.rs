@@ -46,19 +46,10 @@ pub struct TestTarget {
 impl TestConnectionIn {
     pub fn target(&self) -> Result<TestTarget, FieldErrors> {
         let mut errors = FieldErrors::default();
-        let company = self
-            .company
-            .as_deref()
-            .and_then(|c| errors.check(CompanySlug::parse("company", c)));
-        let user = self
-            .user
-            .as_deref()
-            .and_then(|u| errors.check(UserRef::parse("user", u)));
+        let company = self.company.as_deref().and_then(|c| errors.check(CompanySlug::parse("company", c)));
+        let user = self.user.as_deref().and_then(|u| errors.check(UserRef::parse("user", u)));
         if self.user.is_some() && self.company.is_none() {
-            errors.push(FieldError::new(
-                "user",
-                "user needs company: a user level belongs to a company",
-            ));
+            errors.push(FieldError::new("user", "user needs company: a user level belongs to a company"));
         }
         let to = errors.check(EmailAddress::parse("to", &self.to));
         match to {
@@ -77,8 +68,7 @@ pub async fn run(
         Some(slug) => Some(tenants::company(state, slug).await?),
         None => None,
     };
-    let mut levels =
-        settings::levels_for(state, target.company.as_ref(), target.user.as_ref()).await?;
+    let mut levels = settings::levels_for(state, target.company.as_ref(), target.user.as_ref()).await?;
     if let Some(doc) = unsaved {
         let (scope, slot) = match (&target.company, &target.user) {
             (Some(c), Some(u)) => (Scope::User(c.clone(), u.clone()), 2),
@@ -100,11 +90,7 @@ pub async fn run(
     let ctx = SenderContext {
         policy: &effective.policy,
         company: company_mailbox.as_ref(),
-        login_username: connection
-            .server
-            .login
-            .as_ref()
-            .map(|l| l.username.as_str()),
+        login_username: connection.server.login.as_ref().map(|l| l.username.as_str()),
     };
     let resolved = match sender::resolve(&Kind::System, None, None, ctx) {
         Ok(resolved) => resolved,
@@ -121,23 +107,12 @@ pub async fn run(
 
     let mut log = Transcript::default();
     let result = async {
-        let mut session =
-            Session::open(&connection, &state.tls, &state.delivery.hostname, &mut log).await?;
-        let transaction = session
-            .send(
-                resolved.envelope_from.as_str(),
-                &[target.to.as_str()],
-                &raw,
-                &mut log,
-            )
-            .await;
+        let mut session = Session::open(&connection, &state.tls, &state.delivery.hostname, &mut log).await?;
+        let transaction = session.send(resolved.envelope_from.as_str(), &[target.to.as_str()], &raw, &mut log).await;
         session.close(&transaction).await;
         let transaction = transaction?;
         match (transaction.rcpt.into_iter().next(), transaction.data) {
-            (Some(Err(reply)), _) => Err(Failure::Reply {
-                stage: Stage::RcptTo,
-                reply,
-            }),
+            (Some(Err(reply)), _) => Err(Failure::Reply { stage: Stage::RcptTo, reply }),
             (_, Some(Err(failure))) => Err(failure),
             _ => Ok(()),
         }
@@ -151,16 +126,7 @@ pub async fn run(
 }
 
 fn failed_before_connecting(step: &'static str, detail: &str) -> TestConnectionOut {
-    TestConnectionOut {
-        ok: false,
-        steps: vec![Step {
-            step,
-            ok: false,
-            ms: 0,
-            detail: detail.to_owned(),
-        }],
-        hint: None,
-    }
+    TestConnectionOut { ok: false, steps: vec![Step { step, ok: false, ms: 0, detail: detail.to_owned() }], hint: None }
 }
 
 fn test_message(target: &TestTarget) -> NewMessage {
@@ -243,12 +209,7 @@ pub fn hint(failure: &Failure, connection: &Connection) -> Option<String> {
 
 /// rustls' words when the peer answered a TLS hello with plain SMTP text.
 fn looks_like_plain_text(detail: &str) -> bool {
-    [
-        "corrupt message",
-        "InvalidContentType",
-        "invalid content type",
-        "received corrupt",
-    ]
-    .iter()
-    .any(|s| detail.contains(s))
+    ["corrupt message", "InvalidContentType", "invalid content type", "received corrupt"]
+        .iter()
+        .any(|s| detail.contains(s))
 }

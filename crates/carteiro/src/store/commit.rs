@@ -1,74 +1,117 @@
-//! Group commit: concurrent submissions share one transaction, so that one
-//! disk sync serves many callers. Each caller still hears back only after the
-//! commit that holds its messages, so every 202 follows its own durability.
+//! Group commit: concurrent writers share one transaction, so that one disk
+//! sync serves many callers. Each caller hears back only after the commit
+//! that holds its items: a submission's 202 still follows its own durability,
+//! and a delivery attempt is recorded before its message is let go.
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Inserted, NewMessageRecord, Store, StoreError, StoreResult};
+use super::{AttemptResult, Inserted, NewMessageRecord, Store, StoreError, StoreResult};
 
-/// Most messages, and most bytes of them, stored in one transaction.
-const MAX_GROUP: usize = 2000;
-const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
-
-type Job = (
-    Vec<NewMessageRecord>,
-    oneshot::Sender<StoreResult<Vec<Inserted>>>,
-);
-
-#[derive(Clone)]
-pub struct Committer {
-    jobs: mpsc::Sender<Job>,
+/// A write that can take many callers' items in one transaction.
+#[async_trait]
+pub trait GroupWrite: Clone + Send + Sync + 'static {
+    type Item: Send + Sync + 'static;
+    type Outcome: Send + 'static;
+    async fn write(&self, items: &[Self::Item]) -> StoreResult<Vec<Self::Outcome>>;
+    /// An item's share of a transaction's size limit (bytes, say).
+    fn weight(item: &Self::Item) -> usize;
 }
 
-impl Committer {
-    pub fn start(store: Arc<dyn Store>) -> Self {
+/// Stores submitted messages.
+#[derive(Clone)]
+pub struct InsertMessages(pub Arc<dyn Store>);
+
+#[async_trait]
+impl GroupWrite for InsertMessages {
+    type Item = NewMessageRecord;
+    type Outcome = Inserted;
+    async fn write(&self, items: &[NewMessageRecord]) -> StoreResult<Vec<Inserted>> {
+        self.0.insert_messages(items).await
+    }
+    fn weight(item: &NewMessageRecord) -> usize {
+        item.raw.len()
+    }
+}
+
+/// Records delivery attempts.
+#[derive(Clone)]
+pub struct FinishAttempts(pub Arc<dyn Store>);
+
+#[async_trait]
+impl GroupWrite for FinishAttempts {
+    type Item = AttemptResult;
+    type Outcome = bool;
+    async fn write(&self, items: &[AttemptResult]) -> StoreResult<Vec<bool>> {
+        self.0.finish_attempts(items).await
+    }
+    fn weight(item: &AttemptResult) -> usize {
+        item.attempt.reply.len() + 256
+    }
+}
+
+/// Most items, and most weight, in one transaction.
+const MAX_GROUP: usize = 2000;
+const MAX_GROUP_WEIGHT: usize = 64 * 1024 * 1024;
+
+type Job<W> = (Vec<<W as GroupWrite>::Item>, oneshot::Sender<StoreResult<Vec<<W as GroupWrite>::Outcome>>>);
+
+pub struct Grouped<W: GroupWrite> {
+    jobs: mpsc::Sender<Job<W>>,
+}
+
+impl<W: GroupWrite> Clone for Grouped<W> {
+    fn clone(&self) -> Self {
+        Self { jobs: self.jobs.clone() }
+    }
+}
+
+impl<W: GroupWrite> Grouped<W> {
+    pub fn start(writer: W) -> Self {
         let (jobs, queue) = mpsc::channel(1024);
-        tokio::spawn(run(store, queue));
+        tokio::spawn(run(writer, queue));
         Self { jobs }
     }
 
-    /// Stores the records in one transaction (possibly shared with other
+    /// Writes the items in one transaction (possibly shared with other
     /// callers'), answering once that transaction is committed.
-    pub async fn insert(&self, records: Vec<NewMessageRecord>) -> StoreResult<Vec<Inserted>> {
+    pub async fn write(&self, items: Vec<W::Item>) -> StoreResult<Vec<W::Outcome>> {
         let (reply, answer) = oneshot::channel();
         let stopped = || StoreError::Unavailable("carteiro is stopping".to_owned());
-        self.jobs
-            .send((records, reply))
-            .await
-            .map_err(|_| stopped())?;
+        self.jobs.send((items, reply)).await.map_err(|_| stopped())?;
         answer.await.map_err(|_| stopped())?
     }
 }
 
-async fn run(store: Arc<dyn Store>, mut queue: mpsc::Receiver<Job>) {
+async fn run<W: GroupWrite>(writer: W, mut queue: mpsc::Receiver<Job<W>>) {
     while let Some(first) = queue.recv().await {
-        let bytes = |job: &Job| job.0.iter().map(|r| r.raw.len()).sum::<usize>();
-        let (mut count, mut size) = (first.0.len(), bytes(&first));
+        let weight = |job: &Job<W>| job.0.iter().map(W::weight).sum::<usize>();
+        let (mut count, mut total) = (first.0.len(), weight(&first));
         let mut group = vec![first];
-        while count < MAX_GROUP && size < MAX_GROUP_BYTES {
+        while count < MAX_GROUP && total < MAX_GROUP_WEIGHT {
             let Ok(job) = queue.try_recv() else { break };
             count += job.0.len();
-            size += bytes(&job);
+            total += weight(&job);
             group.push(job);
         }
-        commit(&store, group).await;
+        commit(&writer, group).await;
     }
 }
 
-async fn commit(store: &Arc<dyn Store>, group: Vec<Job>) {
+async fn commit<W: GroupWrite>(writer: &W, group: Vec<Job<W>>) {
     let mut all = Vec::new();
     let mut replies = Vec::with_capacity(group.len());
-    for (records, reply) in group {
-        replies.push((records.len(), reply));
-        all.extend(records);
+    for (items, reply) in group {
+        replies.push((items.len(), reply));
+        all.extend(items);
     }
-    // In a task of its own: a panic fails this group, not every later submission.
+    // In a task of its own: a panic fails this group, not every later write.
     let attempt = tokio::spawn({
-        let store = store.clone();
+        let writer = writer.clone();
         async move {
-            let result = store.insert_messages(&all).await;
+            let result = writer.write(&all).await;
             (all, result)
         }
     })
@@ -76,11 +119,9 @@ async fn commit(store: &Arc<dyn Store>, group: Vec<Job>) {
     let (all, result) = match attempt {
         Ok(done) => done,
         Err(e) => {
-            tracing::error!(error = %e, "storing submissions failed");
+            tracing::error!(error = %e, "a grouped write failed");
             for (_, reply) in replies {
-                let _ = reply.send(Err(StoreError::Other(anyhow::anyhow!(
-                    "storing the messages failed"
-                ))));
+                let _ = reply.send(Err(StoreError::Other(anyhow::anyhow!("the write failed"))));
             }
             return;
         }
@@ -92,14 +133,14 @@ async fn commit(store: &Arc<dyn Store>, group: Vec<Job>) {
                 let _ = reply.send(Ok(outcomes.by_ref().take(count).collect()));
             }
         }
-        // One caller's failure must not become the others': commit each alone.
+        // One caller's failure must not become the others': write each alone.
         Err(error) if replies.len() == 1 => {
             let _ = replies.pop().expect("one caller").1.send(Err(error));
         }
         Err(_) => {
             let mut start = 0;
             for (count, reply) in replies {
-                let _ = reply.send(store.insert_messages(&all[start..start + count]).await);
+                let _ = reply.send(writer.write(&all[start..start + count]).await);
                 start += count;
             }
         }

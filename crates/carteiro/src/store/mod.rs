@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use carteiro_core::id::CompanySlug;
 use carteiro_core::settings::Scope;
 
-pub use commit::Committer;
+pub use commit::{FinishAttempts, Grouped, InsertMessages};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,13 +63,7 @@ pub trait TenantStore: Send + Sync {
     async fn admin_by_username(&self, username: &str) -> StoreResult<Option<AdminRow>>;
     async fn set_admin_password(&self, username: &str, password_hash: &str) -> StoreResult<bool>;
     async fn admin_count(&self) -> StoreResult<i64>;
-    async fn create_admin_token(
-        &self,
-        token_hash: &str,
-        admin_id: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> StoreResult<()>;
+    async fn create_admin_token(&self, token_hash: &str, admin_id: &str, now: i64, expires_at: i64) -> StoreResult<()>;
     async fn admin_by_token(&self, token_hash: &str, now: i64) -> StoreResult<Option<AdminRow>>;
 
     async fn create_api_key(&self, row: &ApiKeyRow, key_hash: &str) -> StoreResult<()>;
@@ -105,11 +99,7 @@ pub trait SettingsStore: Send + Sync {
     async fn record_audit(&self, audit: &AuditRow) -> StoreResult<()>;
     /// Whether any level holds a sealed secret (then a master key must already exist).
     async fn has_sealed_secrets(&self) -> StoreResult<bool>;
-    async fn audit_log(
-        &self,
-        company: Option<&CompanySlug>,
-        limit: i64,
-    ) -> StoreResult<Vec<AuditRow>>;
+    async fn audit_log(&self, company: Option<&CompanySlug>, limit: i64) -> StoreResult<Vec<AuditRow>>;
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -202,11 +192,27 @@ pub struct AttemptResult {
     /// The claim that leased the message: a later claim of the same message has another.
     pub lease: String,
     pub attempt: AttemptRow,
-    /// (position, state, code, reply) for each recipient the attempt touched.
-    pub recipients: Vec<(i64, String, Option<i64>, Option<String>)>,
+    /// The recipients the attempt tried, each with its new state.
+    pub recipients: Vec<RecipientUpdate>,
     pub status: String,
     pub due_at: Option<i64>,
     pub envelope_from: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecipientUpdate {
+    pub position: i64,
+    pub state: String,
+    pub code: Option<i64>,
+    pub reply: Option<String>,
+}
+
+/// What a session needs to send a claimed message: its bytes and its recipients.
+#[derive(Debug, Clone)]
+pub struct Parcel {
+    pub id: String,
+    pub raw: Vec<u8>,
+    pub recipients: Vec<RecipientRow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,11 +231,7 @@ pub trait MessageStore: Send + Sync {
     async fn recipients(&self, id: &str) -> StoreResult<Vec<RecipientRow>>;
     async fn attempts(&self, id: &str) -> StoreResult<Vec<AttemptRow>>;
     async fn raw(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
-    async fn list_messages(
-        &self,
-        company: &str,
-        filter: &MessageFilter,
-    ) -> StoreResult<Vec<MessageRow>>;
+    async fn list_messages(&self, company: &str, filter: &MessageFilter) -> StoreResult<Vec<MessageRow>>;
     async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<CancelOutcome>;
 
     /// Puts messages whose lease expired (their worker died) back in the queue.
@@ -239,6 +241,7 @@ pub trait MessageStore: Send + Sync {
     /// The earliest due time of any waiting message, to sleep until then.
     async fn next_due_at(&self) -> StoreResult<Option<i64>>;
     /// Claims up to `limit` due messages of one company under a lease named `claim`.
+    /// Their status stays as it is until a session starts sending them.
     async fn claim(
         &self,
         company: &str,
@@ -250,9 +253,15 @@ pub trait MessageStore: Send + Sync {
     /// Renews the leases of the claims still being worked on.
     async fn extend_leases(&self, claims: &[String], lease_until: i64) -> StoreResult<u64>;
     /// Records an attempt and moves the message on, if the lease is still ours.
-    async fn finish_attempt(&self, result: &AttemptResult) -> StoreResult<bool>;
-    /// Gives one message back to the queue, due at `due_at` (its attempt could not run or be recorded).
-    async fn release_message(&self, id: &str, claim: &str, due_at: i64) -> StoreResult<bool>;
+    /// Marks claimed messages as being sent, unless cancelled meanwhile; the ids marked.
+    async fn start_sending(&self, ids: &[String], claims: &[String], now: i64) -> StoreResult<Vec<String>>;
+    /// The bodies and recipients of claimed messages, in no particular order.
+    async fn load_parcels(&self, ids: &[String]) -> StoreResult<Vec<Parcel>>;
+    /// Records attempts and moves their messages on, in one transaction; for
+    /// each, whether the lease was still its claim's (else nothing is written for it).
+    async fn finish_attempts(&self, results: &[AttemptResult]) -> StoreResult<Vec<bool>>;
+    /// Gives messages back to the queue, due at `due_at`, if one of `claims` still holds them.
+    async fn release_messages(&self, ids: &[String], claims: &[String], due_at: i64) -> StoreResult<u64>;
     /// Gives back every message held by these claims (clean shutdown).
     async fn release_claims(&self, claims: &[String], now: i64) -> StoreResult<u64>;
 }

@@ -4,6 +4,7 @@
 //! anyway; queueing them in-process avoids busy retries), reads through a
 //! small pool.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use carteiro_core::id::CompanySlug;
 use carteiro_core::settings::Scope;
 use carteiro_core::status::MessageStatus;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{AssertSqlSafe, FromRow, QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::*;
 
@@ -37,9 +38,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        Self::with_options(options)
-            .await
-            .with_context(|| format!("cannot open the database {}", path.display()))
+        Self::with_options(options).await.with_context(|| format!("cannot open the database {}", path.display()))
     }
 
     /// Opens a `sqlite:` URL given with `--database-url`.
@@ -55,14 +54,8 @@ impl SqliteStore {
     }
 
     async fn with_options(options: SqliteConnectOptions) -> Result<Self, sqlx::Error> {
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options.read_only(true))
-            .await?;
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
         Ok(Self { writer, reader })
     }
 }
@@ -74,10 +67,7 @@ fn classify(error: sqlx::Error) -> StoreError {
         // SQLITE_FULL (13), SQLITE_IOERR (10), SQLITE_CANTOPEN (14), SQLITE_BUSY (5): the disk or the file, not the request.
         sqlx::Error::Database(db)
             if matches!(
-                db.code()
-                    .as_deref()
-                    .and_then(|c| c.parse::<i32>().ok())
-                    .map(|c| c & 0xff),
+                db.code().as_deref().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff),
                 Some(5 | 10 | 13 | 14)
             ) =>
         {
@@ -111,16 +101,14 @@ fn level_key(scope: &Scope) -> (&str, &str) {
 #[async_trait]
 impl TenantStore for SqliteStore {
     async fn create_company(&self, row: &CompanyRow) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO companies (slug, name, email, created_at) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&row.slug)
-        .bind(&row.name)
-        .bind(&row.email)
-        .bind(row.created_at)
-        .execute(&self.writer)
-        .await
-        .store()?;
+        sqlx::query("INSERT INTO companies (slug, name, email, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&row.slug)
+            .bind(&row.name)
+            .bind(&row.email)
+            .bind(row.created_at)
+            .execute(&self.writer)
+            .await
+            .store()?;
         Ok(())
     }
 
@@ -140,26 +128,26 @@ impl TenantStore for SqliteStore {
     }
 
     async fn create_admin(&self, row: &AdminRow, now: i64) -> StoreResult<()> {
-        sqlx::query("INSERT INTO admins (id, username, password_hash, company, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&row.id)
-            .bind(&row.username)
-            .bind(&row.password_hash)
-            .bind(&row.company)
-            .bind(now)
-            .execute(&self.writer)
-            .await
-            .store()?;
+        sqlx::query(
+            "INSERT INTO admins (id, username, password_hash, company, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&row.id)
+        .bind(&row.username)
+        .bind(&row.password_hash)
+        .bind(&row.company)
+        .bind(now)
+        .execute(&self.writer)
+        .await
+        .store()?;
         Ok(())
     }
 
     async fn admin_by_username(&self, username: &str) -> StoreResult<Option<AdminRow>> {
-        sqlx::query_as(
-            "SELECT id, username, password_hash, company FROM admins WHERE username = $1",
-        )
-        .bind(username)
-        .fetch_optional(&self.reader)
-        .await
-        .store()
+        sqlx::query_as("SELECT id, username, password_hash, company FROM admins WHERE username = $1")
+            .bind(username)
+            .fetch_optional(&self.reader)
+            .await
+            .store()
     }
 
     async fn set_admin_password(&self, username: &str, password_hash: &str) -> StoreResult<bool> {
@@ -181,19 +169,10 @@ impl TenantStore for SqliteStore {
     }
 
     async fn admin_count(&self) -> StoreResult<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM admins")
-            .fetch_one(&self.reader)
-            .await
-            .store()
+        sqlx::query_scalar("SELECT COUNT(*) FROM admins").fetch_one(&self.reader).await.store()
     }
 
-    async fn create_admin_token(
-        &self,
-        token_hash: &str,
-        admin_id: &str,
-        now: i64,
-        expires_at: i64,
-    ) -> StoreResult<()> {
+    async fn create_admin_token(&self, token_hash: &str, admin_id: &str, now: i64, expires_at: i64) -> StoreResult<()> {
         sqlx::query("INSERT INTO admin_tokens (token_hash, admin_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
             .bind(token_hash)
             .bind(admin_id)
@@ -218,27 +197,27 @@ impl TenantStore for SqliteStore {
     }
 
     async fn create_api_key(&self, row: &ApiKeyRow, key_hash: &str) -> StoreResult<()> {
-        sqlx::query("INSERT INTO api_keys (id, company, key_hash, prefix, name, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
-            .bind(&row.id)
-            .bind(&row.company)
-            .bind(key_hash)
-            .bind(&row.prefix)
-            .bind(&row.name)
-            .bind(row.created_at)
-            .execute(&self.writer)
-            .await
-            .store()?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, company, key_hash, prefix, name, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&row.id)
+        .bind(&row.company)
+        .bind(key_hash)
+        .bind(&row.prefix)
+        .bind(&row.name)
+        .bind(row.created_at)
+        .execute(&self.writer)
+        .await
+        .store()?;
         Ok(())
     }
 
     async fn api_key_company(&self, key_hash: &str) -> StoreResult<Option<String>> {
-        sqlx::query_scalar(
-            "SELECT company FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-        )
-        .bind(key_hash)
-        .fetch_optional(&self.reader)
-        .await
-        .store()
+        sqlx::query_scalar("SELECT company FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL")
+            .bind(key_hash)
+            .fetch_optional(&self.reader)
+            .await
+            .store()
     }
 
     async fn api_keys(&self, company: &str) -> StoreResult<Vec<ApiKeyRow>> {
@@ -252,13 +231,14 @@ impl TenantStore for SqliteStore {
     }
 
     async fn revoke_api_key(&self, company: &str, id: &str, now: i64) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE company = $2 AND id = $3 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(company)
-            .bind(id)
-            .execute(&self.writer)
-            .await
-            .store()?;
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE company = $2 AND id = $3 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(company)
+                .bind(id)
+                .execute(&self.writer)
+                .await
+                .store()?;
         Ok(done.rows_affected() == 1)
     }
 }
@@ -281,16 +261,14 @@ async fn insert_audit(conn: &mut sqlx::SqliteConnection, audit: &AuditRow) -> St
 impl SettingsStore for SqliteStore {
     async fn level(&self, scope: &Scope) -> StoreResult<Option<LevelRow>> {
         let (company, user) = level_key(scope);
-        let row = sqlx::query("SELECT document, sealed_password FROM settings_levels WHERE company = $1 AND user_ref = $2")
-            .bind(company)
-            .bind(user)
-            .fetch_optional(&self.reader)
-            .await
-            .store()?;
-        Ok(row.map(|r| LevelRow {
-            document: r.get("document"),
-            sealed_password: r.get("sealed_password"),
-        }))
+        let row =
+            sqlx::query("SELECT document, sealed_password FROM settings_levels WHERE company = $1 AND user_ref = $2")
+                .bind(company)
+                .bind(user)
+                .fetch_optional(&self.reader)
+                .await
+                .store()?;
+        Ok(row.map(|r| LevelRow { document: r.get("document"), sealed_password: r.get("sealed_password") }))
     }
 
     async fn save_level(&self, scope: &Scope, row: &LevelRow, audit: &AuditRow) -> StoreResult<()> {
@@ -321,22 +299,14 @@ impl SettingsStore for SqliteStore {
     }
 
     async fn has_sealed_secrets(&self) -> StoreResult<bool> {
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM settings_levels WHERE sealed_password IS NOT NULL)",
-        )
-        .fetch_one(&self.reader)
-        .await
-        .store()
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM settings_levels WHERE sealed_password IS NOT NULL)")
+            .fetch_one(&self.reader)
+            .await
+            .store()
     }
 
-    async fn audit_log(
-        &self,
-        company: Option<&CompanySlug>,
-        limit: i64,
-    ) -> StoreResult<Vec<AuditRow>> {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT at, actor, action, company, target, fields FROM audit_log",
-        );
+    async fn audit_log(&self, company: Option<&CompanySlug>, limit: i64) -> StoreResult<Vec<AuditRow>> {
+        let mut query = QueryBuilder::<Sqlite>::new("SELECT at, actor, action, company, target, fields FROM audit_log");
         if let Some(company) = company {
             query.push(" WHERE company = ").push_bind(company.as_str());
         }
@@ -358,7 +328,8 @@ impl SettingsStore for SqliteStore {
     }
 }
 
-const MESSAGE_COLUMNS: &str = "id, company, kind, actor_id, status, from_header, sender_header, reply_to_header, envelope_from,
+const MESSAGE_COLUMNS: &str =
+    "id, company, kind, actor_id, status, from_header, sender_header, reply_to_header, envelope_from,
     subject, idempotency_key, tags, size_bytes, created_at, send_at, due_at, attempt_count, last_reply, updated_at";
 
 #[async_trait]
@@ -369,14 +340,13 @@ impl MessageStore for SqliteStore {
         for record in records {
             let m = &record.row;
             if let Some(key) = &m.idempotency_key {
-                let existing: Option<String> = sqlx::query_scalar(
-                    "SELECT id FROM messages WHERE company = $1 AND idempotency_key = $2",
-                )
-                .bind(&m.company)
-                .bind(key)
-                .fetch_optional(&mut *tx)
-                .await
-                .store()?;
+                let existing: Option<String> =
+                    sqlx::query_scalar("SELECT id FROM messages WHERE company = $1 AND idempotency_key = $2")
+                        .bind(&m.company)
+                        .bind(key)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .store()?;
                 if let Some(id) = existing {
                     outcomes.push(Inserted::Duplicate(id));
                     continue;
@@ -437,14 +407,12 @@ impl MessageStore for SqliteStore {
     }
 
     async fn message(&self, company: &str, id: &str) -> StoreResult<Option<MessageRow>> {
-        sqlx::query_as(AssertSqlSafe(format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE company = $1 AND id = $2"
-        )))
-        .bind(company)
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await
-        .store()
+        sqlx::query_as(AssertSqlSafe(format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE company = $1 AND id = $2")))
+            .bind(company)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .store()
     }
 
     async fn recipients(&self, id: &str) -> StoreResult<Vec<RecipientRow>> {
@@ -458,11 +426,13 @@ impl MessageStore for SqliteStore {
     }
 
     async fn attempts(&self, id: &str) -> StoreResult<Vec<AttemptRow>> {
-        sqlx::query_as("SELECT at, server, code, reply, ms, outcome, refusals FROM attempts WHERE message_id = $1 ORDER BY id")
-            .bind(id)
-            .fetch_all(&self.reader)
-            .await
-            .store()
+        sqlx::query_as(
+            "SELECT at, server, code, reply, ms, outcome, refusals FROM attempts WHERE message_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.reader)
+        .await
+        .store()
     }
 
     async fn raw(&self, id: &str) -> StoreResult<Option<Vec<u8>>> {
@@ -473,23 +443,14 @@ impl MessageStore for SqliteStore {
             .store()
     }
 
-    async fn list_messages(
-        &self,
-        company: &str,
-        filter: &MessageFilter,
-    ) -> StoreResult<Vec<MessageRow>> {
-        let mut query = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE company = "
-        ));
+    async fn list_messages(&self, company: &str, filter: &MessageFilter) -> StoreResult<Vec<MessageRow>> {
+        let mut query = QueryBuilder::<Sqlite>::new(format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE company = "));
         query.push_bind(company);
         if let Some(status) = &filter.status {
             query.push(" AND status = ").push_bind(status);
         }
         if let Some(recipient) = &filter.recipient {
-            query
-                .push(" AND id IN (SELECT message_id FROM recipients WHERE address = ")
-                .push_bind(recipient)
-                .push(")");
+            query.push(" AND id IN (SELECT message_id FROM recipients WHERE address = ").push_bind(recipient).push(")");
         }
         if let Some(after) = filter.after {
             query.push(" AND created_at >= ").push_bind(after);
@@ -497,35 +458,28 @@ impl MessageStore for SqliteStore {
         if let Some(before) = filter.before {
             query.push(" AND created_at < ").push_bind(before);
         }
-        query
-            .push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .push_bind(filter.limit);
+        query.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(filter.limit);
         query.build_query_as().fetch_all(&self.reader).await.store()
     }
 
     async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<CancelOutcome> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
-        let status: Option<String> =
-            sqlx::query_scalar("SELECT status FROM messages WHERE company = $1 AND id = $2")
-                .bind(company)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .store()?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM messages WHERE company = $1 AND id = $2")
+            .bind(company)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .store()?;
         let outcome = match status {
             None => CancelOutcome::NotFound,
-            Some(s) if !MessageStatus::parse(&s).is_some_and(MessageStatus::can_cancel) => {
-                CancelOutcome::TooLate(s)
-            }
+            Some(s) if !MessageStatus::parse(&s).is_some_and(MessageStatus::can_cancel) => CancelOutcome::TooLate(s),
             Some(_) => {
-                sqlx::query(
-                    "UPDATE messages SET status = 'cancelled', updated_at = $1 WHERE id = $2",
-                )
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .store()?;
+                sqlx::query("UPDATE messages SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .store()?;
                 CancelOutcome::Cancelled
             }
         };
@@ -535,8 +489,9 @@ impl MessageStore for SqliteStore {
 
     async fn release_expired_leases(&self, now: i64) -> StoreResult<u64> {
         let done = sqlx::query(
-            "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
-             WHERE status = 'sending' AND lease_expires_at < $1",
+            "UPDATE messages SET status = CASE status WHEN 'sending' THEN 'queued' ELSE status END,
+               lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+             WHERE lease_owner IS NOT NULL AND lease_expires_at < $1",
         )
         .bind(now)
         .execute(&self.writer)
@@ -547,7 +502,8 @@ impl MessageStore for SqliteStore {
 
     async fn due_companies(&self, now: i64) -> StoreResult<Vec<String>> {
         sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT company FROM messages WHERE status IN {WAITING} AND due_at <= $1 GROUP BY company ORDER BY MIN(due_at)"
+            "SELECT company FROM messages WHERE status IN {WAITING} AND due_at <= $1 AND lease_owner IS NULL
+             GROUP BY +company ORDER BY MIN(due_at)"
         )))
         .bind(now)
         .fetch_all(&self.reader)
@@ -557,7 +513,7 @@ impl MessageStore for SqliteStore {
 
     async fn next_due_at(&self) -> StoreResult<Option<i64>> {
         sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT MIN(due_at) FROM messages WHERE status IN {WAITING}"
+            "SELECT MIN(due_at) FROM messages WHERE status IN {WAITING} AND lease_owner IS NULL"
         )))
         .fetch_one(&self.reader)
         .await
@@ -573,8 +529,9 @@ impl MessageStore for SqliteStore {
         limit: i64,
     ) -> StoreResult<Vec<ClaimedMessage>> {
         sqlx::query_as(AssertSqlSafe(format!(
-            "UPDATE messages SET status = 'sending', lease_owner = $1, lease_expires_at = $2, updated_at = $3
+            "UPDATE messages SET lease_owner = $1, lease_expires_at = $2, updated_at = $3
              WHERE id IN (SELECT id FROM messages WHERE company = $4 AND status IN {WAITING} AND due_at <= $3
+                            AND lease_owner IS NULL
                           ORDER BY due_at LIMIT $5)
              RETURNING id, company, kind, actor_id, envelope_from, COALESCE(send_at, created_at) AS due_since, attempt_count"
         )))
@@ -591,7 +548,7 @@ impl MessageStore for SqliteStore {
     async fn extend_leases(&self, claims: &[String], lease_until: i64) -> StoreResult<u64> {
         let done = sqlx::query(
             "UPDATE messages SET lease_expires_at = $1
-             WHERE lease_owner IN (SELECT value FROM json_each($2)) AND status = 'sending'",
+             WHERE lease_owner IN (SELECT value FROM json_each($2))",
         )
         .bind(lease_until)
         .bind(serde_json::to_string(claims).context("claims")?)
@@ -601,75 +558,126 @@ impl MessageStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn finish_attempt(&self, result: &AttemptResult) -> StoreResult<bool> {
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
-        let a = &result.attempt;
-        let moved = sqlx::query(
-            "UPDATE messages SET status = $1, due_at = COALESCE($2, due_at), attempt_count = attempt_count + 1,
-               lease_owner = NULL, lease_expires_at = NULL, last_reply = $3, envelope_from = $4, updated_at = $5
-             WHERE id = $6 AND lease_owner = $7 AND status = 'sending'",
+    async fn start_sending(&self, ids: &[String], claims: &[String], now: i64) -> StoreResult<Vec<String>> {
+        sqlx::query_scalar(AssertSqlSafe(format!(
+            "UPDATE messages SET status = 'sending', updated_at = $1
+             WHERE id IN (SELECT value FROM json_each($2)) AND lease_owner IN (SELECT value FROM json_each($3))
+               AND status IN {WAITING}
+             RETURNING id"
+        )))
+        .bind(now)
+        .bind(serde_json::to_string(ids).context("ids")?)
+        .bind(serde_json::to_string(claims).context("claims")?)
+        .fetch_all(&self.writer)
+        .await
+        .store()
+    }
+
+    async fn load_parcels(&self, ids: &[String]) -> StoreResult<Vec<Parcel>> {
+        let ids_json = serde_json::to_string(ids).context("ids")?;
+        let bodies: Vec<(String, Vec<u8>)> = sqlx::query_as(
+            "SELECT message_id, raw FROM message_bodies WHERE message_id IN (SELECT value FROM json_each($1))",
         )
-        .bind(&result.status)
-        .bind(result.due_at)
-        .bind(&a.reply)
-        .bind(&result.envelope_from)
-        .bind(a.at + a.ms)
-        .bind(&result.message_id)
-        .bind(&result.lease)
-        .execute(&mut *tx)
+        .bind(&ids_json)
+        .fetch_all(&self.reader)
         .await
         .store()?;
-        if moved.rows_affected() != 1 {
-            // The lease expired and another worker took the message over: its record wins.
-            return Ok(false);
+        let rows = sqlx::query(
+            "SELECT message_id, position, kind, address, display, state, code, reply FROM recipients
+             WHERE message_id IN (SELECT value FROM json_each($1)) ORDER BY message_id, position",
+        )
+        .bind(&ids_json)
+        .fetch_all(&self.reader)
+        .await
+        .store()?;
+        let mut recipients: HashMap<String, Vec<RecipientRow>> = HashMap::new();
+        for row in rows {
+            recipients.entry(row.get("message_id")).or_default().push(RecipientRow::from_row(&row).store()?);
         }
-        sqlx::query(
-            "INSERT INTO attempts (message_id, at, server, code, reply, ms, outcome, refusals) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&result.message_id)
-        .bind(a.at)
-        .bind(&a.server)
-        .bind(a.code)
-        .bind(&a.reply)
-        .bind(a.ms)
-        .bind(&a.outcome)
-        .bind(&a.refusals)
-        .execute(&mut *tx)
-        .await
-        .store()?;
-        for (position, state, code, reply) in &result.recipients {
-            sqlx::query("UPDATE recipients SET state = $1, code = $2, reply = $3 WHERE message_id = $4 AND position = $5")
-                .bind(state)
-                .bind(code)
-                .bind(reply)
+        Ok(bodies
+            .into_iter()
+            .map(|(id, raw)| Parcel { recipients: recipients.remove(&id).unwrap_or_default(), id, raw })
+            .collect())
+    }
+
+    async fn finish_attempts(&self, results: &[AttemptResult]) -> StoreResult<Vec<bool>> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
+        let mut recorded = Vec::with_capacity(results.len());
+        for result in results {
+            let a = &result.attempt;
+            let moved = sqlx::query(
+                "UPDATE messages SET status = $1, due_at = COALESCE($2, due_at), attempt_count = attempt_count + 1,
+                   lease_owner = NULL, lease_expires_at = NULL, last_reply = $3, envelope_from = $4, updated_at = $5
+                 WHERE id = $6 AND lease_owner = $7",
+            )
+            .bind(&result.status)
+            .bind(result.due_at)
+            .bind(&a.reply)
+            .bind(&result.envelope_from)
+            .bind(a.at + a.ms)
+            .bind(&result.message_id)
+            .bind(&result.lease)
+            .execute(&mut *tx)
+            .await
+            .store()?;
+            // Another claim took the message over after this one's lease expired: its record wins.
+            let ours = moved.rows_affected() == 1;
+            recorded.push(ours);
+            if !ours {
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO attempts (message_id, at, server, code, reply, ms, outcome, refusals) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&result.message_id)
+            .bind(a.at)
+            .bind(&a.server)
+            .bind(a.code)
+            .bind(&a.reply)
+            .bind(a.ms)
+            .bind(&a.outcome)
+            .bind(&a.refusals)
+            .execute(&mut *tx)
+            .await
+            .store()?;
+            for r in &result.recipients {
+                sqlx::query(
+                    "UPDATE recipients SET state = $1, code = $2, reply = $3 WHERE message_id = $4 AND position = $5",
+                )
+                .bind(&r.state)
+                .bind(r.code)
+                .bind(&r.reply)
                 .bind(&result.message_id)
-                .bind(position)
+                .bind(r.position)
                 .execute(&mut *tx)
                 .await
                 .store()?;
+            }
         }
         tx.commit().await.store()?;
-        Ok(true)
+        Ok(recorded)
     }
 
-    async fn release_message(&self, id: &str, claim: &str, due_at: i64) -> StoreResult<bool> {
+    async fn release_messages(&self, ids: &[String], claims: &[String], due_at: i64) -> StoreResult<u64> {
         let done = sqlx::query(
-            "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, due_at = $1, updated_at = $1
-             WHERE id = $2 AND lease_owner = $3 AND status = 'sending'",
+            "UPDATE messages SET status = CASE status WHEN 'sending' THEN 'queued' ELSE status END,
+               lease_owner = NULL, lease_expires_at = NULL, due_at = $1, updated_at = $1
+             WHERE id IN (SELECT value FROM json_each($2)) AND lease_owner IN (SELECT value FROM json_each($3))",
         )
         .bind(due_at)
-        .bind(id)
-        .bind(claim)
+        .bind(serde_json::to_string(ids).context("ids")?)
+        .bind(serde_json::to_string(claims).context("claims")?)
         .execute(&self.writer)
         .await
         .store()?;
-        Ok(done.rows_affected() == 1)
+        Ok(done.rows_affected())
     }
 
     async fn release_claims(&self, claims: &[String], now: i64) -> StoreResult<u64> {
         let done = sqlx::query(
-            "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
-             WHERE lease_owner IN (SELECT value FROM json_each($2)) AND status = 'sending'",
+            "UPDATE messages SET status = CASE status WHEN 'sending' THEN 'queued' ELSE status END,
+               lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
+             WHERE lease_owner IN (SELECT value FROM json_each($2))",
         )
         .bind(now)
         .bind(serde_json::to_string(claims).context("claims")?)
@@ -683,18 +691,12 @@ impl MessageStore for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
-        MIGRATOR
-            .run(&self.writer)
-            .await
-            .context("applying the database migrations")?;
+        MIGRATOR.run(&self.writer).await.context("applying the database migrations")?;
         Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .store()?;
+        sqlx::query("SELECT 1").execute(&self.reader).await.store()?;
         Ok(())
     }
 }

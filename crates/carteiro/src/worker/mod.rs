@@ -1,41 +1,88 @@
-//! The delivery worker: claims due messages under a lease, company by
-//! company so that one slow or dead server holds only its own company's
-//! slots, sends each over its own SMTP session, and records the outcome.
+//! The delivery worker. It claims due messages under leases, company by
+//! company, and hands them to lanes: one per (company, server), each with its
+//! own parallel sessions, rate, bundling and pause after an unreachable
+//! server, so that one slow or dead server holds only its own lane. Sessions
+//! run as tasks; the worker alone decides what starts, so the bookkeeping
+//! needs no locks.
 //!
 //! Each claim has its own name on the lease. The worker renews only the
-//! leases of claims it is still working on, and a recorded outcome counts
-//! only if the lease is still that claim's: a message taken over after a
-//! stall is never recorded twice. If the process dies, its messages return
-//! to the queue when their leases expire.
+//! leases of claims it still holds, and a recorded outcome counts only if
+//! the lease is still that claim's: a message taken over after a stall is
+//! never recorded twice. If the process dies, its messages return to the
+//! queue when their leases expire.
 
-mod deliver;
+mod lanes;
+mod outcome;
+mod route;
+mod session;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use carteiro_core::delivery::Failure;
 use tokio::task::{Id, JoinSet};
 use tokio_util::sync::CancellationToken;
 
+use self::lanes::Lane;
+use self::route::{LaneKey, Route, Routes};
+use self::session::{Ended, Job};
 use crate::state::{AppState, now_ms};
-use crate::store::ClaimedMessage;
 
 /// The shortest pause between two rounds, so that a busy queue cannot spin the loop.
-const MIN_PAUSE: Duration = Duration::from_millis(10);
+const MIN_PAUSE: Duration = Duration::from_millis(5);
+/// A lane with nothing to do is forgotten after this long.
+const LANE_IDLE: Duration = Duration::from_secs(60);
 
 pub struct Worker {
     state: AppState,
     /// This process's name; each claim's lease name starts with it.
     owner: String,
     claims: u64,
-    tasks: JoinSet<()>,
-    /// The message each running task holds, and under which claim.
-    running: HashMap<Id, Held>,
+    routes: Routes,
+    lanes: HashMap<LaneKey, Lane>,
+    tasks: JoinSet<Ended>,
+    /// What each running task carries: its lane and its messages.
+    running: HashMap<Id, (Option<LaneKey>, Vec<Job>)>,
+    held: Held,
 }
 
+/// The messages this worker holds (queued in lanes or being sent), by claim and by company.
+#[derive(Default)]
 struct Held {
-    message_id: String,
-    company: String,
-    claim: String,
+    by_claim: HashMap<String, usize>,
+    by_company: HashMap<String, usize>,
+    total: usize,
+}
+
+impl Held {
+    fn add(&mut self, job: &Job) {
+        *self.by_claim.entry(job.claim.clone()).or_default() += 1;
+        *self.by_company.entry(job.message.company.clone()).or_default() += 1;
+        self.total += 1;
+    }
+
+    fn remove(&mut self, job: &Job) {
+        let drop_one = |map: &mut HashMap<String, usize>, key: &str| {
+            if let Some(n) = map.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        };
+        drop_one(&mut self.by_claim, &job.claim);
+        drop_one(&mut self.by_company, &job.message.company);
+        self.total -= 1;
+    }
+
+    fn of_company(&self, company: &str) -> usize {
+        self.by_company.get(company).copied().unwrap_or(0)
+    }
+
+    fn claims(&self) -> Vec<String> {
+        self.by_claim.keys().cloned().collect()
+    }
 }
 
 impl Worker {
@@ -44,31 +91,30 @@ impl Worker {
             state,
             owner: format!("worker-{}", uuid::Uuid::now_v7()),
             claims: 0,
+            routes: Routes::default(),
+            lanes: HashMap::new(),
             tasks: JoinSet::new(),
             running: HashMap::new(),
+            held: Held::default(),
         }
     }
 
-    /// Delivers until `cancel` fires, then lets sends in flight finish for up
-    /// to `grace` and gives the rest back to the queue.
+    /// Delivers until `cancel` fires, then lets sessions in flight finish for
+    /// up to `grace` and gives everything else back to the queue.
     pub async fn run(mut self, cancel: CancellationToken, grace: Duration) {
         let lease = self.state.delivery.lease;
         let mut renew = tokio::time::interval(lease / 3);
         let mut recover = tokio::time::interval(lease / 2);
         loop {
-            let starved = match self.dispatch().await {
-                Ok(starved) => starved,
+            let full = match self.claim_due().await {
+                Ok(full) => full,
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot claim messages; will try again");
+                    tracing::warn!(error = format!("{e:#}"), "cannot claim messages; will try again");
                     false
                 }
             };
-            // Due mail waiting for a free slot waits for a send to finish, not for the clock.
-            let pause = if starved {
-                self.state.delivery.poll
-            } else {
-                self.pause().await
-            };
+            self.start_sessions();
+            let pause = self.pause(full).await;
             tokio::select! {
                 () = cancel.cancelled() => break,
                 () = self.state.wake.notified() => {}
@@ -81,10 +127,149 @@ impl Worker {
         self.stop(grace, &mut renew).await;
     }
 
-    /// Lets running sends finish for up to `grace` (renewing their leases
-    /// meanwhile), then stops the rest and gives their messages back.
+    /// Claims what is due, company by company, while each company and the
+    /// worker have room. True when due mail had to stay in the queue for lack of room.
+    async fn claim_due(&mut self) -> anyhow::Result<bool> {
+        let config = self.state.delivery.clone();
+        let now = now_ms();
+        let mut full = false;
+        for company in self.state.store.due_companies(now).await? {
+            let room = config
+                .company_backlog
+                .saturating_sub(self.held.of_company(&company))
+                .min(config.max_backlog.saturating_sub(self.held.total));
+            if room == 0 {
+                full = true;
+                continue;
+            }
+            self.claims += 1;
+            let claim = format!("{}:{}", self.owner, self.claims);
+            let lease_until = now + config.lease.as_millis() as i64;
+            let claimed = self.state.store.claim(&company, &claim, now, lease_until, room as i64).await?;
+            let mut unroutable: Vec<(Job, Failure)> = Vec::new();
+            for message in claimed {
+                let user = (message.kind == "user").then_some(message.actor_id.as_deref()).flatten();
+                let routing = self.routes.route(&self.state, &message.company, user).await?;
+                let job = Job { message, claim: claim.clone() };
+                self.held.add(&job);
+                match routing {
+                    Ok(route) => self.enqueue(job, route),
+                    Err(failure) => unroutable.push((job, failure)),
+                }
+            }
+            for (job, failure) in unroutable {
+                self.spawn_failure(None, vec![job], failure, "-".to_owned());
+            }
+        }
+        Ok(full)
+    }
+
+    fn enqueue(&mut self, job: Job, route: Arc<Route>) {
+        let now = Instant::now();
+        let lane = self.lanes.entry(route.lane.clone()).or_insert_with(|| Lane::new(route.clone()));
+        lane.push(job, route, now);
+    }
+
+    /// Starts every bundle the lanes have ready, within the global session limit;
+    /// a paused lane's queue is deferred at once with the failure that paused it.
+    fn start_sessions(&mut self) {
+        let now = Instant::now();
+        let max = self.state.delivery.max_in_flight;
+        let mut starts = Vec::new();
+        let mut deferrals = Vec::new();
+        for (key, lane) in &mut self.lanes {
+            if lane.is_paused(now) && !lane.queue.is_empty() {
+                let (_, failure) = lane.paused.clone().expect("paused");
+                deferrals.push((key.clone(), lane.queue.drain(..).collect::<Vec<_>>(), failure, lane.route.server()));
+                continue;
+            }
+            while self.running.len() + starts.len() < max {
+                let Some(bundle) = lane.next_bundle(now) else {
+                    break;
+                };
+                starts.push((key.clone(), lane.route.clone(), bundle));
+            }
+        }
+        for (key, route, bundle) in starts {
+            let state = self.state.clone();
+            let task = self.tasks.spawn(session::deliver(state, route, bundle.clone()));
+            self.running.insert(task.id(), (Some(key), bundle));
+        }
+        for (key, jobs, failure, server) in deferrals {
+            // Counted as a session of the lane, so nothing new starts before they are recorded.
+            if let Some(lane) = self.lanes.get_mut(&key) {
+                lane.sessions += 1;
+            }
+            self.spawn_failure(Some(key), jobs, failure, server);
+        }
+        self.lanes.retain(|_, lane| !lane.is_idle(now, LANE_IDLE));
+    }
+
+    fn spawn_failure(&mut self, lane: Option<LaneKey>, jobs: Vec<Job>, failure: Failure, server: String) {
+        let state = self.state.clone();
+        let carried = jobs.clone();
+        let task = self.tasks.spawn(async move {
+            session::record_failure(&state, &server, &carried, &failure, Duration::ZERO).await;
+            Ended::Done
+        });
+        self.running.insert(task.id(), (lane, jobs));
+    }
+
+    /// How long to sleep: until a lane's window closes or rate allows more,
+    /// or the next scheduled or deferred message is due; at most one poll
+    /// interval. With no room to claim, only a session's end (or the poll) helps.
+    async fn pause(&self, full: bool) -> Duration {
+        let poll = self.state.delivery.poll;
+        let now = Instant::now();
+        let lanes = self.lanes.values().filter_map(|l| l.wakes_at(now)).min().map(|at| at - now);
+        let due = if full {
+            None
+        } else {
+            match self.state.store.next_due_at().await {
+                Ok(Some(due)) => Some(Duration::from_millis((due - now_ms()).max(0) as u64)),
+                _ => None,
+            }
+        };
+        [lanes, due].into_iter().flatten().min().unwrap_or(poll).clamp(MIN_PAUSE, poll)
+    }
+
+    /// A task ended: its lane has a free session and its messages are no longer
+    /// held. An unreachable server pauses the lane; a panic gives the messages back.
+    async fn finished(&mut self, done: Result<(Id, Ended), tokio::task::JoinError>) {
+        let id = match &done {
+            Ok((id, _)) => *id,
+            Err(e) => e.id(),
+        };
+        let Some((key, jobs)) = self.running.remove(&id) else {
+            return;
+        };
+        for job in &jobs {
+            self.held.remove(job);
+        }
+        let lane = key.and_then(|k| self.lanes.get_mut(&k));
+        if let Some(lane) = lane {
+            lane.sessions -= 1;
+            lane.idle_since = Instant::now();
+            if let Ok((_, Ended::Unreachable(failure))) = &done {
+                let pause = self.state.delivery.retry.first_delay;
+                lane.paused = Some((Instant::now() + pause, failure.clone()));
+            }
+        }
+        if let Err(e) = done {
+            tracing::error!(error = %e, messages = jobs.len(), "a delivery task failed; its messages go back to the queue");
+            session::give_back(&self.state, &jobs).await;
+        }
+    }
+
+    /// Lets running sessions finish for up to `grace` (renewing their leases
+    /// meanwhile), then stops the rest and gives every held message back.
     async fn stop(&mut self, grace: Duration, renew: &mut tokio::time::Interval) {
-        tracing::info!(in_flight = self.tasks.len(), "worker stopping");
+        tracing::info!(sessions = self.tasks.len(), held = self.held.total, "worker stopping");
+        let queued: Vec<Job> = self.lanes.values_mut().flat_map(|lane| lane.queue.drain(..)).collect();
+        for job in &queued {
+            self.held.remove(job);
+        }
+        session::give_back(&self.state, &queued).await;
         let deadline = tokio::time::sleep(grace);
         tokio::pin!(deadline);
         while !self.tasks.is_empty() {
@@ -96,104 +281,22 @@ impl Worker {
         }
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
-        let unfinished: Vec<String> = self.running.drain().map(|(_, held)| held.claim).collect();
+        let unfinished = self.held.claims();
+        let in_sessions = self.running.len();
+        self.running.clear();
         if unfinished.is_empty() {
             return;
         }
         match self.state.store.release_claims(&unfinished, now_ms()).await {
-            Ok(n) => tracing::info!(released = n, "gave unfinished messages back to the queue"),
+            Ok(n) => tracing::info!(released = n, sessions = in_sessions, "gave unfinished messages back to the queue"),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot give messages back; their leases will expire")
             }
         }
     }
 
-    /// How long to sleep: until the next scheduled or deferred message is due, at most one poll interval.
-    async fn pause(&self) -> Duration {
-        let poll = self.state.delivery.poll;
-        let until_due = match self.state.store.next_due_at().await {
-            Ok(Some(due)) => Duration::from_millis((due - now_ms()).max(0) as u64),
-            _ => poll,
-        };
-        until_due.clamp(MIN_PAUSE, poll)
-    }
-
-    /// Claims what is due, company by company, within each company's free
-    /// slots. True when some due mail had to wait for a free slot.
-    async fn dispatch(&mut self) -> anyhow::Result<bool> {
-        let config = self.state.delivery.clone();
-        let now = now_ms();
-        let mut starved = false;
-        for company in self.state.store.due_companies(now).await? {
-            let free_total = config.max_in_flight.saturating_sub(self.tasks.len());
-            let used = self
-                .running
-                .values()
-                .filter(|h| h.company == company)
-                .count();
-            let free = config
-                .company_concurrency
-                .saturating_sub(used)
-                .min(free_total);
-            if free == 0 {
-                starved = true;
-                continue;
-            }
-            self.claims += 1;
-            let claim = format!("{}:{}", self.owner, self.claims);
-            let lease_until = now + config.lease.as_millis() as i64;
-            let claimed = self
-                .state
-                .store
-                .claim(&company, &claim, now, lease_until, free as i64)
-                .await?;
-            for message in claimed {
-                self.spawn(message, claim.clone());
-            }
-        }
-        Ok(starved)
-    }
-
-    fn spawn(&mut self, message: ClaimedMessage, claim: String) {
-        let held = Held {
-            message_id: message.id.clone(),
-            company: message.company.clone(),
-            claim: claim.clone(),
-        };
-        let state = self.state.clone();
-        let task = self
-            .tasks
-            .spawn(async move { deliver::attempt(&state, &message, &claim).await });
-        self.running.insert(task.id(), held);
-    }
-
-    /// A task ended: its slot is free. A panic gives its message back to the queue.
-    async fn finished(&mut self, done: Result<(Id, ()), tokio::task::JoinError>) {
-        let id = match &done {
-            Ok((id, ())) => *id,
-            Err(e) => e.id(),
-        };
-        let Some(held) = self.running.remove(&id) else {
-            return;
-        };
-        if let Err(e) = done {
-            tracing::error!(message_id = %held.message_id, error = %e, "the delivery task failed; the message goes back to the queue");
-            let retry_at = now_ms() + self.state.delivery.retry.first_delay.as_millis() as i64;
-            if let Err(e) = self
-                .state
-                .store
-                .release_message(&held.message_id, &held.claim, retry_at)
-                .await
-            {
-                tracing::warn!(message_id = %held.message_id, error = %e, "cannot give the message back; its lease will expire");
-            }
-        }
-    }
-
     async fn renew_leases(&self) {
-        let mut claims: Vec<String> = self.running.values().map(|h| h.claim.clone()).collect();
-        claims.sort_unstable();
-        claims.dedup();
+        let claims = self.held.claims();
         if claims.is_empty() {
             return;
         }
@@ -207,10 +310,7 @@ impl Worker {
     async fn recover_expired(&self) {
         match self.state.store.release_expired_leases(now_ms()).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                messages = n,
-                "took back messages whose worker stopped answering"
-            ),
+            Ok(n) => tracing::warn!(messages = n, "took back messages whose worker stopped answering"),
             Err(e) => tracing::warn!(error = %e, "cannot look for expired leases"),
         }
     }

@@ -52,11 +52,7 @@ fn succeeded(output: &Output) -> String {
 
 /// Expects a failed exit; its standard error.
 fn failed(output: &Output) -> String {
-    assert!(
-        !output.status.success(),
-        "expected a failure, got success\nstdout:\n{}",
-        stdout(output)
-    );
+    assert!(!output.status.success(), "expected a failure, got success\nstdout:\n{}", stdout(output));
     stderr(output)
 }
 
@@ -71,73 +67,20 @@ async fn carteiro_with_acme(port: u16) -> (Carteiro, Company) {
 #[tokio::test]
 async fn every_command_explains_itself_with_help() {
     let cases: &[(&[&str], &[&str])] = &[
-        (
-            &[],
-            &[
-                "outbound e-mail gateway",
-                "serve",
-                "migrate",
-                "send",
-                "test-connection",
-                "config",
-                "admin",
-            ],
-        ),
-        (
-            &["serve"],
-            &[
-                "Run the HTTP API and the delivery worker",
-                "--data-dir",
-                "--listen",
-                "--database-url",
-            ],
-        ),
-        (
-            &["migrate"],
-            &["Apply the database migrations", "--data-dir"],
-        ),
-        (
-            &["send"],
-            &[
-                "Queue a message",
-                "--company",
-                "--to",
-                "--subject",
-                "--text",
-                "--json",
-            ],
-        ),
-        (
-            &["test-connection"],
-            &["send a test e-mail", "--to", "--company"],
-        ),
-        (
-            &["config", "explain"],
-            &["effective value", "--company", "--user"],
-        ),
-        (
-            &["admin", "create"],
-            &[
-                "Create an administrator",
-                "--username",
-                "--company",
-                "--password-stdin",
-            ],
-        ),
-        (
-            &["admin", "reset-password"],
-            &["new password", "--username", "--password-stdin"],
-        ),
+        (&[], &["outbound e-mail gateway", "serve", "migrate", "send", "test-connection", "config", "admin"]),
+        (&["serve"], &["Run the HTTP API and the delivery worker", "--data-dir", "--listen", "--database-url"]),
+        (&["migrate"], &["Apply the database migrations", "--data-dir"]),
+        (&["send"], &["Queue a message", "--company", "--to", "--subject", "--text", "--json"]),
+        (&["test-connection"], &["send a test e-mail", "--to", "--company"]),
+        (&["config", "explain"], &["effective value", "--company", "--user"]),
+        (&["admin", "create"], &["Create an administrator", "--username", "--company", "--password-stdin"]),
+        (&["admin", "reset-password"], &["new password", "--username", "--password-stdin"]),
     ];
     for (command, says) in cases {
         let args: Vec<&str> = command.iter().copied().chain(["--help"]).collect();
         let help = succeeded(&carteiro(&args).await);
         for words in *says {
-            assert!(
-                help.contains(words),
-                "`carteiro {}` does not say {words:?}:\n{help}",
-                args.join(" ")
-            );
+            assert!(help.contains(words), "`carteiro {}` does not say {words:?}:\n{help}", args.join(" "));
         }
     }
 }
@@ -150,15 +93,9 @@ async fn migrate_on_an_empty_directory_creates_an_up_to_date_database() {
     let said = succeeded(&carteiro(&["migrate", "--data-dir", data.to_str().unwrap()]).await);
 
     assert!(said.contains("the database is up to date"), "{said}");
-    assert!(
-        data.join("carteiro.db").is_file(),
-        "the SQLite file is in the data directory"
-    );
+    assert!(data.join("carteiro.db").is_file(), "the SQLite file is in the data directory");
     let again = succeeded(&carteiro(&["migrate", "--data-dir", data.to_str().unwrap()]).await);
-    assert!(
-        again.contains("the database is up to date"),
-        "migrating twice is harmless: {again}"
-    );
+    assert!(again.contains("the database is up to date"), "migrating twice is harmless: {again}");
 }
 
 #[tokio::test]
@@ -183,24 +120,18 @@ async fn send_queues_a_message_that_the_running_server_delivers() {
         )
         .await;
 
-    let accepted: Value = serde_json::from_str(succeeded(&output).trim())
-        .expect("send prints the accepted message as JSON");
+    let accepted: Value =
+        serde_json::from_str(succeeded(&output).trim()).expect("send prints the accepted message as JSON");
     assert_eq!(accepted["status"], "queued");
     let received = peer.next_message(WAIT).await;
     assert_eq!(received.rcpt_tos, ["x@example.com"]);
-    assert!(
-        received.text().contains("Segue o resumo do mes."),
-        "{}",
-        received.text()
-    );
+    assert!(received.text().contains("Segue o resumo do mes."), "{}", received.text());
     assert_eq!(
         received.header("From").unwrap(),
         "\"Plataforma\" <noreply@plataforma.example>",
         "a system message comes from the default sender"
     );
-    let message = app
-        .wait_for_status(&acme, accepted["id"].as_str().unwrap(), "sent", WAIT)
-        .await;
+    let message = app.wait_for_status(&acme, accepted["id"].as_str().unwrap(), "sent", WAIT).await;
     assert_eq!(message["subject"], "Relatório mensal");
 }
 
@@ -213,15 +144,10 @@ async fn send_reads_a_json_message_document_from_standard_input() {
         "actor": {"id": "42", "name": "Ana Souza", "address": "ana@acme.example"}
     });
 
-    let output = app
-        .cli(
-            &["send", "--company", "acme", "--json", "-"],
-            Some(&document.to_string()),
-        )
-        .await;
+    let output = app.cli(&["send", "--company", "acme", "--json", "-"], Some(&document.to_string())).await;
 
-    let accepted: Value = serde_json::from_str(succeeded(&output).trim())
-        .expect("send prints the accepted message as JSON");
+    let accepted: Value =
+        serde_json::from_str(succeeded(&output).trim()).expect("send prints the accepted message as JSON");
     let received = peer.next_message(WAIT).await;
     assert_eq!(received.rcpt_tos, ["cliente@example.com"]);
     assert_eq!(received.header("Subject").unwrap(), "Tarefa 18 movida");
@@ -230,39 +156,19 @@ async fn send_reads_a_json_message_document_from_standard_input() {
         "\"Ana Souza\" <ana@acme.example>",
         "a user message comes from the acting user"
     );
-    app.wait_for_status(&acme, accepted["id"].as_str().unwrap(), "sent", WAIT)
-        .await;
+    app.wait_for_status(&acme, accepted["id"].as_str().unwrap(), "sent", WAIT).await;
 }
 
 #[tokio::test]
 async fn send_refuses_an_invalid_address_naming_the_field_and_queues_nothing() {
     let (app, acme) = carteiro_with_acme(free_port()).await;
 
-    let output = app
-        .cli(
-            &[
-                "send",
-                "--company",
-                "acme",
-                "--to",
-                "not-an-address",
-                "--subject",
-                "S",
-                "--text",
-                "T",
-            ],
-            None,
-        )
-        .await;
+    let output =
+        app.cli(&["send", "--company", "acme", "--to", "not-an-address", "--subject", "S", "--text", "T"], None).await;
 
     let error = failed(&output);
-    assert!(
-        error.contains("to[0]") && error.contains("not a valid e-mail address"),
-        "{error}"
-    );
-    let (status, listed) = app
-        .call(Method::GET, "/api/v1/messages", Some(&acme.key), None)
-        .await;
+    assert!(error.contains("to[0]") && error.contains("not a valid e-mail address"), "{error}");
+    let (status, listed) = app.call(Method::GET, "/api/v1/messages", Some(&acme.key), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(listed, json!([]), "nothing was queued");
 }
@@ -278,8 +184,7 @@ async fn config_explain_shows_each_value_with_its_level_and_never_the_password()
     }))
     .await;
     let acme = app.create_company("acme").await;
-    app.set_company_settings(&acme, json!({"policy": {"default_sender_name": "ACME"}}))
-        .await;
+    app.set_company_settings(&acme, json!({"policy": {"default_sender_name": "ACME"}})).await;
     let (status, body) = app
         .admin(
             Method::PUT,
@@ -289,12 +194,7 @@ async fn config_explain_shows_each_value_with_its_level_and_never_the_password()
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    let output = app
-        .cli(
-            &["config", "explain", "--company", "acme", "--user", "42"],
-            None,
-        )
-        .await;
+    let output = app.cli(&["config", "explain", "--company", "acme", "--user", "42"], None).await;
 
     let printed = succeeded(&output);
     assert!(
@@ -305,29 +205,14 @@ async fn config_explain_shows_each_value_with_its_level_and_never_the_password()
     assert_eq!(explained["company"], "acme");
     assert_eq!(explained["user"], "42");
     let connection = &explained["connection"];
-    assert_eq!(
-        connection["host"],
-        json!({"value": "smtp.plataforma.example", "source": "global"})
-    );
+    assert_eq!(connection["host"], json!({"value": "smtp.plataforma.example", "source": "global"}));
     assert_eq!(connection["password"]["set"], true);
     assert_eq!(connection["password"]["value"], Value::Null);
     let policy = &explained["policy"];
-    assert_eq!(
-        policy["default_sender_address"],
-        json!({"value": "noreply@plataforma.example", "source": "global"})
-    );
-    assert_eq!(
-        policy["default_sender_name"],
-        json!({"value": "ACME", "source": "company"})
-    );
-    assert_eq!(
-        policy["force_default_sender"],
-        json!({"value": true, "source": "user"})
-    );
-    assert_eq!(
-        policy["bundle_interval_ms"],
-        json!({"value": 2000, "source": "default"})
-    );
+    assert_eq!(policy["default_sender_address"], json!({"value": "noreply@plataforma.example", "source": "global"}));
+    assert_eq!(policy["default_sender_name"], json!({"value": "ACME", "source": "company"}));
+    assert_eq!(policy["force_default_sender"], json!({"value": true, "source": "user"}));
+    assert_eq!(policy["bundle_interval_ms"], json!({"value": 2000, "source": "default"}));
 }
 
 #[tokio::test]
@@ -337,72 +222,35 @@ async fn admin_create_makes_a_company_administrator_who_can_log_in() {
 
     let output = app
         .cli(
-            &[
-                "admin",
-                "create",
-                "--username",
-                "ana",
-                "--company",
-                "acme",
-                "--password-stdin",
-            ],
+            &["admin", "create", "--username", "ana", "--company", "acme", "--password-stdin"],
             Some("senha-da-ana-123\n"),
         )
         .await;
 
     succeeded(&output);
-    let token = app
-        .login("ana", "senha-da-ana-123")
-        .await
-        .expect("ana logs in with the password given on standard input");
-    let (status, body) = app
-        .call(
-            Method::GET,
-            "/api/v1/companies/acme/settings",
-            Some(&token),
-            None,
-        )
-        .await;
+    let token =
+        app.login("ana", "senha-da-ana-123").await.expect("ana logs in with the password given on standard input");
+    let (status, body) = app.call(Method::GET, "/api/v1/companies/acme/settings", Some(&token), None).await;
     assert_eq!(status, StatusCode::OK, "ana manages her company: {body}");
-    let (status, body) = app
-        .call(Method::GET, "/api/v1/settings/global", Some(&token), None)
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::FORBIDDEN,
-        "ana is not a platform administrator: {body}"
-    );
+    let (status, body) = app.call(Method::GET, "/api/v1/settings/global", Some(&token), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "ana is not a platform administrator: {body}");
 }
 
 #[tokio::test]
 async fn admin_reset_password_prints_a_new_password_and_retires_the_old_one() {
     let app = Carteiro::start().await;
 
-    let output = app
-        .cli(&["admin", "reset-password", "--username", "admin"], None)
-        .await;
+    let output = app.cli(&["admin", "reset-password", "--username", "admin"], None).await;
 
     let said = succeeded(&output);
     let new_password = said
         .split_once("now has the password ")
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("the generated password is printed: {said}"));
-    assert!(
-        app.login("admin", ADMIN_PASSWORD).await.is_none(),
-        "the old password no longer works"
-    );
-    assert!(
-        app.login("admin", new_password).await.is_some(),
-        "the printed password works"
-    );
-    let (status, _) = app
-        .admin(Method::GET, "/api/v1/settings/global", None)
-        .await;
-    assert_eq!(
-        status,
-        StatusCode::UNAUTHORIZED,
-        "a new password ends the sessions opened with the old one"
-    );
+    assert!(app.login("admin", ADMIN_PASSWORD).await.is_none(), "the old password no longer works");
+    assert!(app.login("admin", new_password).await.is_some(), "the printed password works");
+    let (status, _) = app.admin(Method::GET, "/api/v1/settings/global", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a new password ends the sessions opened with the old one");
 }
 
 #[tokio::test]
@@ -410,25 +258,18 @@ async fn test_connection_prints_every_step_against_a_working_server() {
     let mut peer = SmtpPeer::plain().await;
     let (app, _) = carteiro_with_acme(peer.port).await;
 
-    let output = app
-        .cli(&["test-connection", "--to", "x@example.com"], None)
-        .await;
+    let output = app.cli(&["test-connection", "--to", "x@example.com"], None).await;
 
     let said = succeeded(&output);
     for step in ["tcp", "ehlo", "mail", "rcpt", "data"] {
         assert!(
-            said.lines()
-                .any(|l| l.starts_with("ok") && l.split_whitespace().nth(1) == Some(step)),
+            said.lines().any(|l| l.starts_with("ok") && l.split_whitespace().nth(1) == Some(step)),
             "no ok line for {step}:\n{said}"
         );
     }
     assert!(!said.contains("FAIL"), "{said}");
     let received = peer.next_message(WAIT).await;
-    assert_eq!(
-        received.rcpt_tos,
-        ["x@example.com"],
-        "the test e-mail reached the server"
-    );
+    assert_eq!(received.rcpt_tos, ["x@example.com"], "the test e-mail reached the server");
 }
 
 #[tokio::test]
@@ -436,25 +277,16 @@ async fn test_connection_fails_with_a_hint_when_nothing_listens() {
     let port = free_port();
     let (app, _) = carteiro_with_acme(port).await;
 
-    let output = app
-        .cli(&["test-connection", "--to", "x@example.com"], None)
-        .await;
+    let output = app.cli(&["test-connection", "--to", "x@example.com"], None).await;
 
     failed(&output);
     let said = stdout(&output);
     assert!(
-        said.lines()
-            .any(|l| l.starts_with("FAIL") && l.contains("tcp")),
+        said.lines().any(|l| l.starts_with("FAIL") && l.contains("tcp")),
         "a FAIL line for the TCP connection:\n{said}"
     );
-    let hint = said
-        .lines()
-        .find(|l| l.starts_with("hint:"))
-        .unwrap_or_else(|| panic!("a hint:\n{said}"));
-    assert!(
-        hint.contains(&format!("127.0.0.1:{port}")),
-        "the hint names the address: {hint}"
-    );
+    let hint = said.lines().find(|l| l.starts_with("hint:")).unwrap_or_else(|| panic!("a hint:\n{said}"));
+    assert!(hint.contains(&format!("127.0.0.1:{port}")), "the hint names the address: {hint}");
 }
 
 #[tokio::test]
@@ -492,8 +324,5 @@ async fn serve_refuses_an_invalid_flag_value_naming_the_flag() {
     .await;
 
     let error = failed(&output);
-    assert!(
-        error.contains("--max-recipients") && error.contains("got 0"),
-        "{error}"
-    );
+    assert!(error.contains("--max-recipients") && error.contains("got 0"), "{error}");
 }

@@ -12,10 +12,11 @@ use crate::helpers::app::system_message;
 use crate::helpers::peers::free_port;
 use crate::helpers::*;
 
-/// The harness's `--lease-s`, `--shutdown-grace-s` and the default `--company-concurrency`.
+/// The harness's `--lease-s`, `--shutdown-grace-s` and the default `max_sessions` of a connection
+/// (one message per session without bundling).
 const LEASE: Duration = Duration::from_secs(3);
 const GRACE: Duration = Duration::from_secs(5);
-const COMPANY_CONCURRENCY: usize = 8;
+const SESSIONS: usize = 4;
 
 /// What reached a peer, by subject: how many times each arrived, and under which Message-IDs.
 #[derive(Default)]
@@ -26,12 +27,8 @@ struct Arrivals {
 
 impl Arrivals {
     fn record(&mut self, message: PeerMessage) {
-        *self
-            .times
-            .entry(message.header("Subject").expect("a Subject header"))
-            .or_default() += 1;
-        self.message_ids
-            .insert(message.header("Message-ID").expect("a Message-ID header"));
+        *self.times.entry(message.header("Subject").expect("a Subject header")).or_default() += 1;
+        self.message_ids.insert(message.header("Message-ID").expect("a Message-ID header"));
     }
 
     /// Takes in whatever the peer has reported so far, without waiting.
@@ -54,13 +51,8 @@ impl Arrivals {
         self.take(peer);
         while self.distinct() < count {
             let left = deadline.saturating_duration_since(Instant::now());
-            let next =
-                tokio::time::timeout(left, self.take_next(peer, Duration::from_secs(3600))).await;
-            assert!(
-                next.is_ok(),
-                "only {} of {count} messages reached the server within {limit:?}",
-                self.distinct()
-            );
+            let next = tokio::time::timeout(left, self.take_next(peer, Duration::from_secs(3600))).await;
+            assert!(next.is_ok(), "only {} of {count} messages reached the server within {limit:?}", self.distinct());
         }
     }
 
@@ -94,20 +86,9 @@ fn numbered_messages(prefix: &str, count: usize) -> Vec<(String, Value)> {
 }
 
 /// Submits the messages in one batch; each one's id, by subject.
-async fn submit_batch(
-    app: &Carteiro,
-    company: &Company,
-    messages: &[(String, Value)],
-) -> HashMap<String, String> {
+async fn submit_batch(app: &Carteiro, company: &Company, messages: &[(String, Value)]) -> HashMap<String, String> {
     let batch = json!({"messages": messages.iter().map(|(_, m)| m.clone()).collect::<Vec<_>>()});
-    let (status, body) = app
-        .call(
-            Method::POST,
-            "/api/v1/messages/batch",
-            Some(&company.key),
-            Some(batch),
-        )
-        .await;
+    let (status, body) = app.call(Method::POST, "/api/v1/messages/batch", Some(&company.key), Some(batch)).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let results = body["results"].as_array().expect("one result per message");
     assert_eq!(results.len(), messages.len());
@@ -117,10 +98,7 @@ async fn submit_batch(
         .map(|((subject, _), result)| {
             (
                 subject.clone(),
-                result["id"]
-                    .as_str()
-                    .unwrap_or_else(|| panic!("{subject} was refused: {result}"))
-                    .to_owned(),
+                result["id"].as_str().unwrap_or_else(|| panic!("{subject} was refused: {result}")).to_owned(),
             )
         })
         .collect()
@@ -128,45 +106,29 @@ async fn submit_batch(
 
 /// The company's messages in `status`, by id, with their subjects.
 async fn messages_in(app: &Carteiro, company: &Company, status: &str) -> HashMap<String, String> {
-    let (code, body) = app
-        .call(
-            Method::GET,
-            &format!("/api/v1/messages?status={status}&limit=1000"),
-            Some(&company.key),
-            None,
-        )
-        .await;
+    let (code, body) =
+        app.call(Method::GET, &format!("/api/v1/messages?status={status}&limit=1000"), Some(&company.key), None).await;
     assert_eq!(code, StatusCode::OK, "{body}");
     body.as_array()
         .expect("a list of messages")
         .iter()
-        .map(|m| {
-            (
-                m["id"].as_str().unwrap().to_owned(),
-                m["subject"].as_str().unwrap().to_owned(),
-            )
-        })
+        .map(|m| (m["id"].as_str().unwrap().to_owned(), m["subject"].as_str().unwrap().to_owned()))
         .collect()
 }
 
 /// Waits until at least `count` of the company's messages are being sent; their subjects.
 async fn wait_until_sending(app: &Carteiro, company: &Company, count: usize) -> HashSet<String> {
-    eventually(
-        Duration::from_secs(20),
-        &format!("{count} messages to be sending"),
-        || async move {
-            let sending = messages_in(app, company, "sending").await;
-            (sending.len() >= count).then(|| sending.into_values().collect())
-        },
-    )
+    eventually(Duration::from_secs(20), &format!("{count} messages to be sending"), || async move {
+        let sending = messages_in(app, company, "sending").await;
+        (sending.len() >= count).then(|| sending.into_values().collect())
+    })
     .await
 }
 
 /// Expects every message to read `sent`.
 async fn expect_all_sent(app: &Carteiro, company: &Company, ids: &HashMap<String, String>) {
     for id in ids.values() {
-        app.wait_for_status(company, id, "sent", Duration::from_secs(10))
-            .await;
+        app.wait_for_status(company, id, "sent", Duration::from_secs(10)).await;
     }
 }
 
@@ -190,22 +152,15 @@ fn plain_logs(app: &Carteiro) -> String {
 
 /// Expects the peer to receive nothing more for a little while.
 async fn expect_nothing_more(peer: &mut SmtpPeer) {
-    if let Ok(message) = tokio::time::timeout(
-        Duration::from_millis(700),
-        peer.next_message(Duration::from_secs(3600)),
-    )
-    .await
+    if let Ok(message) =
+        tokio::time::timeout(Duration::from_millis(700), peer.next_message(Duration::from_secs(3600))).await
     {
-        panic!(
-            "a message arrived after every message was sent: {:?}",
-            message.header("Subject")
-        );
+        panic!("a message arrived after every message was sent: {:?}", message.header("Subject"));
     }
 }
 
 #[tokio::test]
-async fn killed_in_the_middle_of_a_run_carteiro_delivers_every_message_after_restart_with_few_duplicates()
- {
+async fn killed_in_the_middle_of_a_run_carteiro_delivers_every_message_after_restart_with_few_duplicates() {
     const COUNT: usize = 300;
     let mut peer = SmtpPeer::start(&["--data-delay-s", "0.08"]).await;
     let mut app = Carteiro::start().await;
@@ -214,21 +169,14 @@ async fn killed_in_the_middle_of_a_run_carteiro_delivers_every_message_after_res
     let ids = submit_batch(&app, &acme, &numbered_messages("crash test", COUNT)).await;
 
     let mut arrivals = Arrivals::default();
-    arrivals
-        .wait_for(&mut peer, 40, Duration::from_secs(30))
-        .await;
+    arrivals.wait_for(&mut peer, 40, Duration::from_secs(30)).await;
     let in_flight_when_killed = messages_in(&app, &acme, "sending").await.len();
     app.kill().await;
     let before_the_crash = arrivals.distinct();
-    assert!(
-        before_the_crash < COUNT,
-        "the run had already finished when carteiro was killed: make the server slower"
-    );
+    assert!(before_the_crash < COUNT, "the run had already finished when carteiro was killed: make the server slower");
 
     app.restart().await;
-    arrivals
-        .wait_for(&mut peer, COUNT, Duration::from_secs(60))
-        .await;
+    arrivals.wait_for(&mut peer, COUNT, Duration::from_secs(60)).await;
     expect_all_sent(&app, &acme, &ids).await;
     expect_nothing_more(&mut peer).await;
     arrivals.take(&mut peer);
@@ -240,19 +188,14 @@ async fn killed_in_the_middle_of_a_run_carteiro_delivers_every_message_after_res
         arrivals.total()
     );
     assert_eq!(arrivals.distinct(), COUNT, "every message arrived");
-    assert_eq!(
-        arrivals.message_ids.len(),
-        COUNT,
-        "a message delivered again keeps its Message-ID"
-    );
+    assert_eq!(arrivals.message_ids.len(), COUNT, "a message delivered again keeps its Message-ID");
     assert!(
-        arrivals.duplicates() <= COMPANY_CONCURRENCY,
-        "at most the {COMPANY_CONCURRENCY} messages in flight at the crash may arrive twice, but {} did",
+        arrivals.duplicates() <= SESSIONS,
+        "at most the {SESSIONS} messages in flight at the crash may arrive twice, but {} did",
         arrivals.duplicates()
     );
     assert!(
-        app.logs()
-            .contains("took back messages whose worker stopped answering"),
+        app.logs().contains("took back messages whose worker stopped answering"),
         "the messages of the killed process came back when their lease ran out"
     );
 }
@@ -264,40 +207,25 @@ async fn on_sigterm_carteiro_finishes_the_messages_being_sent_and_exits_cleanly(
     app.use_server(peer.port).await;
     let acme = app.create_company("acme").await;
     let ids = submit_batch(&app, &acme, &numbered_messages("graceful", 12)).await;
-    let being_sent = wait_until_sending(&app, &acme, COMPANY_CONCURRENCY).await;
+    let being_sent = wait_until_sending(&app, &acme, SESSIONS).await;
 
     let asked_to_stop = Instant::now();
     let status = app.terminate().await;
     let took = asked_to_stop.elapsed();
 
-    assert!(
-        status.success(),
-        "carteiro exits with status 0 on SIGTERM, got {status}; its log:\n{}",
-        app.logs()
-    );
-    assert!(
-        took < GRACE,
-        "carteiro stopped in {took:?}, more than the grace period of {GRACE:?}"
-    );
+    assert!(status.success(), "carteiro exits with status 0 on SIGTERM, got {status}; its log:\n{}", app.logs());
+    assert!(took < GRACE, "carteiro stopped in {took:?}, more than the grace period of {GRACE:?}");
     let mut arrivals = Arrivals::default();
     let finished = tokio::time::timeout(Duration::from_secs(5), async {
         for subject in &being_sent {
             while !arrivals.has(subject) {
-                arrivals
-                    .take_next(&mut peer, Duration::from_secs(3600))
-                    .await;
+                arrivals.take_next(&mut peer, Duration::from_secs(3600)).await;
             }
         }
     })
     .await;
-    assert!(
-        finished.is_ok(),
-        "every message being sent at SIGTERM reached the server before the exit: {being_sent:?}"
-    );
-    assert!(
-        arrivals.distinct() < ids.len(),
-        "some messages were still waiting at SIGTERM"
-    );
+    assert!(finished.is_ok(), "every message being sent at SIGTERM reached the server before the exit: {being_sent:?}");
+    assert!(arrivals.distinct() < ids.len(), "some messages were still waiting at SIGTERM");
     assert!(app.logs().contains("worker stopping"), "{}", app.logs());
     assert!(
         !app.logs().contains("gave unfinished messages back"),
@@ -306,17 +234,11 @@ async fn on_sigterm_carteiro_finishes_the_messages_being_sent_and_exits_cleanly(
     );
 
     app.restart().await;
-    arrivals
-        .wait_for(&mut peer, ids.len(), Duration::from_secs(30))
-        .await;
+    arrivals.wait_for(&mut peer, ids.len(), Duration::from_secs(30)).await;
     expect_all_sent(&app, &acme, &ids).await;
     expect_nothing_more(&mut peer).await;
     arrivals.take(&mut peer);
-    assert_eq!(
-        arrivals.duplicates(),
-        0,
-        "a message finished before the exit is not sent again"
-    );
+    assert_eq!(arrivals.duplicates(), 0, "a message finished before the exit is not sent again");
 }
 
 #[tokio::test]
@@ -332,20 +254,13 @@ async fn on_sigterm_carteiro_gives_back_the_sends_that_outlast_the_grace_period(
     let status = app.terminate().await;
     let took = asked_to_stop.elapsed();
 
-    assert!(
-        status.success(),
-        "carteiro exits with status 0 on SIGTERM, got {status}; its log:\n{}",
-        app.logs()
-    );
+    assert!(status.success(), "carteiro exits with status 0 on SIGTERM, got {status}; its log:\n{}", app.logs());
     assert!(
         took < GRACE + Duration::from_secs(2),
         "carteiro stopped in {took:?}, well beyond the grace period of {GRACE:?}"
     );
     let logs = plain_logs(&app);
-    assert!(
-        logs.contains("gave unfinished messages back to the queue") && logs.contains("released=3"),
-        "{logs}"
-    );
+    assert!(logs.contains("gave unfinished messages back to the queue") && logs.contains("released=3"), "{logs}");
 
     // The slow server is gone; the next one answers at once.
     drop(slow);
@@ -353,13 +268,10 @@ async fn on_sigterm_carteiro_gives_back_the_sends_that_outlast_the_grace_period(
     app.restart().await;
     app.use_server(peer.port).await;
     let mut arrivals = Arrivals::default();
-    arrivals
-        .wait_for(&mut peer, ids.len(), Duration::from_secs(20))
-        .await;
+    arrivals.wait_for(&mut peer, ids.len(), Duration::from_secs(20)).await;
     expect_all_sent(&app, &acme, &ids).await;
     assert!(
-        !app.logs()
-            .contains("took back messages whose worker stopped answering"),
+        !app.logs().contains("took back messages whose worker stopped answering"),
         "released messages are queued again at once, not recovered when a lease runs out:\n{}",
         app.logs()
     );
@@ -382,10 +294,7 @@ async fn a_message_answered_202_survives_a_kill_right_after() {
     for (i, id) in ids.iter().enumerate() {
         let message = app.message(&acme, id).await;
         assert_eq!(message["subject"], format!("accepted {i}"));
-        assert_eq!(
-            message["recipients"][0]["address"],
-            format!("cliente{i}@example.com")
-        );
+        assert_eq!(message["recipients"][0]["address"], format!("cliente{i}@example.com"));
         let status = message["status"].as_str().unwrap();
         assert!(
             ["queued", "sending", "deferred"].contains(&status),
@@ -396,11 +305,8 @@ async fn a_message_answered_202_survives_a_kill_right_after() {
     let mut peer = SmtpPeer::plain().await;
     app.use_server(peer.port).await;
     let mut arrivals = Arrivals::default();
-    arrivals
-        .wait_for(&mut peer, ids.len(), LEASE + Duration::from_secs(15))
-        .await;
+    arrivals.wait_for(&mut peer, ids.len(), LEASE + Duration::from_secs(15)).await;
     for id in &ids {
-        app.wait_for_status(&acme, id, "sent", Duration::from_secs(10))
-            .await;
+        app.wait_for_status(&acme, id, "sent", Duration::from_secs(10)).await;
     }
 }

@@ -48,10 +48,7 @@ fn forms_of(account: &str, secret: &str) -> Vec<(String, String)> {
     vec![
         (secret.to_owned(), format!("{secret} in clear")),
         (B64.encode(secret), format!("{secret} as AUTH LOGIN base64")),
-        (
-            B64.encode(format!("\0{account}\0{secret}")),
-            format!("{secret} as an AUTH PLAIN token"),
-        ),
+        (B64.encode(format!("\0{account}\0{secret}")), format!("{secret} as an AUTH PLAIN token")),
         (
             B64.encode(format!("{account}\0{account}\0{secret}")),
             format!("{secret} as an AUTH PLAIN token with authzid"),
@@ -60,10 +57,7 @@ fn forms_of(account: &str, secret: &str) -> Vec<(String, String)> {
 }
 
 fn all_forms() -> Vec<(String, String)> {
-    SECRETS
-        .iter()
-        .flat_map(|(account, secret)| forms_of(account, secret))
-        .collect()
+    SECRETS.iter().flat_map(|(account, secret)| forms_of(account, secret)).collect()
 }
 
 /// Where each form of a secret appears in `text`, one line per finding.
@@ -72,11 +66,7 @@ fn findings(place: &str, text: &str) -> Vec<String> {
     for (n, line) in text.lines().enumerate() {
         for (form, what) in all_forms() {
             if let Some(at) = line.find(&form) {
-                found.push(format!(
-                    "{what} in {place}, line {}: …{}…",
-                    n + 1,
-                    around(line, at, form.len())
-                ));
+                found.push(format!("{what} in {place}, line {}: …{}…", n + 1, around(line, at, form.len())));
             }
         }
     }
@@ -130,17 +120,11 @@ impl<'a> Recorder<'a> {
         body: Option<Value>,
     ) -> (StatusCode, Value) {
         let (status, answer) = self.app.call(method.clone(), path, bearer, body).await;
-        self.responses
-            .push((format!("{method} {path} → {status}"), answer.to_string()));
+        self.responses.push((format!("{method} {path} → {status}"), answer.to_string()));
         (status, answer)
     }
 
-    async fn admin(
-        &mut self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    async fn admin(&mut self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let token = self.app.token.clone();
         self.call(method, path, Some(&token), body).await
     }
@@ -165,52 +149,30 @@ impl<'a> Recorder<'a> {
             .await
             .unwrap();
         let status = response.status();
-        self.responses.push((
-            format!("{method} {path} (raw) → {status}"),
-            response.text().await.unwrap(),
-        ));
+        self.responses.push((format!("{method} {path} (raw) → {status}"), response.text().await.unwrap()));
         status
     }
 
     async fn test_connection(&mut self, request: Value) -> Value {
-        self.admin_ok(Method::POST, "/api/v1/test-connection", Some(request))
-            .await
+        self.admin_ok(Method::POST, "/api/v1/test-connection", Some(request)).await
     }
 
     async fn send(&mut self, company: &Company, message: Value) -> String {
-        let (status, answer) = self
-            .call(
-                Method::POST,
-                "/api/v1/messages",
-                Some(&company.key),
-                Some(message),
-            )
-            .await;
+        let (status, answer) = self.call(Method::POST, "/api/v1/messages", Some(&company.key), Some(message)).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
         answer["id"].as_str().unwrap().to_owned()
     }
 
     async fn read_message(&mut self, company: &Company, id: &str) -> Value {
-        let (status, answer) = self
-            .call(
-                Method::GET,
-                &format!("/api/v1/messages/{id}"),
-                Some(&company.key),
-                None,
-            )
-            .await;
+        let (status, answer) =
+            self.call(Method::GET, &format!("/api/v1/messages/{id}"), Some(&company.key), None).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
         answer
     }
 }
 
 /// Runs the carteiro CLI on the data directory with the given environment, logging verbosely.
-async fn carteiro_cli(
-    data_dir: &Path,
-    args: &[&str],
-    env: &[(&str, &str)],
-    stdin: Option<&str>,
-) -> Output {
+async fn carteiro_cli(data_dir: &Path, args: &[&str], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_carteiro"))
         .args(args)
         .arg("--data-dir")
@@ -224,23 +186,13 @@ async fn carteiro_cli(
         .spawn()
         .unwrap();
     let mut input = child.stdin.take().unwrap();
-    input
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .await
-        .unwrap();
+    input.write_all(stdin.unwrap_or_default().as_bytes()).await.unwrap();
     drop(input);
-    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("the CLI finishes")
-        .unwrap()
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("the CLI finishes").unwrap()
 }
 
 fn printed(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
 }
 
 /// A connection at STARTTLS with AUTH to one of the peers.
@@ -260,51 +212,30 @@ async fn wait_until_sent(app: &Carteiro, company: &Company, id: &str) {
 /// refused passwords), messages delivered and read back, the CLI run.
 async fn scenario() -> Evidence {
     let certs = TestCertificates::for_localhost();
-    let mut global_peer =
-        SmtpPeer::starttls(&certs, &format!("{GLOBAL_ACCOUNT}:{GLOBAL_SECRET}")).await;
+    let mut global_peer = SmtpPeer::starttls(&certs, &format!("{GLOBAL_ACCOUNT}:{GLOBAL_SECRET}")).await;
     let mut acme_peer = SmtpPeer::starttls(&certs, &format!("{ACME_ACCOUNT}:{ACME_SECRET}")).await;
     let mut user_peer = SmtpPeer::starttls(&certs, &format!("{USER_ACCOUNT}:{USER_SECRET}")).await;
     // A server that knows none of the passwords: every AUTH against it is refused.
-    let refusing_peer = SmtpPeer::starttls(
-        &certs,
-        &format!("{GAMMA_ACCOUNT}:another-password-entirely"),
-    )
-    .await;
+    let refusing_peer = SmtpPeer::starttls(&certs, &format!("{GAMMA_ACCOUNT}:another-password-entirely")).await;
 
     let app = Carteiro::start_with(&[], &[("RUST_LOG", VERBOSE)]).await;
-    let mut api = Recorder {
-        app: &app,
-        responses: Vec::new(),
-    };
+    let mut api = Recorder { app: &app, responses: Vec::new() };
 
     // Every level gets its password.
     let global_doc = json!({
         "connection": authenticated(&certs, global_peer.port, GLOBAL_ACCOUNT, GLOBAL_SECRET),
         "policy": {"default_sender_enabled": true, "default_sender_name": "Plataforma", "default_sender_address": "noreply@plataforma.example"}
     });
-    api.admin_ok(
-        Method::PUT,
-        "/api/v1/settings/global",
-        Some(global_doc.clone()),
-    )
-    .await;
+    api.admin_ok(Method::PUT, "/api/v1/settings/global", Some(global_doc.clone())).await;
     let acme = app.create_company("acme").await;
     let beta = app.create_company("beta").await;
     let gamma = app.create_company("gamma").await;
-    let acme_doc =
-        json!({"connection": authenticated(&certs, acme_peer.port, ACME_ACCOUNT, ACME_SECRET)});
-    api.admin_ok(
-        Method::PUT,
-        "/api/v1/companies/acme/settings",
-        Some(acme_doc.clone()),
-    )
-    .await;
+    let acme_doc = json!({"connection": authenticated(&certs, acme_peer.port, ACME_ACCOUNT, ACME_SECRET)});
+    api.admin_ok(Method::PUT, "/api/v1/companies/acme/settings", Some(acme_doc.clone())).await;
     api.admin_ok(
         Method::PUT,
         "/api/v1/companies/acme/users/42/settings",
-        Some(
-            json!({"connection": authenticated(&certs, user_peer.port, USER_ACCOUNT, USER_SECRET)}),
-        ),
+        Some(json!({"connection": authenticated(&certs, user_peer.port, USER_ACCOUNT, USER_SECRET)})),
     )
     .await;
     api.admin_ok(
@@ -316,66 +247,33 @@ async fn scenario() -> Evidence {
     // Saving again with the password left blank keeps it.
     let mut blank = global_doc.clone();
     blank["connection"]["password"] = json!("");
-    api.admin_ok(Method::PUT, "/api/v1/settings/global", Some(blank))
-        .await;
+    api.admin_ok(Method::PUT, "/api/v1/settings/global", Some(blank)).await;
 
     // Invalid documents that carry a password beside the mistake.
     let mut too_short = acme_doc.clone();
     too_short["connection"]["timeout_s"] = json!(5);
-    let (status, answer) = api
-        .admin(
-            Method::PUT,
-            "/api/v1/companies/acme/settings",
-            Some(too_short),
-        )
-        .await;
+    let (status, answer) = api.admin(Method::PUT, "/api/v1/companies/acme/settings", Some(too_short)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     assert_eq!(answer["error"]["field"], "connection.timeout_s", "{answer}");
     let mut wrong_shape = acme_doc.clone();
     wrong_shape["connection"]["port"] = json!("587");
-    let (status, answer) = api
-        .admin(
-            Method::PUT,
-            "/api/v1/companies/acme/settings",
-            Some(wrong_shape),
-        )
-        .await;
+    let (status, answer) = api.admin(Method::PUT, "/api/v1/companies/acme/settings", Some(wrong_shape)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     let mut line_break = acme_doc.clone();
     line_break["connection"]["password"] = json!(format!("{ACME_SECRET}\r\nRSET"));
-    let (status, answer) = api
-        .admin(
-            Method::PUT,
-            "/api/v1/companies/acme/settings",
-            Some(line_break),
-        )
-        .await;
+    let (status, answer) = api.admin(Method::PUT, "/api/v1/companies/acme/settings", Some(line_break)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     assert_eq!(answer["error"]["field"], "connection.password", "{answer}");
     let mut misspelt = acme_doc.clone();
     misspelt["connection"]["passwd"] = json!(ACME_SECRET);
-    let (status, answer) = api
-        .admin(
-            Method::PUT,
-            "/api/v1/companies/acme/settings",
-            Some(misspelt),
-        )
-        .await;
+    let (status, answer) = api.admin(Method::PUT, "/api/v1/companies/acme/settings", Some(misspelt)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
     let mut proxy = acme_doc.clone();
     proxy["connection"]["proxy"] = json!({"enabled": true, "kind": "socks5", "address": "proxy.acme.example", "port": 1080, "username": "p", "password": ACME_SECRET});
-    let (status, answer) = api
-        .admin(Method::PUT, "/api/v1/companies/acme/settings", Some(proxy))
-        .await;
+    let (status, answer) = api.admin(Method::PUT, "/api/v1/companies/acme/settings", Some(proxy)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
-    let malformed = format!(
-        r#"{{"connection": {{"host": "localhost", "password": "{ACME_SECRET}", "port": 25,,}}}}"#
-    );
-    assert_eq!(
-        api.admin_raw(Method::PUT, "/api/v1/companies/acme/settings", malformed)
-            .await,
-        StatusCode::BAD_REQUEST
-    );
+    let malformed = format!(r#"{{"connection": {{"host": "localhost", "password": "{ACME_SECRET}", "port": 25,,}}}}"#);
+    assert_eq!(api.admin_raw(Method::PUT, "/api/v1/companies/acme/settings", malformed).await, StatusCode::BAD_REQUEST);
 
     // Reading every level, the effective values and the audit log.
     for path in [
@@ -398,107 +296,50 @@ async fn scenario() -> Evidence {
     let to = "admin@example.com";
     let report = api.test_connection(json!({"to": to})).await;
     assert_eq!(report["ok"], true, "{report:#}");
-    assert_eq!(
-        global_peer.next_message(WAIT).await.auth_user.as_deref(),
-        Some(GLOBAL_ACCOUNT)
-    );
-    let report = api
-        .test_connection(json!({"company": "acme", "to": to}))
-        .await;
+    assert_eq!(global_peer.next_message(WAIT).await.auth_user.as_deref(), Some(GLOBAL_ACCOUNT));
+    let report = api.test_connection(json!({"company": "acme", "to": to})).await;
     assert_eq!(report["ok"], true, "{report:#}");
-    assert_eq!(
-        acme_peer.next_message(WAIT).await.auth_user.as_deref(),
-        Some(ACME_ACCOUNT)
-    );
-    let report = api
-        .test_connection(json!({"company": "acme", "user": "42", "to": to}))
-        .await;
+    assert_eq!(acme_peer.next_message(WAIT).await.auth_user.as_deref(), Some(ACME_ACCOUNT));
+    let report = api.test_connection(json!({"company": "acme", "user": "42", "to": to})).await;
     assert_eq!(report["ok"], true, "{report:#}");
-    assert_eq!(
-        user_peer.next_message(WAIT).await.auth_user.as_deref(),
-        Some(USER_ACCOUNT)
-    );
-    let report = api
-        .test_connection(json!({"company": "gamma", "to": to}))
-        .await;
-    assert_eq!(
-        report["ok"], false,
-        "gamma's password is refused: {report:#}"
-    );
+    assert_eq!(user_peer.next_message(WAIT).await.auth_user.as_deref(), Some(USER_ACCOUNT));
+    let report = api.test_connection(json!({"company": "gamma", "to": to})).await;
+    assert_eq!(report["ok"], false, "gamma's password is refused: {report:#}");
     let mut typed = global_doc.clone();
     typed["connection"]["password"] = json!(TYPED_SECRET);
-    let report = api
-        .test_connection(json!({"settings": typed, "to": to}))
-        .await;
-    assert_eq!(
-        report["ok"], false,
-        "a typed wrong password is refused: {report:#}"
-    );
+    let report = api.test_connection(json!({"settings": typed, "to": to})).await;
+    assert_eq!(report["ok"], false, "a typed wrong password is refused: {report:#}");
     let mut stored_elsewhere = global_doc.clone();
     stored_elsewhere["connection"]["port"] = json!(refusing_peer.port);
     stored_elsewhere["connection"]["password"] = json!("");
-    let report = api
-        .test_connection(json!({"settings": stored_elsewhere, "to": to}))
-        .await;
-    assert_eq!(
-        report["ok"], false,
-        "the stored global password is refused by another server: {report:#}"
-    );
+    let report = api.test_connection(json!({"settings": stored_elsewhere, "to": to})).await;
+    assert_eq!(report["ok"], false, "the stored global password is refused by another server: {report:#}");
 
     // Messages through each level, delivered with real AUTH, and read back.
-    let through_global = api
-        .send(&beta, system_message(&["cliente@example.com"]))
-        .await;
-    let through_company = api
-        .send(&acme, system_message(&["cliente@example.com"]))
-        .await;
-    let through_user = api
-        .send(&acme, user_message(&["cliente@example.com"]))
-        .await;
-    let refused_login = api
-        .send(&gamma, system_message(&["cliente@example.com"]))
-        .await;
-    assert_eq!(
-        global_peer.next_message(WAIT).await.auth_user.as_deref(),
-        Some(GLOBAL_ACCOUNT)
-    );
-    assert_eq!(
-        acme_peer.next_message(WAIT).await.auth_user.as_deref(),
-        Some(ACME_ACCOUNT)
-    );
-    assert_eq!(
-        user_peer.next_message(WAIT).await.auth_user.as_deref(),
-        Some(USER_ACCOUNT)
-    );
+    let through_global = api.send(&beta, system_message(&["cliente@example.com"])).await;
+    let through_company = api.send(&acme, system_message(&["cliente@example.com"])).await;
+    let through_user = api.send(&acme, user_message(&["cliente@example.com"])).await;
+    let refused_login = api.send(&gamma, system_message(&["cliente@example.com"])).await;
+    assert_eq!(global_peer.next_message(WAIT).await.auth_user.as_deref(), Some(GLOBAL_ACCOUNT));
+    assert_eq!(acme_peer.next_message(WAIT).await.auth_user.as_deref(), Some(ACME_ACCOUNT));
+    assert_eq!(user_peer.next_message(WAIT).await.auth_user.as_deref(), Some(USER_ACCOUNT));
     wait_until_sent(&app, &beta, &through_global).await;
     wait_until_sent(&app, &acme, &through_company).await;
     wait_until_sent(&app, &acme, &through_user).await;
-    let refused = eventually(
-        WAIT,
-        "gamma's refused login to be recorded as an attempt",
-        || async {
-            let message = app.message(&gamma, &refused_login).await;
-            (!message["attempts"].as_array().unwrap().is_empty()).then_some(message)
-        },
-    )
+    let refused = eventually(WAIT, "gamma's refused login to be recorded as an attempt", || async {
+        let message = app.message(&gamma, &refused_login).await;
+        (!message["attempts"].as_array().unwrap().is_empty()).then_some(message)
+    })
     .await;
     assert_ne!(refused["status"], "sent", "{refused:#}");
     api.read_message(&beta, &through_global).await;
     api.read_message(&acme, &through_company).await;
     api.read_message(&acme, &through_user).await;
     api.read_message(&gamma, &refused_login).await;
-    api.call(Method::GET, "/api/v1/messages", Some(&acme.key), None)
-        .await;
-    api.call(Method::GET, "/api/v1/messages", Some(&gamma.key), None)
-        .await;
-    api.admin_ok(Method::GET, "/api/v1/companies/acme/messages", None)
-        .await;
-    api.admin_ok(
-        Method::GET,
-        &format!("/api/v1/companies/gamma/messages/{refused_login}"),
-        None,
-    )
-    .await;
+    api.call(Method::GET, "/api/v1/messages", Some(&acme.key), None).await;
+    api.call(Method::GET, "/api/v1/messages", Some(&gamma.key), None).await;
+    api.admin_ok(Method::GET, "/api/v1/companies/acme/messages", None).await;
+    api.admin_ok(Method::GET, &format!("/api/v1/companies/gamma/messages/{refused_login}"), None).await;
 
     // The command line on the same data directory.
     let data_dir = app.data_dir();
@@ -506,29 +347,12 @@ async fn scenario() -> Evidence {
     typed_file["connection"]["password"] = json!(TYPED_SECRET);
     let typed_file = typed_file.to_string();
     let runs: [(&[&str], Option<&str>); 6] = [
-        (
-            &["config", "explain", "--company", "acme", "--user", "42"],
-            None,
-        ),
+        (&["config", "explain", "--company", "acme", "--user", "42"], None),
         (&["config", "explain", "--company", "gamma"], None),
         (&["test-connection", "--to", to], None),
-        (
-            &[
-                "test-connection",
-                "--company",
-                "acme",
-                "--user",
-                "42",
-                "--to",
-                to,
-            ],
-            None,
-        ),
+        (&["test-connection", "--company", "acme", "--user", "42", "--to", to], None),
         (&["test-connection", "--company", "gamma", "--to", to], None),
-        (
-            &["test-connection", "--settings", "-", "--to", to],
-            Some(typed_file.as_str()),
-        ),
+        (&["test-connection", "--settings", "-", "--to", to], Some(typed_file.as_str())),
     ];
     let mut cli = Vec::new();
     for (args, stdin) in runs {
@@ -543,18 +367,9 @@ async fn scenario() -> Evidence {
 
     let database = ["carteiro.db", "carteiro.db-wal"]
         .into_iter()
-        .filter_map(|name| {
-            std::fs::read(data_dir.join(name))
-                .ok()
-                .map(|bytes| (name.to_owned(), bytes))
-        })
+        .filter_map(|name| std::fs::read(data_dir.join(name)).ok().map(|bytes| (name.to_owned(), bytes)))
         .collect();
-    Evidence {
-        responses: api.responses,
-        logs: app.logs(),
-        cli,
-        database,
-    }
+    Evidence { responses: api.responses, logs: app.logs(), cli, database }
 }
 
 #[tokio::test]
@@ -566,32 +381,17 @@ async fn no_api_response_contains_a_secret() {
         .iter()
         .flat_map(|(request, body)| findings(&format!("the answer to {request}"), body))
         .collect();
-    assert!(
-        evidence.responses.len() >= 40,
-        "the scenario exercised the API: {} calls",
-        evidence.responses.len()
-    );
-    assert!(
-        leaks.is_empty(),
-        "secrets in API responses:\n{}",
-        leaks.join("\n")
-    );
+    assert!(evidence.responses.len() >= 40, "the scenario exercised the API: {} calls", evidence.responses.len());
+    assert!(leaks.is_empty(), "secrets in API responses:\n{}", leaks.join("\n"));
 }
 
 #[tokio::test]
 async fn no_log_line_contains_a_secret_even_at_trace_level() {
     let evidence = scenario().await;
 
-    assert!(
-        evidence.logs.contains("DEBUG"),
-        "the log is verbose: debug lines were written"
-    );
+    assert!(evidence.logs.contains("DEBUG"), "the log is verbose: debug lines were written");
     let leaks = findings("the serve log", &evidence.logs);
-    assert!(
-        leaks.is_empty(),
-        "secrets in the log:\n{}",
-        leaks.join("\n")
-    );
+    assert!(leaks.is_empty(), "secrets in the log:\n{}", leaks.join("\n"));
 }
 
 #[tokio::test]
@@ -599,59 +399,30 @@ async fn no_cli_output_contains_a_secret() {
     let evidence = scenario().await;
 
     let explain = &evidence.cli[0].1;
-    assert!(
-        explain.contains(USER_ACCOUNT),
-        "config explain shows the user's connection: {explain}"
-    );
+    assert!(explain.contains(USER_ACCOUNT), "config explain shows the user's connection: {explain}");
     let leaks: Vec<String> = evidence
         .cli
         .iter()
         .flat_map(|(command, output)| findings(&format!("the output of `{command}`"), output))
         .collect();
-    assert!(
-        leaks.is_empty(),
-        "secrets in CLI output:\n{}",
-        leaks.join("\n")
-    );
+    assert!(leaks.is_empty(), "secrets in CLI output:\n{}", leaks.join("\n"));
 }
 
 #[tokio::test]
 async fn stored_passwords_are_sealed_in_the_database_and_its_wal() {
     let evidence = scenario().await;
 
-    let names: Vec<&str> = evidence
-        .database
-        .iter()
-        .map(|(name, _)| name.as_str())
-        .collect();
+    let names: Vec<&str> = evidence.database.iter().map(|(name, _)| name.as_str()).collect();
+    assert!(names.contains(&"carteiro.db"), "the database file exists: {names:?}");
+    let all: Vec<u8> = evidence.database.iter().flat_map(|(_, bytes)| bytes.iter().copied()).collect();
     assert!(
-        names.contains(&"carteiro.db"),
-        "the database file exists: {names:?}"
-    );
-    let all: Vec<u8> = evidence
-        .database
-        .iter()
-        .flat_map(|(_, bytes)| bytes.iter().copied())
-        .collect();
-    assert!(
-        all.windows(USER_ACCOUNT.len())
-            .any(|w| w == USER_ACCOUNT.as_bytes()),
+        all.windows(USER_ACCOUNT.len()).any(|w| w == USER_ACCOUNT.as_bytes()),
         "the settings themselves are readable in the files, so a password in clear would be too"
     );
-    assert!(
-        all.windows(3).any(|w| w == b"v1:"),
-        "the passwords are stored sealed (v1:…)"
-    );
-    let leaks: Vec<String> = evidence
-        .database
-        .iter()
-        .flat_map(|(name, bytes)| findings_in_bytes(name, bytes))
-        .collect();
-    assert!(
-        leaks.is_empty(),
-        "secrets in clear on disk:\n{}",
-        leaks.join("\n")
-    );
+    assert!(all.windows(3).any(|w| w == b"v1:"), "the passwords are stored sealed (v1:…)");
+    let leaks: Vec<String> =
+        evidence.database.iter().flat_map(|(name, bytes)| findings_in_bytes(name, bytes)).collect();
+    assert!(leaks.is_empty(), "secrets in clear on disk:\n{}", leaks.join("\n"));
 }
 
 #[cfg(unix)]
@@ -661,20 +432,10 @@ async fn the_master_key_file_is_created_readable_by_its_owner_only() {
     let app = Carteiro::start().await;
 
     let key_file = app.data_dir().join("master.key");
-    let mode = std::fs::metadata(&key_file)
-        .expect("a key file is created on first run")
-        .permissions()
-        .mode();
+    let mode = std::fs::metadata(&key_file).expect("a key file is created on first run").permissions().mode();
 
-    assert_eq!(
-        mode & 0o777,
-        0o600,
-        "the key file is mode {:o}",
-        mode & 0o777
-    );
-    let key = B64
-        .decode(std::fs::read_to_string(&key_file).unwrap().trim())
-        .expect("the key file holds base64");
+    assert_eq!(mode & 0o777, 0o600, "the key file is mode {:o}", mode & 0o777);
+    let key = B64.decode(std::fs::read_to_string(&key_file).unwrap().trim()).expect("the key file holds base64");
     assert_eq!(key.len(), 32);
 }
 
@@ -697,9 +458,7 @@ async fn a_master_key_from_the_environment_leaves_no_key_file_and_opens_the_pass
     let beta = app.create_company("beta").await;
 
     app.restart().await;
-    let id = app
-        .send(&beta, system_message(&["cliente@example.com"]))
-        .await;
+    let id = app.send(&beta, system_message(&["cliente@example.com"])).await;
 
     assert_eq!(
         peer.next_message(WAIT).await.auth_user.as_deref(),
@@ -707,10 +466,7 @@ async fn a_master_key_from_the_environment_leaves_no_key_file_and_opens_the_pass
         "the password opened with the key from the environment"
     );
     app.wait_for_status(&beta, &id, "sent", WAIT).await;
-    assert!(
-        !app.data_dir().join("master.key").exists(),
-        "no key file was written beside the database"
-    );
+    assert!(!app.data_dir().join("master.key").exists(), "no key file was written beside the database");
 }
 
 /// A `carteiro serve` on an existing data directory with another master key.
@@ -724,25 +480,12 @@ struct Relaunched {
 
 impl Relaunched {
     async fn start(data_dir: &Path, log: PathBuf, key: &str) -> Self {
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .unwrap();
+        let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_carteiro"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .args([
-                "--poll-ms",
-                "50",
-                "--retry-first-delay-s",
-                "0.2",
-                "--retry-max-delay-s",
-                "1",
-                "--lease-s",
-                "3",
-            ])
+            .args(["--poll-ms", "50", "--retry-first-delay-s", "0.2", "--retry-max-delay-s", "1", "--lease-s", "3"])
             .env("CARTEIRO_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("CARTEIRO_HOSTNAME", "carteiro.test")
             .env("CARTEIRO_MASTER_KEY", key)
@@ -779,40 +522,19 @@ impl Relaunched {
             .json()
             .await
             .unwrap();
-        let token = login["token"]
-            .as_str()
-            .expect("the administrator logs in")
-            .to_owned();
-        Self {
-            _child: child,
-            base,
-            token,
-            http,
-            log,
-        }
+        let token = login["token"].as_str().expect("the administrator logs in").to_owned();
+        Self { _child: child, base, token, http, log }
     }
 
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        bearer: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(bearer);
+    async fn call(&self, method: Method, path: &str, bearer: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(bearer);
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().await.unwrap();
         let status = response.status();
         let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     fn logs(&self) -> String {
@@ -852,13 +574,7 @@ async fn restarted_with_another_master_key() -> KeyChanged {
     first.kill().await;
 
     let second = Relaunched::start(&first.data_dir(), first.log_path(), &master_key(0x22)).await;
-    KeyChanged {
-        first,
-        second,
-        peer,
-        beta,
-        scheduled,
-    }
+    KeyChanged { first, second, peer, beta, scheduled }
 }
 
 fn mentions_the_master_key(text: &str) -> bool {
@@ -866,19 +582,11 @@ fn mentions_the_master_key(text: &str) -> bool {
 }
 
 #[tokio::test]
-async fn after_a_master_key_change_reading_the_settings_shows_no_password_or_says_the_key_is_wrong()
-{
+async fn after_a_master_key_change_reading_the_settings_shows_no_password_or_says_the_key_is_wrong() {
     let changed = restarted_with_another_master_key().await;
 
-    let (status, settings) = changed
-        .second
-        .call(
-            Method::GET,
-            "/api/v1/settings/global",
-            &changed.second.token,
-            None,
-        )
-        .await;
+    let (status, settings) =
+        changed.second.call(Method::GET, "/api/v1/settings/global", &changed.second.token, None).await;
 
     assert!(
         status == StatusCode::OK && settings["connection"]["password_set"] == true
@@ -894,12 +602,7 @@ async fn after_a_master_key_change_test_connection_says_the_key_does_not_open_th
 
     let (status, report) = changed
         .second
-        .call(
-            Method::POST,
-            "/api/v1/test-connection",
-            &changed.second.token,
-            Some(json!({"to": "admin@example.com"})),
-        )
+        .call(Method::POST, "/api/v1/test-connection", &changed.second.token, Some(json!({"to": "admin@example.com"})))
         .await;
 
     assert_ne!(report["ok"], true, "{report}");
@@ -910,18 +613,12 @@ async fn after_a_master_key_change_test_connection_says_the_key_does_not_open_th
 }
 
 #[tokio::test]
-async fn after_a_master_key_change_a_new_message_is_queued_or_refused_with_a_sentence_about_the_key()
- {
+async fn after_a_master_key_change_a_new_message_is_queued_or_refused_with_a_sentence_about_the_key() {
     let changed = restarted_with_another_master_key().await;
 
     let (status, answer) = changed
         .second
-        .call(
-            Method::POST,
-            "/api/v1/messages",
-            &changed.beta.key,
-            Some(system_message(&["cliente@example.com"])),
-        )
+        .call(Method::POST, "/api/v1/messages", &changed.beta.key, Some(system_message(&["cliente@example.com"])))
         .await;
 
     assert!(
@@ -938,9 +635,7 @@ async fn after_a_master_key_change_a_queued_message_is_not_sent_and_says_why() {
 
     let explained = tokio::time::timeout(WAIT, async {
         loop {
-            let (_, message) = second
-                .call(Method::GET, &path, &changed.beta.key, None)
-                .await;
+            let (_, message) = second.call(Method::GET, &path, &changed.beta.key, None).await;
             if mentions_the_master_key(&message.to_string()) || message["status"] == "sent" {
                 return message;
             }
@@ -949,17 +644,9 @@ async fn after_a_master_key_change_a_queued_message_is_not_sent_and_says_why() {
     })
     .await;
 
-    assert!(
-        mentions_the_master_key(&second.logs()),
-        "the log names the master key"
-    );
-    assert!(
-        changed.peer.received().is_empty(),
-        "nothing reached the server with a password that could not be opened"
-    );
-    let (_, last_seen) = second
-        .call(Method::GET, &path, &changed.beta.key, None)
-        .await;
+    assert!(mentions_the_master_key(&second.logs()), "the log names the master key");
+    assert!(changed.peer.received().is_empty(), "nothing reached the server with a password that could not be opened");
+    let (_, last_seen) = second.call(Method::GET, &path, &changed.beta.key, None).await;
     let explained = explained.unwrap_or_else(|_| panic!("within {WAIT:?} the due message never said that the master key does not open the password; last seen: {last_seen:#}"));
     assert_ne!(explained["status"], "sent", "{explained:#}");
 }

@@ -38,10 +38,7 @@ fn valid_level() -> Value {
 /// The valid level (password left blank) with `block.field` set to `value` (`null` removes it).
 fn level_with(block: &str, field: &str, value: Value) -> Value {
     let mut doc = valid_level();
-    doc["connection"]
-        .as_object_mut()
-        .unwrap()
-        .remove("password");
+    doc["connection"].as_object_mut().unwrap().remove("password");
     if value.is_null() {
         doc[block].as_object_mut().unwrap().remove(field);
     } else {
@@ -63,67 +60,39 @@ async fn put(app: &Carteiro, path: &str, doc: Value) -> Value {
 }
 
 async fn effective(app: &Carteiro, query: &str) -> Value {
-    get(
-        app,
-        &format!("/api/v1/companies/acme/effective-settings{query}"),
-    )
-    .await
+    get(app, &format!("/api/v1/companies/acme/effective-settings{query}")).await
 }
 
 async fn audit(app: &Carteiro) -> (String, Vec<Value>) {
     let (status, body) = app.admin(Method::GET, "/api/v1/audit", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    (
-        body.to_string(),
-        body["entries"].as_array().expect("audit entries").clone(),
-    )
+    (body.to_string(), body["entries"].as_array().expect("audit entries").clone())
 }
 
 fn settings_updates(entries: &[Value]) -> Vec<Value> {
-    entries
-        .iter()
-        .filter(|e| e["action"] == "settings.update")
-        .cloned()
-        .collect()
+    entries.iter().filter(|e| e["action"] == "settings.update").cloned().collect()
 }
 
 /// `{"value", "source"}` of one effective field.
 #[track_caller]
 fn assert_from(effective: &Value, path: &str, value: Value, source: &str) {
     let entry = path.split('.').fold(effective, |v, key| &v[key]);
-    assert_eq!(
-        (&entry["value"], entry["source"].as_str()),
-        (&value, Some(source)),
-        "{path} in {effective:#}"
-    );
+    assert_eq!((&entry["value"], entry["source"].as_str()), (&value, Some(source)), "{path} in {effective:#}");
 }
 
 /// What is wrong with a refusal of a settings document, if anything.
-fn refusal_problem(
-    case: &str,
-    answer: &(StatusCode, Value),
-    field: &str,
-    rule: &[&str],
-) -> Option<String> {
+fn refusal_problem(case: &str, answer: &(StatusCode, Value), field: &str, rule: &[&str]) -> Option<String> {
     let (status, body) = answer;
     let error = &body["error"];
     let message = error["message"].as_str().unwrap_or_default();
     if *status != StatusCode::UNPROCESSABLE_ENTITY {
         Some(format!("{case}: expected 422, got {status} with {body}"))
     } else if error["field"] != field {
-        Some(format!(
-            "{case}: the error must name {field:?}, got {}: {body}",
-            error["field"]
-        ))
+        Some(format!("{case}: the error must name {field:?}, got {}: {body}", error["field"]))
     } else if !error["code"].as_str().is_some_and(|c| !c.is_empty()) {
         Some(format!("{case}: the error has no code: {body}"))
-    } else if let Some(missing) = std::iter::once(&field)
-        .chain(rule)
-        .find(|part| !message.contains(*part))
-    {
-        Some(format!(
-            "{case}: the message must state the field and the rule ({missing:?} is missing): {message:?}"
-        ))
+    } else if let Some(missing) = std::iter::once(&field).chain(rule).find(|part| !message.contains(*part)) {
+        Some(format!("{case}: the message must state the field and the rule ({missing:?} is missing): {message:?}"))
     } else {
         None
     }
@@ -146,15 +115,15 @@ async fn refuse_each(app: &Carteiro, cases: &[(&str, Value, &str, &[&str])]) -> 
             problems.extend(refusal_problem(&case, &answer, field, rule));
             let after = get(app, path).await;
             if after != before {
-                problems.push(format!("{case}: the level changed although the document was refused:\nbefore {before}\nafter  {after}"));
+                problems.push(format!(
+                    "{case}: the level changed although the document was refused:\nbefore {before}\nafter  {after}"
+                ));
             }
         }
         let audit_after = audit(app).await.1.len();
         if audit_after != audit_before {
-            problems.push(format!(
-                "{level} level: refused documents added {} audit entries",
-                audit_after - audit_before
-            ));
+            problems
+                .push(format!("{level} level: refused documents added {} audit entries", audit_after - audit_before));
         }
     }
     problems
@@ -163,43 +132,17 @@ async fn refuse_each(app: &Carteiro, cases: &[(&str, Value, &str, &[&str])]) -> 
 // ---------------------------------------------------------------- validation
 
 #[tokio::test]
-async fn each_invalid_field_is_refused_naming_the_field_and_the_rule_and_changes_nothing_at_any_level()
- {
+async fn each_invalid_field_is_refused_naming_the_field_and_the_rule_and_changes_nothing_at_any_level() {
     let app = Carteiro::start().await;
     app.create_company("acme").await;
     let c = |field: &str, value: Value| level_with("connection", field, value);
     let p = |field: &str, value: Value| level_with("policy", field, value);
     let cases: Vec<(&str, Value, &str, &[&str])> = vec![
-        (
-            "timeout_s 5",
-            c("timeout_s", json!(5)),
-            "connection.timeout_s",
-            &["between 10 and 180", "got 5"],
-        ),
-        (
-            "timeout_s 181",
-            c("timeout_s", json!(181)),
-            "connection.timeout_s",
-            &["between 10 and 180", "got 181"],
-        ),
-        (
-            "port 0",
-            c("port", json!(0)),
-            "connection.port",
-            &["between 1 and 65535", "got 0"],
-        ),
-        (
-            "port 70000",
-            c("port", json!(70000)),
-            "connection.port",
-            &["between 1 and 65535", "got 70000"],
-        ),
-        (
-            "security ssl",
-            c("security", json!("ssl")),
-            "connection.security",
-            &["none, starttls, tls", "ssl"],
-        ),
+        ("timeout_s 5", c("timeout_s", json!(5)), "connection.timeout_s", &["between 10 and 180", "got 5"]),
+        ("timeout_s 181", c("timeout_s", json!(181)), "connection.timeout_s", &["between 10 and 180", "got 181"]),
+        ("port 0", c("port", json!(0)), "connection.port", &["between 1 and 65535", "got 0"]),
+        ("port 70000", c("port", json!(70000)), "connection.port", &["between 1 and 65535", "got 70000"]),
+        ("security ssl", c("security", json!("ssl")), "connection.security", &["none, starttls, tls", "ssl"]),
         (
             "a host with spaces",
             c("host", json!("smtp acme.example")),
@@ -230,52 +173,17 @@ async fn each_invalid_field_is_refused_naming_the_field_and_the_rule_and_changes
             "connection.username",
             &["required when authentication is enabled"],
         ),
-        (
-            "tls_ca_pem that is not PEM",
-            c("tls_ca_pem", json!("not a certificate")),
-            "connection.tls_ca_pem",
-            &["PEM"],
-        ),
-        (
-            "transport mapi",
-            c("transport", json!("mapi")),
-            "connection.transport",
-            &["no longer supported", "smtp"],
-        ),
-        (
-            "transport notes",
-            c("transport", json!("notes")),
-            "connection.transport",
-            &["no longer supported", "smtp"],
-        ),
-        (
-            "transport carrier-pigeon",
-            c("transport", json!("carrier-pigeon")),
-            "connection.transport",
-            &["smtp"],
-        ),
-        (
-            "port as text",
-            c("port", json!("587")),
-            "connection.port",
-            &[],
-        ),
-        (
-            "a password with a line break",
-            c("password", json!("nova\r\nRSET")),
-            "connection.password",
-            &["line breaks"],
-        ),
+        ("tls_ca_pem that is not PEM", c("tls_ca_pem", json!("not a certificate")), "connection.tls_ca_pem", &["PEM"]),
+        ("transport mapi", c("transport", json!("mapi")), "connection.transport", &["no longer supported", "smtp"]),
+        ("transport notes", c("transport", json!("notes")), "connection.transport", &["no longer supported", "smtp"]),
+        ("transport carrier-pigeon", c("transport", json!("carrier-pigeon")), "connection.transport", &["smtp"]),
+        ("port as text", c("port", json!("587")), "connection.port", &[]),
+        ("a password with a line break", c("password", json!("nova\r\nRSET")), "connection.password", &["line breaks"]),
     ];
 
     let problems = refuse_each(&app, &cases).await;
 
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }
 
 #[tokio::test]
@@ -302,12 +210,7 @@ async fn an_unknown_settings_field_is_refused_naming_that_field_and_changes_noth
 
     let problems = refuse_each(&app, &cases).await;
 
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }
 
 #[tokio::test]
@@ -315,8 +218,7 @@ async fn a_tls_ca_pem_in_pem_armour_that_holds_no_certificate_is_refused() {
     let app = Carteiro::start().await;
     app.create_company("acme").await;
     // Looks like PEM, but the base64 inside is the text "not a certificate", not a DER certificate.
-    let garbage =
-        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
+    let garbage = "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n";
     let cases: Vec<(&str, Value, &str, &[&str])> = vec![(
         "tls_ca_pem armoured garbage",
         level_with("connection", "tls_ca_pem", json!(garbage)),
@@ -326,12 +228,7 @@ async fn a_tls_ca_pem_in_pem_armour_that_holds_no_certificate_is_refused() {
 
     let problems = refuse_each(&app, &cases).await;
 
-    assert!(
-        problems.is_empty(),
-        "{} problems:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
 }
 
 #[tokio::test]
@@ -340,14 +237,15 @@ async fn a_default_sender_switched_on_without_any_address_is_refused() {
     app.create_company("acme").await;
     let before = get(&app, GLOBAL).await;
 
-    let answer = app.admin(Method::PUT, GLOBAL, Some(json!({"policy": {"default_sender_enabled": true, "default_sender_name": "Plataforma"}}))).await;
+    let answer = app
+        .admin(
+            Method::PUT,
+            GLOBAL,
+            Some(json!({"policy": {"default_sender_enabled": true, "default_sender_name": "Plataforma"}})),
+        )
+        .await;
 
-    let problem = refusal_problem(
-        "no address",
-        &answer,
-        "policy.default_sender_address",
-        &["required"],
-    );
+    let problem = refusal_problem("no address", &answer, "policy.default_sender_address", &["required"]);
     assert!(problem.is_none(), "{}", problem.unwrap_or_default());
     assert_eq!(get(&app, GLOBAL).await, before, "nothing was stored");
 }
@@ -357,23 +255,12 @@ async fn malformed_settings_json_is_a_400_and_changes_nothing() {
     let app = Carteiro::start().await;
     let before = get(&app, GLOBAL).await;
 
-    let response = app
-        .http
-        .put(app.url(GLOBAL))
-        .bearer_auth(&app.token)
-        .body(r#"{"connection": {"host": "#)
-        .send()
-        .await
-        .unwrap();
+    let response =
+        app.http.put(app.url(GLOBAL)).bearer_auth(&app.token).body(r#"{"connection": {"host": "#).send().await.unwrap();
 
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let body: Value = response.json().await.unwrap();
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("JSON")),
-        "{body}"
-    );
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("JSON")), "{body}");
     assert_eq!(get(&app, GLOBAL).await, before);
 }
 
@@ -398,43 +285,22 @@ async fn a_stored_password_is_never_returned_and_survives_blank_saves() {
     let saved = put(&app, GLOBAL, level(10, Some(json!(secret)))).await;
     assert_eq!(saved["connection"]["password"], Value::Null, "{saved}");
     assert_eq!(saved["connection"]["password_set"], true, "{saved}");
-    assert!(
-        !saved.to_string().contains(secret),
-        "the PUT answer holds the password: {saved}"
-    );
+    assert!(!saved.to_string().contains(secret), "the PUT answer holds the password: {saved}");
     let read = get(&app, GLOBAL).await;
     assert_eq!(
-        (
-            &read["connection"]["password"],
-            &read["connection"]["password_set"]
-        ),
+        (&read["connection"]["password"], &read["connection"]["password_set"]),
         (&Value::Null, &json!(true)),
         "{read}"
     );
-    assert!(
-        !read.to_string().contains(secret),
-        "the GET answer holds the password: {read}"
-    );
+    assert!(!read.to_string().contains(secret), "the GET answer holds the password: {read}");
 
-    for (case, timeout, password) in [
-        ("blank", 20, Some(json!(""))),
-        ("null", 30, Some(Value::Null)),
-        ("absent", 40, None),
-    ] {
+    for (case, timeout, password) in
+        [("blank", 20, Some(json!(""))), ("null", 30, Some(Value::Null)), ("absent", 40, None)]
+    {
         let saved = put(&app, GLOBAL, level(timeout, password)).await;
-        assert_eq!(
-            saved["connection"]["timeout_s"], timeout,
-            "{case}: the save happened: {saved}"
-        );
-        assert_eq!(
-            saved["connection"]["password_set"], true,
-            "{case}: the password is kept: {saved}"
-        );
-        assert_eq!(
-            get(&app, GLOBAL).await["connection"]["password_set"],
-            true,
-            "{case}"
-        );
+        assert_eq!(saved["connection"]["timeout_s"], timeout, "{case}: the save happened: {saved}");
+        assert_eq!(saved["connection"]["password_set"], true, "{case}: the password is kept: {saved}");
+        assert_eq!(get(&app, GLOBAL).await["connection"]["password_set"], true, "{case}");
     }
     let explained = effective(&app, "").await;
     let password = &explained["connection"]["password"];
@@ -446,9 +312,7 @@ async fn a_stored_password_is_never_returned_and_survives_blank_saves() {
     assert!(!explained.to_string().contains(secret));
 
     // The server only takes mail from relay with that password: delivery proves it was kept.
-    let id = app
-        .send(&acme, system_message(&["cliente@example.com"]))
-        .await;
+    let id = app.send(&acme, system_message(&["cliente@example.com"])).await;
     let received = peer.next_message(WAIT).await;
     assert_eq!(received.auth_user.as_deref(), Some("relay"));
     app.wait_for_status(&acme, &id, "sent", WAIT).await;
@@ -462,35 +326,20 @@ async fn company_and_user_passwords_are_redacted_and_kept_on_blank_saves_too() {
     for (level, path) in [("company", ACME), ("user", ANA)] {
         let saved = put(&app, path, valid_level()).await;
         assert_eq!(
-            (
-                &saved["connection"]["password"],
-                &saved["connection"]["password_set"]
-            ),
+            (&saved["connection"]["password"], &saved["connection"]["password_set"]),
             (&Value::Null, &json!(true)),
             "{level}: {saved}"
         );
         let saved = put(&app, path, level_with("connection", "timeout_s", json!(90))).await;
-        assert_eq!(
-            saved["connection"]["password_set"], true,
-            "{level}: {saved}"
-        );
+        assert_eq!(saved["connection"]["password_set"], true, "{level}: {saved}");
         let read = get(&app, path).await;
         assert_eq!(read["connection"]["timeout_s"], 90, "{level}: {read}");
         assert_eq!(read["connection"]["password_set"], true, "{level}: {read}");
-        assert!(
-            !read.to_string().contains("s3nha-antiga-do-relay"),
-            "{level}: {read}"
-        );
+        assert!(!read.to_string().contains("s3nha-antiga-do-relay"), "{level}: {read}");
     }
     let explained = effective(&app, "?user=42").await;
-    assert_eq!(
-        explained["connection"]["password"]["set"], true,
-        "{explained:#}"
-    );
-    assert_eq!(
-        explained["connection"]["password"]["source"], "user",
-        "{explained:#}"
-    );
+    assert_eq!(explained["connection"]["password"]["set"], true, "{explained:#}");
+    assert_eq!(explained["connection"]["password"]["source"], "user", "{explained:#}");
 }
 
 // ---------------------------------------------------------------- effective settings
@@ -499,57 +348,37 @@ async fn company_and_user_passwords_are_redacted_and_kept_on_blank_saves_too() {
 async fn effective_settings_say_where_every_value_comes_from() {
     let app = Carteiro::start().await;
     app.create_company("acme").await;
-    put(&app, GLOBAL, json!({
-        "connection": {"host": "smtp.plataforma.example", "port": 587, "security": "starttls", "auth_enabled": true,
-                       "username": "relay@plataforma.example", "password": "s3nha-global", "timeout_s": 30},
-        "policy": {"default_sender_enabled": true, "default_sender_name": "Plataforma",
-                   "default_sender_address": "noreply@plataforma.example", "bundle_enabled": true}
-    }))
+    put(
+        &app,
+        GLOBAL,
+        json!({
+            "connection": {"host": "smtp.plataforma.example", "port": 587, "security": "starttls", "auth_enabled": true,
+                           "username": "relay@plataforma.example", "password": "s3nha-global", "timeout_s": 30},
+            "policy": {"default_sender_enabled": true, "default_sender_name": "Plataforma",
+                       "default_sender_address": "noreply@plataforma.example", "bundle_enabled": true}
+        }),
+    )
     .await;
 
     // Only the global level: everything from global, or default where nobody says.
     let only_global = effective(&app, "").await;
-    assert_eq!(
-        only_global["connection"]["source"], "global",
-        "{only_global:#}"
-    );
-    assert_from(
-        &only_global,
-        "connection.host",
-        json!("smtp.plataforma.example"),
-        "global",
-    );
-    assert_from(
-        &only_global,
-        "connection.username",
-        json!("relay@plataforma.example"),
-        "global",
-    );
+    assert_eq!(only_global["connection"]["source"], "global", "{only_global:#}");
+    assert_from(&only_global, "connection.host", json!("smtp.plataforma.example"), "global");
+    assert_from(&only_global, "connection.username", json!("relay@plataforma.example"), "global");
     assert_from(&only_global, "connection.timeout_s", json!(30), "global");
-    assert_from(
-        &only_global,
-        "connection.tls_verify",
-        json!(true),
-        "default",
-    );
+    assert_from(&only_global, "connection.tls_verify", json!(true), "default");
     assert_eq!(only_global["connection"]["password"]["set"], true);
-    assert_from(
-        &only_global,
-        "policy.send_as_others",
-        json!("allowed"),
-        "default",
-    );
-    assert_from(
-        &only_global,
-        "policy.bundle_interval_ms",
-        json!(2000),
-        "default",
-    );
+    assert_from(&only_global, "policy.send_as_others", json!("allowed"), "default");
+    assert_from(&only_global, "policy.bundle_interval_ms", json!(2000), "default");
 
-    put(&app, ACME, json!({
-        "connection": {"enabled": true, "host": "smtp.acme.example", "port": 465, "security": "tls"},
-        "policy": {"default_sender_name": "ACME"}
-    }))
+    put(
+        &app,
+        ACME,
+        json!({
+            "connection": {"enabled": true, "host": "smtp.acme.example", "port": 465, "security": "tls"},
+            "policy": {"default_sender_name": "ACME"}
+        }),
+    )
     .await;
     put(&app, ANA, json!({"policy": {"send_as_others": "rewrite"}})).await;
 
@@ -558,12 +387,7 @@ async fn effective_settings_say_where_every_value_comes_from() {
     assert_eq!(ana["user"], "42");
     // The company's connection block replaces the global one as a whole.
     assert_eq!(ana["connection"]["source"], "company", "{ana:#}");
-    assert_from(
-        &ana,
-        "connection.host",
-        json!("smtp.acme.example"),
-        "company",
-    );
+    assert_from(&ana, "connection.host", json!("smtp.acme.example"), "company");
     assert_from(&ana, "connection.port", json!(465), "company");
     assert_from(&ana, "connection.security", json!("tls"), "company");
     assert_from(&ana, "connection.auth_enabled", json!(false), "company");
@@ -578,20 +402,12 @@ async fn effective_settings_say_where_every_value_comes_from() {
     // The policy block is inherited field by field.
     assert_from(&ana, "policy.default_sender_enabled", json!(true), "global");
     assert_from(&ana, "policy.default_sender_name", json!("ACME"), "company");
-    assert_from(
-        &ana,
-        "policy.default_sender_address",
-        json!("noreply@plataforma.example"),
-        "global",
-    );
+    assert_from(&ana, "policy.default_sender_address", json!("noreply@plataforma.example"), "global");
     assert_from(&ana, "policy.force_default_sender", json!(false), "default");
     assert_from(&ana, "policy.bundle_enabled", json!(true), "global");
     assert_from(&ana, "policy.bundle_interval_ms", json!(2000), "default");
     assert_from(&ana, "policy.send_as_others", json!("rewrite"), "user");
-    assert!(
-        !ana.to_string().contains("s3nha-global"),
-        "no secret in the explanation"
-    );
+    assert!(!ana.to_string().contains("s3nha-global"), "no secret in the explanation");
 
     // Another user of the company, and the company without a user, have no user level.
     for query in ["?user=43", ""] {
@@ -608,18 +424,8 @@ async fn effective_settings_say_where_every_value_comes_from() {
     }))
     .await;
     let later = effective(&app, "?user=42").await;
-    assert_from(
-        &later,
-        "connection.host",
-        json!("smtp.acme.example"),
-        "company",
-    );
-    assert_from(
-        &later,
-        "policy.default_sender_name",
-        json!("ACME"),
-        "company",
-    );
+    assert_from(&later, "connection.host", json!("smtp.acme.example"), "company");
+    assert_from(&later, "policy.default_sender_name", json!("ACME"), "company");
 
     // A user's own connection block wins over the company's.
     put(&app, ANA, json!({"connection": {"host": "smtp.ana.example"}, "policy": {"send_as_others": "rewrite"}})).await;
@@ -632,16 +438,8 @@ async fn effective_settings_say_where_every_value_comes_from() {
     put(&app, ACME, json!({"connection": {"enabled": false, "host": "smtp.acme.example"}, "policy": {"default_sender_name": "ACME"}})).await;
     let off = effective(&app, "?user=7").await;
     assert_eq!(off["connection"]["source"], "global", "{off:#}");
-    assert_from(
-        &off,
-        "connection.host",
-        json!("smtp2.plataforma.example"),
-        "global",
-    );
-    assert_eq!(
-        off["connection"]["password"]["set"], true,
-        "the kept global password: {off:#}"
-    );
+    assert_from(&off, "connection.host", json!("smtp2.plataforma.example"), "global");
+    assert_eq!(off["connection"]["password"]["set"], true, "the kept global password: {off:#}");
 }
 
 #[tokio::test]
@@ -654,12 +452,8 @@ async fn a_company_block_with_authentication_never_borrows_the_global_password()
     let borrowing = json!({"connection": {"enabled": true, "host": "smtp.acme.example", "auth_enabled": true, "username": "relay@acme.example"}});
     let answer = app.admin(Method::PUT, ACME, Some(borrowing)).await;
 
-    let problem = refusal_problem(
-        "company auth without its own password",
-        &answer,
-        "connection.password",
-        &["required"],
-    );
+    let problem =
+        refusal_problem("company auth without its own password", &answer, "connection.password", &["required"]);
     assert!(problem.is_none(), "{}", problem.unwrap_or_default());
     assert_eq!(get(&app, ACME).await, before);
 }
@@ -676,13 +470,7 @@ async fn effective_settings_of_an_unknown_company_are_not_found() {
         let (status, body) = app.admin(Method::GET, path, None).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
     }
-    let (status, _) = app
-        .admin(
-            Method::PUT,
-            "/api/v1/companies/nada/settings",
-            Some(valid_level()),
-        )
-        .await;
+    let (status, _) = app.admin(Method::PUT, "/api/v1/companies/nada/settings", Some(valid_level())).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
@@ -701,35 +489,18 @@ async fn every_settings_change_is_audited_with_who_and_which_fields_and_never_a_
 
     put(&app, GLOBAL, global.clone()).await;
     put(&app, ACME, company).await;
-    put(
-        &app,
-        ANA,
-        json!({"policy": {"send_as_others": "on_behalf"}}),
-    )
-    .await;
+    put(&app, ANA, json!({"policy": {"send_as_others": "on_behalf"}})).await;
     let mut blank = global;
     blank["connection"]["password"] = json!("");
     blank["connection"]["timeout_s"] = json!(120);
     put(&app, GLOBAL, blank).await;
-    let (status, _) = app
-        .admin(
-            Method::PUT,
-            GLOBAL,
-            Some(level_with("connection", "timeout_s", json!(5))),
-        )
-        .await;
+    let (status, _) = app.admin(Method::PUT, GLOBAL, Some(level_with("connection", "timeout_s", json!(5)))).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
     let (text, entries) = audit(&app).await;
-    assert!(
-        !text.contains(global_secret) && !text.contains(company_secret),
-        "a password is in the audit log: {text}"
-    );
+    assert!(!text.contains(global_secret) && !text.contains(company_secret), "a password is in the audit log: {text}");
     let updates = settings_updates(&entries);
-    let targets: Vec<&str> = updates
-        .iter()
-        .map(|e| e["target"].as_str().unwrap())
-        .collect();
+    let targets: Vec<&str> = updates.iter().map(|e| e["target"].as_str().unwrap()).collect();
     assert_eq!(
         targets,
         ["global", "user:acme:42", "company:acme", "global"],
@@ -740,44 +511,22 @@ async fn every_settings_change_is_audited_with_who_and_which_fields_and_never_a_
         OffsetDateTime::parse(entry["at"].as_str().unwrap(), &Rfc3339).expect("at is RFC 3339");
     }
     let fields = |i: usize| -> Vec<String> {
-        updates[i]["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f.as_str().unwrap().to_owned())
-            .collect()
+        updates[i]["fields"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_owned()).collect()
     };
     let first = fields(3);
-    for field in [
-        "connection.host",
-        "connection.timeout_s",
-        "connection.password",
-        "policy.default_sender_address",
-    ] {
-        assert!(
-            first.contains(&field.to_owned()),
-            "the first global save lists {field}: {first:?}"
-        );
+    for field in ["connection.host", "connection.timeout_s", "connection.password", "policy.default_sender_address"] {
+        assert!(first.contains(&field.to_owned()), "the first global save lists {field}: {first:?}");
     }
-    assert_eq!(
-        fields(0),
-        ["connection.timeout_s"],
-        "the blank save changed the timeout only, not the password"
-    );
+    assert_eq!(fields(0), ["connection.timeout_s"], "the blank save changed the timeout only, not the password");
     assert_eq!(fields(1), ["policy.send_as_others"]);
     assert!(fields(2).contains(&"connection.password".to_owned()));
     assert_eq!(updates[2]["company"], "acme");
 
     // The company's own view lists its entries only.
-    let (status, body) = app
-        .admin(Method::GET, "/api/v1/audit?company=acme", None)
-        .await;
+    let (status, body) = app.admin(Method::GET, "/api/v1/audit?company=acme", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let acme_entries = body["entries"].as_array().unwrap();
-    assert!(
-        acme_entries.iter().all(|e| e["company"] == "acme"),
-        "{body:#}"
-    );
+    assert!(acme_entries.iter().all(|e| e["company"] == "acme"), "{body:#}");
     assert_eq!(settings_updates(acme_entries).len(), 2);
 }
 
@@ -788,13 +537,9 @@ async fn logging_in_wants_the_right_password_and_the_settings_want_a_token() {
     let app = Carteiro::start().await;
 
     let login = |username: &str| json!({"username": username, "password": "not-the-password"});
-    let (wrong, wrong_body) = app
-        .call(Method::POST, "/api/v1/login", None, Some(login("admin")))
-        .await;
+    let (wrong, wrong_body) = app.call(Method::POST, "/api/v1/login", None, Some(login("admin"))).await;
     assert_eq!(wrong, StatusCode::UNAUTHORIZED, "{wrong_body}");
-    let (unknown, unknown_body) = app
-        .call(Method::POST, "/api/v1/login", None, Some(login("ninguem")))
-        .await;
+    let (unknown, unknown_body) = app.call(Method::POST, "/api/v1/login", None, Some(login("ninguem"))).await;
     assert_eq!(unknown, StatusCode::UNAUTHORIZED, "{unknown_body}");
     assert_eq!(
         wrong_body["error"]["message"], unknown_body["error"]["message"],
@@ -803,36 +548,22 @@ async fn logging_in_wants_the_right_password_and_the_settings_want_a_token() {
     assert!(wrong_body.get("token").is_none());
 
     let acme = app.create_company("acme").await;
-    for (case, bearer) in [
-        ("no token", None),
-        ("a garbage token", Some("ct_garbage")),
-        ("an API key", Some(acme.key.as_str())),
-    ] {
+    for (case, bearer) in
+        [("no token", None), ("a garbage token", Some("ct_garbage")), ("an API key", Some(acme.key.as_str()))]
+    {
         for (method, path, body) in [
             (Method::GET, GLOBAL, None),
             (Method::PUT, GLOBAL, Some(valid_level())),
             (Method::GET, ACME, None),
-            (
-                Method::GET,
-                "/api/v1/companies/acme/effective-settings",
-                None,
-            ),
+            (Method::GET, "/api/v1/companies/acme/effective-settings", None),
             (Method::GET, "/api/v1/audit", None),
         ] {
             let (status, answer) = app.call(method.clone(), path, bearer, body).await;
-            assert_eq!(
-                status,
-                StatusCode::UNAUTHORIZED,
-                "{case}: {method} {path}: {answer}"
-            );
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{case}: {method} {path}: {answer}");
             assert_eq!(answer["error"]["code"], "unauthorized", "{case}: {answer}");
         }
     }
-    assert_eq!(
-        get(&app, GLOBAL).await["connection"],
-        Value::Null,
-        "nothing was saved without a token"
-    );
+    assert_eq!(get(&app, GLOBAL).await["connection"], Value::Null, "nothing was saved without a token");
 }
 
 #[tokio::test]
@@ -841,12 +572,7 @@ async fn a_company_admin_manages_their_own_company_only() {
     app.create_company("acme").await;
     app.create_company("beta").await;
     put(&app, GLOBAL, valid_level()).await;
-    put(
-        &app,
-        "/api/v1/companies/beta/settings",
-        json!({"policy": {"default_sender_name": "Beta"}}),
-    )
-    .await;
+    put(&app, "/api/v1/companies/beta/settings", json!({"policy": {"default_sender_name": "Beta"}})).await;
     let (status, created) = app
         .admin(
             Method::POST,
@@ -855,10 +581,7 @@ async fn a_company_admin_manages_their_own_company_only() {
         )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
-    let token = app
-        .login("gerente.acme", "senha-do-gerente-1")
-        .await
-        .expect("the company admin logs in");
+    let token = app.login("gerente.acme", "senha-do-gerente-1").await.expect("the company admin logs in");
     let (app, token) = (&app, token.as_str());
     let as_manager = move |method: Method, path: &str, body: Option<Value>| {
         let path = path.to_owned();
@@ -868,46 +591,23 @@ async fn a_company_admin_manages_their_own_company_only() {
     // Their own company: read and edit every level.
     let (status, body) = as_manager(Method::GET, ACME, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = as_manager(
-        Method::PUT,
-        ACME,
-        Some(json!({"policy": {"default_sender_name": "ACME Ltda"}})),
-    )
-    .await;
+    let (status, body) =
+        as_manager(Method::PUT, ACME, Some(json!({"policy": {"default_sender_name": "ACME Ltda"}}))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["policy"]["default_sender_name"], "ACME Ltda");
-    let (status, body) = as_manager(
-        Method::PUT,
-        ANA,
-        Some(json!({"policy": {"send_as_others": "rewrite"}})),
-    )
-    .await;
+    let (status, body) = as_manager(Method::PUT, ANA, Some(json!({"policy": {"send_as_others": "rewrite"}}))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (status, body) = as_manager(
-        Method::GET,
-        "/api/v1/companies/acme/effective-settings?user=42",
-        None,
-    )
-    .await;
+    let (status, body) = as_manager(Method::GET, "/api/v1/companies/acme/effective-settings?user=42", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_from(
-        &body,
-        "policy.default_sender_name",
-        json!("ACME Ltda"),
-        "company",
-    );
+    assert_from(&body, "policy.default_sender_name", json!("ACME Ltda"), "company");
     assert_from(&body, "policy.send_as_others", json!("rewrite"), "user");
 
     // The global level: forbidden, and untouched.
     let global_before = get(app, GLOBAL).await;
     let (status, body) = as_manager(Method::GET, GLOBAL, None).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    let (status, body) = as_manager(
-        Method::PUT,
-        GLOBAL,
-        Some(json!({"policy": {"default_sender_name": "Hackeado"}})),
-    )
-    .await;
+    let (status, body) =
+        as_manager(Method::PUT, GLOBAL, Some(json!({"policy": {"default_sender_name": "Hackeado"}}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "forbidden");
     assert_eq!(get(app, GLOBAL).await, global_before);
@@ -916,42 +616,23 @@ async fn a_company_admin_manages_their_own_company_only() {
     let beta_before = get(app, "/api/v1/companies/beta/settings").await;
     for (method, path, body) in [
         (Method::GET, "/api/v1/companies/beta/settings", None),
-        (
-            Method::PUT,
-            "/api/v1/companies/beta/settings",
-            Some(json!({"policy": {"default_sender_name": "Hackeado"}})),
-        ),
-        (
-            Method::GET,
-            "/api/v1/companies/beta/users/42/settings",
-            None,
-        ),
+        (Method::PUT, "/api/v1/companies/beta/settings", Some(json!({"policy": {"default_sender_name": "Hackeado"}}))),
+        (Method::GET, "/api/v1/companies/beta/users/42/settings", None),
         (
             Method::PUT,
             "/api/v1/companies/beta/users/42/settings",
             Some(json!({"policy": {"send_as_others": "rewrite"}})),
         ),
-        (
-            Method::GET,
-            "/api/v1/companies/beta/effective-settings",
-            None,
-        ),
+        (Method::GET, "/api/v1/companies/beta/effective-settings", None),
     ] {
         let (status, answer) = as_manager(method.clone(), path, body).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {answer}");
     }
-    assert_eq!(
-        get(app, "/api/v1/companies/beta/settings").await,
-        beta_before
-    );
+    assert_eq!(get(app, "/api/v1/companies/beta/settings").await, beta_before);
 
     // Platform-wide things: forbidden.
-    let (status, body) = as_manager(
-        Method::POST,
-        "/api/v1/companies",
-        Some(json!({"slug": "gama", "name": "Gama Ltda"})),
-    )
-    .await;
+    let (status, body) =
+        as_manager(Method::POST, "/api/v1/companies", Some(json!({"slug": "gama", "name": "Gama Ltda"}))).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, _) = app.admin(Method::GET, "/api/v1/companies/gama", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "the company was not created");
@@ -964,17 +645,8 @@ async fn a_company_admin_manages_their_own_company_only() {
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, body) = as_manager(Method::GET, "/api/v1/companies", None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let slugs: Vec<&str> = body
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["slug"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        slugs,
-        ["acme"],
-        "a company admin lists their own company only"
-    );
+    let slugs: Vec<&str> = body.as_array().unwrap().iter().map(|c| c["slug"].as_str().unwrap()).collect();
+    assert_eq!(slugs, ["acme"], "a company admin lists their own company only");
 
     // Their changes are audited under their name.
     let (_, entries) = audit(app).await;

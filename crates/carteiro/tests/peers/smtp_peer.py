@@ -66,6 +66,7 @@ class Handler:
         self.args = args
         self.rcpt_replies = dict(args.rcpt_reply)
         self.data_replies = list(args.data_replies)
+        self.messages_seen = 0
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         # Using this hook means aiosmtpd leaves setting host_name to us.
@@ -73,6 +74,9 @@ class Handler:
         if not self.args.auth:
             # Otherwise aiosmtpd would still advertise AUTH after STARTTLS.
             responses = [r for r in responses if not r.startswith("250-AUTH")]
+        if self.args.pipelining:
+            # aiosmtpd reads commands one line at a time, so a pipelined group works.
+            responses.insert(1, "250-PIPELINING")
         return responses
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -85,6 +89,11 @@ class Handler:
         return reply_text(code, "rcpt")
 
     async def handle_DATA(self, server, session, envelope):
+        self.messages_seen += 1
+        if self.messages_seen == self.args.drop_on_message:
+            # The reply after the final dot is lost: the client cannot know the message's fate.
+            server.transport.abort()
+            return "421 4.4.2 connection dropped (scripted)"
         if self.args.data_delay_s > 0:
             await asyncio.sleep(self.args.data_delay_s)
         code = self.data_replies.pop(0) if self.data_replies else 250
@@ -99,6 +108,7 @@ class Handler:
             data_b64=base64.b64encode(envelope.original_content).decode("ascii"),
             auth_user=auth.login.decode("utf-8", "replace") if auth else None,
             tls=self.args.mode == "implicit" or session.ssl is not None,
+            session=session.peer[1] if session.peer else None,
         )
         return "250 2.0.0 OK: queued"
 
@@ -141,6 +151,9 @@ def parse_args():
                    metavar="ADDR=CODE")
     p.add_argument("--data-replies", type=data_replies, default=[], metavar="CODE,...")
     p.add_argument("--data-delay-s", type=float, default=0.0)
+    p.add_argument("--pipelining", action="store_true", help="advertise PIPELINING")
+    p.add_argument("--drop-on-message", type=int, default=0, metavar="N",
+                   help="drop the connection instead of answering the N-th message (1-based)")
     p.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
     args = p.parse_args()
     if args.mode != "plain" and not (args.cert and args.key):

@@ -53,19 +53,13 @@ impl Carteiro {
             child: None,
             dir: tempfile::tempdir().unwrap(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             base: String::new(),
             http: reqwest::Client::new(),
             token: String::new(),
         };
         app.launch().await;
-        app.token = app
-            .login("admin", ADMIN_PASSWORD)
-            .await
-            .expect("the first administrator can log in");
+        app.token = app.login("admin", ADMIN_PASSWORD).await.expect("the first administrator can log in");
         app
     }
 
@@ -83,11 +77,7 @@ impl Carteiro {
     }
 
     async fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_carteiro"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -96,10 +86,7 @@ impl Carteiro {
             .args(&self.extra)
             .env("CARTEIRO_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("CARTEIRO_HOSTNAME", "carteiro.test")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -138,10 +125,7 @@ impl Carteiro {
     pub async fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
         let pid = child.id().unwrap().to_string();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         tokio::time::timeout(Duration::from_secs(30), child.wait())
             .await
             .expect("carteiro stops after SIGTERM")
@@ -161,12 +145,7 @@ impl Carteiro {
 
     pub async fn login(&self, username: &str, password: &str) -> Option<String> {
         let (status, body) = self
-            .call(
-                Method::POST,
-                "/api/v1/login",
-                None,
-                Some(json!({"username": username, "password": password})),
-            )
+            .call(Method::POST, "/api/v1/login", None, Some(json!({"username": username, "password": password})))
             .await;
         (status == StatusCode::OK).then(|| body["token"].as_str().unwrap().to_owned())
     }
@@ -189,38 +168,23 @@ impl Carteiro {
         let response = request.send().await.expect("carteiro answers");
         let status = response.status();
         let text = response.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
     /// A call as the platform administrator.
-    pub async fn admin(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         self.call(method, path, Some(&self.token), body).await
     }
 
     pub async fn set_global(&self, doc: Value) -> Value {
-        let (status, body) = self
-            .admin(Method::PUT, "/api/v1/settings/global", Some(doc))
-            .await;
+        let (status, body) = self.admin(Method::PUT, "/api/v1/settings/global", Some(doc)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
 
     pub async fn set_company_settings(&self, company: &Company, doc: Value) -> Value {
-        let (status, body) = self
-            .admin(
-                Method::PUT,
-                &format!("/api/v1/companies/{}/settings", company.slug),
-                Some(doc),
-            )
-            .await;
+        let (status, body) =
+            self.admin(Method::PUT, &format!("/api/v1/companies/{}/settings", company.slug), Some(doc)).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
@@ -228,21 +192,16 @@ impl Carteiro {
     /// Creates a company (with an e-mail address) and an API key for it.
     pub async fn create_company(&self, slug: &str) -> Company {
         let (status, body) = self
-            .admin(Method::POST, "/api/v1/companies", Some(json!({"slug": slug, "name": format!("{slug} Ltda"), "email": format!("contato@{slug}.example")})))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        let (status, body) = self
             .admin(
                 Method::POST,
-                &format!("/api/v1/companies/{slug}/api-keys"),
-                None,
+                "/api/v1/companies",
+                Some(json!({"slug": slug, "name": format!("{slug} Ltda"), "email": format!("contato@{slug}.example")})),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        Company {
-            slug: slug.to_owned(),
-            key: body["key"].as_str().unwrap().to_owned(),
-        }
+        let (status, body) = self.admin(Method::POST, &format!("/api/v1/companies/{slug}/api-keys"), None).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        Company { slug: slug.to_owned(), key: body["key"].as_str().unwrap().to_owned() }
     }
 
     /// Points the global level at a plain SMTP server on loopback, with a default sender.
@@ -255,13 +214,7 @@ impl Carteiro {
     }
 
     pub async fn submit(&self, company: &Company, message: Value) -> (StatusCode, Value) {
-        self.call(
-            Method::POST,
-            "/api/v1/messages",
-            Some(&company.key),
-            Some(message),
-        )
-        .await
+        self.call(Method::POST, "/api/v1/messages", Some(&company.key), Some(message)).await
     }
 
     /// Submits and expects a 202; the message's id.
@@ -272,26 +225,13 @@ impl Carteiro {
     }
 
     pub async fn message(&self, company: &Company, id: &str) -> Value {
-        let (status, body) = self
-            .call(
-                Method::GET,
-                &format!("/api/v1/messages/{id}"),
-                Some(&company.key),
-                None,
-            )
-            .await;
+        let (status, body) = self.call(Method::GET, &format!("/api/v1/messages/{id}"), Some(&company.key), None).await;
         assert_eq!(status, StatusCode::OK, "{body}");
         body
     }
 
     /// Waits until the message reaches `status`, and returns it.
-    pub async fn wait_for_status(
-        &self,
-        company: &Company,
-        id: &str,
-        status: &str,
-        limit: Duration,
-    ) -> Value {
+    pub async fn wait_for_status(&self, company: &Company, id: &str, status: &str, limit: Duration) -> Value {
         let mut last = Value::Null;
         let found = tokio::time::timeout(limit, async {
             loop {
@@ -304,9 +244,7 @@ impl Carteiro {
             }
         })
         .await;
-        found.unwrap_or_else(|_| {
-            panic!("message {id} did not become {status} within {limit:?}; last seen: {last:#}")
-        })
+        found.unwrap_or_else(|_| panic!("message {id} did not become {status} within {limit:?}; last seen: {last:#}"))
     }
 
     /// Runs the carteiro CLI on this instance's data directory.
@@ -323,10 +261,7 @@ impl Carteiro {
             .spawn()
             .unwrap();
         let mut input = child.stdin.take().unwrap();
-        input
-            .write_all(stdin.unwrap_or_default().as_bytes())
-            .await
-            .unwrap();
+        input.write_all(stdin.unwrap_or_default().as_bytes()).await.unwrap();
         drop(input);
         tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
             .await

@@ -23,9 +23,7 @@ impl TestCertificates {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "carteiro test CA");
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "carteiro test CA");
         let ca_cert = ca_params.self_signed(&ca_key).unwrap();
         let issuer = Issuer::new(ca_params, ca_key);
 
@@ -46,11 +44,6 @@ impl TestCertificates {
         let key_path = dir.path().join("server.key");
         std::fs::write(&cert_path, cert.pem()).unwrap();
         std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        Self {
-            _dir: dir,
-            ca_pem: ca_cert.pem(),
-            cert_path,
-            key_path,
-        }
+        Self { _dir: dir, ca_pem: ca_cert.pem(), cert_path, key_path }
     }
 }

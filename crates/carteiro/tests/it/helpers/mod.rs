@@ -21,10 +21,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            started.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -32,8 +32,10 @@ pub struct PeerMessage {
     pub mail_from: String,
     pub rcpt_tos: Vec<String>,
     pub data: Vec<u8>,
-    pub auth_user: Option<String>,
+        pub auth_user: Option<String>,
     pub tls: bool,
+    /// The SMTP session (the client's port) that carried it.
+    pub session: u64,
 }
 
 impl PeerMessage {
@@ -44,12 +46,7 @@ impl PeerMessage {
     /// The first header of that name, unfolded.
     pub fn header(&self, name: &str) -> Option<String> {
         let text = self.text();
-        let head = text
-            .split("\r\n\r\n")
-            .next()
-            .unwrap_or_default()
-            .replace("\r\n ", " ")
-            .replace("\r\n\t", " ");
+        let head = text.split("\r\n\r\n").next().unwrap_or_default().replace("\r\n ", " ").replace("\r\n\t", " ");
         head.lines().find_map(|line| {
             let (n, v) = line.split_once(':')?;
             n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
@@ -82,10 +79,7 @@ impl SmtpPeer {
         let (tx, mut events) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
-                if tx
-                    .send(serde_json::from_str::<Value>(&line).expect("peer events are JSON"))
-                    .is_err()
-                {
+                if tx.send(serde_json::from_str::<Value>(&line).expect("peer events are JSON")).is_err() {
                     break;
                 }
             }
@@ -96,11 +90,7 @@ impl SmtpPeer {
             .expect("the peer exited");
         assert_eq!(ready["event"], "ready");
         let port = ready["port"].as_u64().unwrap() as u16;
-        Self {
-            _child: child,
-            port,
-            events,
-        }
+        Self { _child: child, port, events }
     }
 
     pub async fn plain() -> Self {
@@ -172,27 +162,17 @@ impl SmtpPeer {
 fn message(event: &Value) -> PeerMessage {
     PeerMessage {
         mail_from: event["mail_from"].as_str().unwrap_or_default().to_owned(),
-        rcpt_tos: event["rcpt_tos"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_owned())
-            .collect(),
-        data: base64::engine::general_purpose::STANDARD
-            .decode(event["data_b64"].as_str().unwrap())
-            .unwrap(),
+        rcpt_tos: event["rcpt_tos"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect(),
+        data: base64::engine::general_purpose::STANDARD.decode(event["data_b64"].as_str().unwrap()).unwrap(),
         auth_user: event["auth_user"].as_str().map(str::to_owned),
-        tls: event["tls"].as_bool().unwrap_or(false),
+                tls: event["tls"].as_bool().unwrap_or(false),
+        session: event["session"].as_u64().unwrap_or(0),
     }
 }
 
 /// A free TCP port on loopback (for peers that cannot pick port 0 themselves).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Postfix's `smtp-sink`: accepts everything, writes one file per message.
@@ -211,14 +191,9 @@ impl SmtpSink {
     pub async fn start_with(flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         #[cfg(unix)]
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )
-        .unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
         let port = free_port();
-        let binary = std::env::var("CARTEIRO_TEST_SMTP_SINK")
-            .unwrap_or_else(|_| "/usr/sbin/smtp-sink".to_owned());
+        let binary = std::env::var("CARTEIRO_TEST_SMTP_SINK").unwrap_or_else(|_| "/usr/sbin/smtp-sink".to_owned());
         let mut command = Command::new(binary);
         // As root, smtp-sink must drop its privileges.
         if nix_is_root() {
@@ -233,57 +208,49 @@ impl SmtpSink {
             .kill_on_drop(true)
             .spawn()
             .expect("cannot start smtp-sink: run the test command of the README, which installs Postfix");
-        super::eventually(
-            Duration::from_secs(10),
-            "smtp-sink to listen",
-            || async move {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-                    .map(drop)
-            },
-        )
+        super::eventually(Duration::from_secs(10), "smtp-sink to listen", || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
+        })
         .await;
-        Self {
-            _child: child,
-            port,
-            dir,
-        }
+        Self { _child: child, port, dir }
     }
 
     /// How many messages the sink has received.
     pub fn count(&self) -> usize {
-        std::fs::read_dir(self.dir.path())
-            .map(|entries| entries.count())
-            .unwrap_or(0)
+        std::fs::read_dir(self.dir.path()).map(|entries| entries.count()).unwrap_or(0)
     }
 }
 
 fn nix_is_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false)
+    std::process::Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false)
 }
 
 /// A server that accepts connections and never says a word.
 pub struct SilentServer {
     pub port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl SilentServer {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+                let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
         let task = tokio::spawn(async move {
             let mut held = Vec::new();
             while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 held.push(socket);
             }
         });
-        Self { port, task }
+        Self { port, accepted, task }
+    }
+
+    /// How many connections it has accepted (and left hanging).
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

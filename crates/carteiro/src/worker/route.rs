@@ -1,0 +1,110 @@
+//! Where a message goes: the connection in force for its (company, user),
+//! the lane that connection makes, the envelope sender and the bundling
+//! policy. Resolved once per (company, user) and cached briefly: a settings
+//! change in this process is seen at once, one made elsewhere (the CLI,
+//! another instance) within `TTL`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use carteiro_core::delivery::Failure;
+use carteiro_core::id::{CompanySlug, UserRef};
+use carteiro_core::sender::{self, SenderContext};
+use carteiro_core::settings::Connection;
+
+use crate::service::{ServiceError, settings, tenants};
+use crate::state::AppState;
+
+const TTL: Duration = Duration::from_secs(2);
+
+/// A lane: one company's messages to one server, with their own sessions,
+/// rate and bundling. The key never holds a secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LaneKey(String);
+
+#[derive(Debug)]
+pub struct Route {
+    pub lane: LaneKey,
+    pub connection: Connection,
+    /// MAIL FROM for this (company, user), when the settings name one.
+    pub envelope_from: Option<String>,
+    /// Bundling: how long the lane collects messages before one session carries them.
+    pub bundle: Option<Duration>,
+}
+
+impl Route {
+    /// `host:port`, as attempts name the server.
+    pub fn server(&self) -> String {
+        format!("{}:{}", self.connection.server.host, self.connection.server.port.get())
+    }
+}
+
+/// The route of a (company, user), or why there is none (a settings problem,
+/// recorded on the message as a deferred attempt).
+pub type Routing = Result<Arc<Route>, Failure>;
+
+#[derive(Default)]
+pub struct Routes {
+    cached: HashMap<(String, Option<String>), (Instant, u64, Routing)>,
+}
+
+impl Routes {
+    /// The route for (company, user); fails only when the store cannot be read.
+    pub async fn route(&mut self, state: &AppState, company: &str, user: Option<&str>) -> anyhow::Result<Routing> {
+        let version = state.settings_version.load(Ordering::Acquire);
+        let key = (company.to_owned(), user.map(str::to_owned));
+        if let Some((at, seen, routing)) = self.cached.get(&key)
+            && at.elapsed() < TTL
+            && *seen == version
+        {
+            return Ok(routing.clone());
+        }
+        let routing = resolve(state, company, user).await?;
+        self.cached.retain(|_, (at, _, _)| at.elapsed() < TTL);
+        self.cached.insert(key, (Instant::now(), version, routing.clone()));
+        Ok(routing)
+    }
+}
+
+async fn resolve(state: &AppState, company: &str, user: Option<&str>) -> anyhow::Result<Routing> {
+    let slug = CompanySlug::parse("company", company)?;
+    let user = user.map(|u| UserRef::parse("actor_id", u)).transpose()?;
+    let effective = match settings::effective(state, Some(&slug), user.as_ref()).await {
+        Ok(effective) => effective,
+        Err(ServiceError::Unavailable(why)) => anyhow::bail!("the database is unavailable: {why}"),
+        // Not a message's fault (a stored password the master key does not open,
+        // settings that no longer validate): recorded, retried until it is fixed.
+        Err(e) => {
+            return Ok(Err(Failure::Settings { detail: format!("{:#}", anyhow::Error::from(e)) }));
+        }
+    };
+    let Some(connection) = effective.connection() else {
+        return Ok(Err(Failure::Settings {
+            detail: "no SMTP server is configured for this company any more".to_owned(),
+        }));
+    };
+    let mailbox = tenants::company(state, &slug).await?.mailbox();
+    let envelope_from = sender::envelope_from(SenderContext {
+        policy: &effective.policy,
+        company: mailbox.as_ref(),
+        login_username: connection.server.login.as_ref().map(|l| l.username.as_str()),
+    })
+    .map(|a| a.as_str().to_owned());
+    let bundle = effective
+        .policy
+        .bundle_enabled
+        .value
+        .then(|| Duration::from_millis(u64::from(effective.policy.bundle_interval.value.millis())));
+    let s = &connection.server;
+    let lane = LaneKey(format!(
+        "{company}|{}:{}|{}|{}|{:?}",
+        s.host,
+        s.port.get(),
+        s.security.as_str(),
+        s.login.as_ref().map_or("", |l| l.username.as_str()),
+        bundle
+    ));
+    Ok(Ok(Arc::new(Route { lane, connection, envelope_from, bundle })))
+}
