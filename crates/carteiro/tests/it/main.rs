@@ -6,6 +6,7 @@ mod helpers;
 mod cli;
 mod crash;
 mod delivery;
+mod lanes;
 mod messages_api;
 mod secrets;
 mod settings_api;

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# carteiro's throughput benchmark, side by side with Postfix, in one run on loopback.
+#
+#   bench/run.sh              N=20000 messages of about 2 KB (the table in bench/README.md)
+#   N=200000 ONLY=carteiro bench/run.sh   the memory run: RSS with a large backlog
+#
+# Upstream: Postfix's smtp-sink, writing one file per message into a tmpfs
+# directory (that is how arrivals are counted, the same way for every run).
+#   limit     smtp-source -> smtp-sink, 20 reused connections: no queue, no durability
+#   postfix   smtp-source (20 sessions) -> a private Postfix on 127.0.0.1 -> smtp-sink (relayhost)
+#   carteiro  the batch API (1000 a request) or single submissions (8 clients) -> smtp-sink,
+#             bundling off and on
+# carteiro's data directory and Postfix's queue live on disk; both sync every accepted message.
+# Needs root (Postfix drops privileges to its own users) and Debian's postfix package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${N:-20000}
+SIZE=${SIZE:-2048}
+ONLY=${ONLY:-all}
+SINK_PORT=${SINK_PORT:-25250}
+POSTFIX_PORT=${POSTFIX_PORT:-25251}
+CARTEIRO_PORT=${CARTEIRO_PORT:-25252}
+ADMIN_PASSWORD=bench-admin-password
+
+say() { printf '\033[1mbench:\033[0m %s\n' "$*" >&2; }
+
+for tool in smtp-sink smtp-source postfix; do
+    command -v "$tool" >/dev/null || { say "$tool is missing: apt-get install postfix"; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { say "run as root (Postfix and smtp-sink drop privileges to their own users)"; exit 1; }
+
+say "building carteiro (release)"
+cargo build --release -q -p carteiro -p carteiro-bench
+CARTEIRO=$PWD/target/release/carteiro
+LOAD=$PWD/target/release/carteiro-bench
+
+disk=$(mktemp -d /var/tmp/carteiro-bench.XXXXXX)
+shm=$(mktemp -d /dev/shm/carteiro-bench.XXXXXX)
+chmod 755 "$disk" "$shm"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    postfix -c "$disk/postfix/etc" stop >/dev/null 2>&1 || true
+    wait 2>/dev/null || true
+    rm -rf "$disk" "$shm"
+}
+trap cleanup EXIT
+
+# The sink: one file per message in a fresh directory per run.
+sink_dir=""
+start_sink() {
+    sink_dir="$shm/sink-$1"
+    mkdir -p "$sink_dir" && chmod 777 "$sink_dir"
+    smtp-sink -u nobody -d "$sink_dir/m." "127.0.0.1:$SINK_PORT" 1024 &
+    sink_pid=$!
+    pids+=("$sink_pid")
+    until (exec 3<>"/dev/tcp/127.0.0.1/$SINK_PORT") 2>/dev/null; do sleep 0.05; done
+}
+stop_sink() { kill "$sink_pid"; wait "$sink_pid" 2>/dev/null || true; }
+arrived() { find "$sink_dir" -type f | wc -l; }
+wait_for_sink() { while [ "$(arrived)" -lt "$N" ]; do sleep 0.01; done; }
+now() { date +%s.%N; }
+
+# Peak resident memory of a process and its children, sampled every 100 ms until stopped.
+watch_rss() {
+    local root=$1 out=$2 peak=0
+    while kill -0 "$root" 2>/dev/null; do
+        local total=0
+        for pid in $root $(pgrep -P "$root" || true); do
+            total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+        done
+        [ "$total" -gt "$peak" ] && peak=$total && echo "$peak" > "$out"
+        sleep 0.1
+    done
+}
+
+rows=()
+row() { rows+=("$(printf '%-34s %12s %12s %12s %12s' "$@")"); }
+
+run_limit() {
+    say "limit: smtp-source -> smtp-sink, $N messages"
+    start_sink limit
+    local t0 t1
+    t0=$(now)
+    smtp-source -d -s 20 -m "$N" -l "$SIZE" -f bench@example.com -t cliente@example.com "127.0.0.1:$SINK_PORT"
+    wait_for_sink
+    t1=$(now)
+    stop_sink
+    limit_rate=$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')
+    row "limit (smtp-source -> smtp-sink)" "$limit_rate" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')" "$limit_rate" "-"
+}
+
+run_postfix() {
+    say "postfix: smtp-source -> Postfix -> smtp-sink, $N messages"
+    local pf=$disk/postfix
+    mkdir -p "$pf/etc" "$pf/queue" "$pf/data"
+    chown postfix "$pf/data"
+    cp /etc/postfix/master.cf "$pf/etc/master.cf"
+    sed -i "s/^smtp      inet  n       -       y       -       -       smtpd/127.0.0.1:$POSTFIX_PORT inet n - n - - smtpd/" "$pf/etc/master.cf"
+    cat > "$pf/etc/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $pf/queue
+data_directory = $pf/data
+mail_owner = postfix
+setgid_group = postdrop
+myhostname = bench.localdomain
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mydestination =
+mynetworks = 127.0.0.0/8
+relayhost = [127.0.0.1]:$SINK_PORT
+smtpd_relay_restrictions = permit_mynetworks, reject
+maillog_file = $pf/maillog
+EOF
+    start_sink postfix
+    postfix -c "$pf/etc" start-fg >"$pf/log" 2>&1 &
+    local master=$!
+    pids+=("$master")
+    until (exec 3<>"/dev/tcp/127.0.0.1/$POSTFIX_PORT") 2>/dev/null; do sleep 0.05; done
+    watch_rss "$master" "$disk/postfix.rss" &
+    local t0 t1 t2
+    t0=$(now)
+    smtp-source -s 20 -m "$N" -l "$SIZE" -f bench@example.com -t cliente@example.com "127.0.0.1:$POSTFIX_PORT"
+    t1=$(now)
+    wait_for_sink
+    t2=$(now)
+    postfix -c "$pf/etc" stop >/dev/null 2>&1
+    wait "$master" 2>/dev/null || true
+    stop_sink
+    postfix_rate=$(awk -v n="$N" -v a="$t0" -v b="$t2" 'BEGIN { printf "%.0f", n / (b - a) }')
+    row "postfix (relayhost)" \
+        "$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", n / (b - a) }')" \
+        "$(awk -v a="$t0" -v b="$t2" 'BEGIN { printf "%.2f", b - a }')" \
+        "$postfix_rate" \
+        "$(awk '{ printf "%.0f", $1 / 1024 }' "$disk/postfix.rss" 2>/dev/null || echo '-')"
+}
+
+# One carteiro run: a fresh data directory, the sink as the global server.
+run_carteiro() {
+    local mode=$1 bundle=$2 label=$3
+    say "carteiro: $label, $N messages"
+    local data=$disk/carteiro-$mode-$bundle
+    start_sink "carteiro-$mode-$bundle"
+    CARTEIRO_ADMIN_PASSWORD=$ADMIN_PASSWORD RUST_LOG=${RUST_LOG:-info} \
+        "$CARTEIRO" serve --data-dir "$data" --listen "127.0.0.1:$CARTEIRO_PORT" --hostname bench.localdomain \
+        >"$disk/carteiro-$mode-$bundle.out" 2>"$disk/carteiro-$mode-$bundle.log" &
+    local server=$!
+    pids+=("$server")
+    until (exec 3<>"/dev/tcp/127.0.0.1/$CARTEIRO_PORT") 2>/dev/null; do sleep 0.05; done
+    local result
+    result=$("$LOAD" --url "http://127.0.0.1:$CARTEIRO_PORT" --admin-password "$ADMIN_PASSWORD" \
+        --sink-port "$SINK_PORT" $([ "$bundle" = true ] && echo --bundle) --count "$N" --size "$SIZE" \
+        --mode "$mode" --sink-dir "$sink_dir" --pid "$server")
+    kill -TERM "$server"
+    wait "$server" 2>/dev/null || true
+    stop_sink
+    local accept delivered e2e rss
+    accept=$(echo "$result" | sed 's/.*"accept_per_s":\([0-9.]*\).*/\1/')
+    delivered=$(echo "$result" | sed 's/.*"delivered_s":\([0-9.]*\).*/\1/')
+    e2e=$(echo "$result" | sed 's/.*"e2e_per_s":\([0-9.]*\).*/\1/')
+    rss=$(echo "$result" | sed 's/.*"peak_rss_mib":\([0-9.]*\).*/\1/')
+    row "carteiro $label" "$(printf '%.0f' "$accept")" "$(printf '%.2f' "$delivered")" "$(printf '%.0f' "$e2e")" "$(printf '%.0f' "$rss")"
+    ratios+=("$(printf '%-34s %14s %14s' "carteiro $label" \
+        "${postfix_rate:+$(awk -v c="$e2e" -v p="$postfix_rate" 'BEGIN { printf "%.2f", c / p }')}" \
+        "${limit_rate:+$(awk -v c="$e2e" -v l="$limit_rate" 'BEGIN { printf "%.2f", c / l }')}")")
+}
+
+ratios=()
+limit_rate=""
+postfix_rate=""
+if [ "$ONLY" = all ]; then
+    run_limit
+    run_postfix
+fi
+run_carteiro batch false "batch, bundling off"
+run_carteiro batch true "batch, bundling on"
+if [ "$ONLY" = all ]; then
+    run_carteiro single false "8 clients, bundling off"
+    run_carteiro single true "8 clients, bundling on"
+fi
+
+echo
+echo "N = $N messages of about $SIZE bytes; $(nproc) cores: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+printf '%-34s %12s %12s %12s %12s\n' "run" "accept/s" "sink has all" "e2e msg/s" "peak RSS MiB"
+printf '%s\n' "${rows[@]}"
+echo
+printf '%-34s %14s %14s\n' "end-to-end" "x postfix" "x limit"
+printf '%s\n' "${ratios[@]}"

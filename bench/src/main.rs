@@ -1,0 +1,183 @@
+//! Submits N messages of about 2 KB to carteiro (in batches, or one by one
+//! from several concurrent clients), then waits until Postfix's smtp-sink has
+//! received every one of them, and prints what it measured as one JSON line:
+//! acceptance rate, time until the sink had everything, end-to-end rate and
+//! carteiro's peak RSS.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::{Parser, ValueEnum};
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+struct Args {
+    /// carteiro's base URL.
+    #[arg(long)]
+    url: String,
+        /// The password of carteiro's `admin`, to configure the run.
+    #[arg(long)]
+    admin_password: String,
+    /// The sink's port on 127.0.0.1: the global level's server.
+    #[arg(long)]
+    sink_port: u16,
+    /// Bundle e-mails to send (the policy's `bundle_enabled`).
+    #[arg(long)]
+    bundle: bool,
+    /// SMTP sessions carteiro may open to the sink at once.
+    #[arg(long, default_value_t = 20)]
+    max_sessions: u16,
+    /// How many messages.
+    #[arg(long, default_value_t = 20_000)]
+    count: usize,
+    /// How to submit them.
+    #[arg(long, value_enum, default_value = "batch")]
+    mode: Mode,
+    /// Messages per batch request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Concurrent clients for single submissions.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Approximate size of each message body, in bytes.
+    #[arg(long, default_value_t = 2048)]
+    size: usize,
+    /// The directory where smtp-sink writes one file per message (`-d DIR/m.`).
+    #[arg(long)]
+    sink_dir: PathBuf,
+    /// carteiro's process id, for its peak RSS.
+    #[arg(long)]
+    pid: u32,
+    /// Give up waiting for the sink after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Batch,
+    Single,
+}
+
+fn message(n: usize, size: usize) -> Value {
+    let line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\n";
+    let text = line.repeat(size / line.len() + 1);
+    json!({
+        "kind": "system",
+        "to": [format!("cliente{n}@example.com")],
+        "subject": format!("Bench message {n}"),
+        "text": text,
+    })
+}
+
+fn sink_count(dir: &PathBuf) -> usize {
+    std::fs::read_dir(dir).map(|entries| entries.count()).unwrap_or(0)
+}
+
+fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM")?;
+    Ok(line.split_whitespace().nth(1).context("VmHWM value")?.parse()?)
+}
+
+async fn post(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> anyhow::Result<Value> {
+    let response = client.post(url).bearer_auth(key).json(body).send().await?;
+    let status = response.status();
+    let body: Value = response.json().await?;
+    ensure!(status.as_u16() == 202, "carteiro answered {status}: {body}");
+    Ok(body)
+}
+
+/// Points carteiro's global level at the sink and makes a company; its API key.
+async fn configure(client: &reqwest::Client, args: &Args) -> anyhow::Result<String> {
+    let api = format!("{}/api/v1", args.url);
+    let login: Value = client
+        .post(format!("{api}/login"))
+        .json(&json!({"username": "admin", "password": args.admin_password}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let token = login["token"].as_str().context("login")?.to_owned();
+    let settings = json!({
+        "connection": {"host": "127.0.0.1", "port": args.sink_port, "timeout_s": 30, "max_sessions": args.max_sessions},
+        "policy": {"default_sender_enabled": true, "default_sender_address": "bench@example.com", "bundle_enabled": args.bundle}
+    });
+    let put = client.put(format!("{api}/settings/global")).bearer_auth(&token).json(&settings).send().await?;
+    ensure!(put.status().is_success(), "settings: {}", put.text().await?);
+    let company = client.post(format!("{api}/companies")).bearer_auth(&token).json(&json!({"slug": "bench", "name": "Bench"})).send().await?;
+    ensure!(company.status().is_success(), "company: {}", company.text().await?);
+    let key: Value = client.post(format!("{api}/companies/bench/api-keys")).bearer_auth(&token).send().await?.json().await?;
+    Ok(key["key"].as_str().context("api key")?.to_owned())
+}
+
+async fn submit(client: &reqwest::Client, args: &Args, key: &str) -> anyhow::Result<()> {
+    match args.mode {
+        Mode::Batch => {
+            let url = format!("{}/api/v1/messages/batch", args.url);
+            for start in (0..args.count).step_by(args.batch) {
+                let messages: Vec<Value> = (start..(start + args.batch).min(args.count)).map(|n| message(n, args.size)).collect();
+                let answer = post(client, &url, key, &json!({"messages": messages})).await?;
+                let refused = answer["results"].as_array().context("results")?.iter().filter(|r| r.get("error").is_some()).count();
+                ensure!(refused == 0, "{refused} messages were refused: {answer}");
+            }
+        }
+        Mode::Single => {
+            let url = Arc::new(format!("{}/api/v1/messages", args.url));
+            let next = Arc::new(AtomicUsize::new(0));
+            let mut clients = Vec::new();
+            for _ in 0..args.clients {
+                let (client, url, key, next, count, size) =
+                    (client.clone(), url.clone(), key.to_owned(), next.clone(), args.count, args.size);
+                clients.push(tokio::spawn(async move {
+                    loop {
+                        let n = next.fetch_add(1, Ordering::Relaxed);
+                        if n >= count {
+                            return anyhow::Ok(());
+                        }
+                        post(&client, &url, &key, &message(n, size)).await?;
+                    }
+                }));
+            }
+            for client in clients {
+                client.await??;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+        let args = Args::parse();
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let key = configure(&client, &args).await?;
+    let before = sink_count(&args.sink_dir);
+    let started = Instant::now();
+    submit(&client, &args, &key).await?;
+    let accepted = started.elapsed();
+    let deadline = started + Duration::from_secs(args.timeout_s);
+    while sink_count(&args.sink_dir) < before + args.count {
+        if Instant::now() > deadline {
+            bail!("the sink has {} of {} messages after {}s", sink_count(&args.sink_dir) - before, args.count, args.timeout_s);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let delivered = started.elapsed();
+    let n = args.count as f64;
+    println!(
+        "{}",
+        json!({
+            "count": args.count,
+            "accept_s": accepted.as_secs_f64(),
+            "accept_per_s": n / accepted.as_secs_f64(),
+            "delivered_s": delivered.as_secs_f64(),
+            "e2e_per_s": n / delivered.as_secs_f64(),
+            "peak_rss_mib": peak_rss_kib(args.pid)? as f64 / 1024.0,
+        })
+    );
+    Ok(())
+}
