@@ -18,7 +18,7 @@ struct Args {
     /// carteiro's base URL.
     #[arg(long)]
     url: String,
-        /// The password of carteiro's `admin`, to configure the run.
+    /// The password of carteiro's `admin`, to configure the run.
     #[arg(long)]
     admin_password: String,
     /// The sink's port on 127.0.0.1: the global level's server.
@@ -108,9 +108,15 @@ async fn configure(client: &reqwest::Client, args: &Args) -> anyhow::Result<Stri
     });
     let put = client.put(format!("{api}/settings/global")).bearer_auth(&token).json(&settings).send().await?;
     ensure!(put.status().is_success(), "settings: {}", put.text().await?);
-    let company = client.post(format!("{api}/companies")).bearer_auth(&token).json(&json!({"slug": "bench", "name": "Bench"})).send().await?;
+    let company = client
+        .post(format!("{api}/companies"))
+        .bearer_auth(&token)
+        .json(&json!({"slug": "bench", "name": "Bench"}))
+        .send()
+        .await?;
     ensure!(company.status().is_success(), "company: {}", company.text().await?);
-    let key: Value = client.post(format!("{api}/companies/bench/api-keys")).bearer_auth(&token).send().await?.json().await?;
+    let key: Value =
+        client.post(format!("{api}/companies/bench/api-keys")).bearer_auth(&token).send().await?.json().await?;
     Ok(key["key"].as_str().context("api key")?.to_owned())
 }
 
@@ -119,9 +125,15 @@ async fn submit(client: &reqwest::Client, args: &Args, key: &str) -> anyhow::Res
         Mode::Batch => {
             let url = format!("{}/api/v1/messages/batch", args.url);
             for start in (0..args.count).step_by(args.batch) {
-                let messages: Vec<Value> = (start..(start + args.batch).min(args.count)).map(|n| message(n, args.size)).collect();
+                let messages: Vec<Value> =
+                    (start..(start + args.batch).min(args.count)).map(|n| message(n, args.size)).collect();
                 let answer = post(client, &url, key, &json!({"messages": messages})).await?;
-                let refused = answer["results"].as_array().context("results")?.iter().filter(|r| r.get("error").is_some()).count();
+                let refused = answer["results"]
+                    .as_array()
+                    .context("results")?
+                    .iter()
+                    .filter(|r| r.get("error").is_some())
+                    .count();
                 ensure!(refused == 0, "{refused} messages were refused: {answer}");
             }
         }
@@ -152,7 +164,7 @@ async fn submit(client: &reqwest::Client, args: &Args, key: &str) -> anyhow::Res
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-        let args = Args::parse();
+    let args = Args::parse();
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     let key = configure(&client, &args).await?;
     let before = sink_count(&args.sink_dir);
@@ -162,7 +174,12 @@ async fn main() -> anyhow::Result<()> {
     let deadline = started + Duration::from_secs(args.timeout_s);
     while sink_count(&args.sink_dir) < before + args.count {
         if Instant::now() > deadline {
-            bail!("the sink has {} of {} messages after {}s", sink_count(&args.sink_dir) - before, args.count, args.timeout_s);
+            bail!(
+                "the sink has {} of {} messages after {}s",
+                sink_count(&args.sink_dir) - before,
+                args.count,
+                args.timeout_s
+            );
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -8,13 +8,15 @@ use tokio::sync::Notify;
 use crate::config::DeliveryConfig;
 use crate::crypto::MasterKey;
 use crate::delivery::tls::TlsConfigs;
-use crate::store::{FinishAttempts, Grouped, InsertMessages, Store};
+use crate::store::{FinishAttempts, Grouped, InsertMessages, StartSending, Store};
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
     /// Stores submissions, sharing transactions between concurrent callers.
     pub submissions: Grouped<InsertMessages>,
+    /// Marks messages as being sent, sharing transactions between sessions.
+    pub starts: Grouped<StartSending>,
     /// Records delivery attempts, sharing transactions between sessions.
     pub attempts: Grouped<FinishAttempts>,
     /// Bumped by every settings change, so that cached settings are read again.
@@ -30,6 +32,7 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, keys: MasterKey, delivery: DeliveryConfig) -> Self {
         Self {
             submissions: Grouped::start(InsertMessages(store.clone())),
+            starts: Grouped::start(StartSending(store.clone())),
             attempts: Grouped::start(FinishAttempts(store.clone())),
             settings_version: Arc::default(),
             store,

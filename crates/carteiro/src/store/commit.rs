@@ -52,6 +52,28 @@ impl GroupWrite for FinishAttempts {
     }
 }
 
+/// Marks claimed messages as being sent (each item: the message and the claim holding it).
+#[derive(Clone)]
+pub struct StartSending(pub Arc<dyn Store>);
+
+#[async_trait]
+impl GroupWrite for StartSending {
+    type Item = (String, String);
+    type Outcome = bool;
+    async fn write(&self, items: &[(String, String)]) -> StoreResult<Vec<bool>> {
+        let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
+        let mut claims: Vec<String> = items.iter().map(|(_, claim)| claim.clone()).collect();
+        claims.sort_unstable();
+        claims.dedup();
+        let started: std::collections::HashSet<String> =
+            self.0.start_sending(&ids, &claims, crate::state::now_ms()).await?.into_iter().collect();
+        Ok(ids.iter().map(|id| started.contains(id)).collect())
+    }
+    fn weight(_: &(String, String)) -> usize {
+        64
+    }
+}
+
 /// Most items, and most weight, in one transaction.
 const MAX_GROUP: usize = 2000;
 const MAX_GROUP_WEIGHT: usize = 64 * 1024 * 1024;

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use carteiro_core::id::CompanySlug;
 use carteiro_core::settings::Scope;
 
-pub use commit::{FinishAttempts, Grouped, InsertMessages};
+pub use commit::{FinishAttempts, Grouped, InsertMessages, StartSending};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -336,71 +336,89 @@ const MESSAGE_COLUMNS: &str =
 impl MessageStore for SqliteStore {
     async fn insert_messages(&self, records: &[NewMessageRecord]) -> StoreResult<Vec<Inserted>> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
-        let mut outcomes = Vec::with_capacity(records.len());
-        for record in records {
-            let m = &record.row;
-            if let Some(key) = &m.idempotency_key {
-                let existing: Option<String> =
-                    sqlx::query_scalar("SELECT id FROM messages WHERE company = $1 AND idempotency_key = $2")
-                        .bind(&m.company)
-                        .bind(key)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .store()?;
-                if let Some(id) = existing {
-                    outcomes.push(Inserted::Duplicate(id));
-                    continue;
-                }
+        // Idempotency: keys already stored, then keys repeated within these records.
+        let mut known: HashMap<(String, String), String> = HashMap::new();
+        let mut keys_by_company: HashMap<&str, Vec<&str>> = HashMap::new();
+        for r in records {
+            if let Some(key) = &r.row.idempotency_key {
+                keys_by_company.entry(r.row.company.as_str()).or_default().push(key);
             }
-            sqlx::query(AssertSqlSafe(format!(
-                "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
-            )))
-            .bind(&m.id)
-            .bind(&m.company)
-            .bind(&m.kind)
-            .bind(&m.actor_id)
-            .bind(&m.status)
-            .bind(&m.from_header)
-            .bind(&m.sender_header)
-            .bind(&m.reply_to_header)
-            .bind(&m.envelope_from)
-            .bind(&m.subject)
-            .bind(&m.idempotency_key)
-            .bind(&m.tags)
-            .bind(m.size_bytes)
-            .bind(m.created_at)
-            .bind(m.send_at)
-            .bind(m.due_at)
-            .bind(m.attempt_count)
-            .bind(&m.last_reply)
-            .bind(m.updated_at)
-            .execute(&mut *tx)
+        }
+        for (company, keys) in keys_by_company {
+            let found: Vec<(String, String)> = sqlx::query_as(
+                "SELECT idempotency_key, id FROM messages WHERE company = $1 AND idempotency_key IN (SELECT value FROM json_each($2))",
+            )
+            .bind(company)
+            .bind(serde_json::to_string(&keys).context("keys")?)
+            .fetch_all(&mut *tx)
             .await
             .store()?;
-            sqlx::query("INSERT INTO message_bodies (message_id, raw) VALUES ($1, $2)")
-                .bind(&m.id)
-                .bind(&record.raw)
-                .execute(&mut *tx)
-                .await
-                .store()?;
-            for r in &record.recipients {
-                sqlx::query(
-                    "INSERT INTO recipients (message_id, position, kind, address, display, state, code, reply)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(&m.id)
-                .bind(r.position)
-                .bind(&r.kind)
-                .bind(&r.address)
-                .bind(&r.display)
-                .bind(&r.state)
-                .bind(r.code)
-                .bind(&r.reply)
-                .execute(&mut *tx)
-                .await
-                .store()?;
+            known.extend(found.into_iter().map(|(key, id)| ((company.to_owned(), key), id)));
+        }
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut new = Vec::with_capacity(records.len());
+        for r in records {
+            let key = r.row.idempotency_key.as_ref().map(|k| (r.row.company.clone(), k.clone()));
+            match key.as_ref().and_then(|k| known.get(k)) {
+                Some(first) => outcomes.push(Inserted::Duplicate(first.clone())),
+                None => {
+                    if let Some(key) = key {
+                        known.insert(key, r.row.id.clone());
+                    }
+                    outcomes.push(Inserted::New);
+                    new.push(r);
+                }
             }
-            outcomes.push(Inserted::New);
+        }
+        // Many rows per statement: each statement is a round trip to SQLite's thread.
+        for chunk in new.chunks(500) {
+            let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO messages ({MESSAGE_COLUMNS}) "));
+            q.push_values(chunk, |mut b, r| {
+                let m = &r.row;
+                b.push_bind(&m.id)
+                    .push_bind(&m.company)
+                    .push_bind(&m.kind)
+                    .push_bind(&m.actor_id)
+                    .push_bind(&m.status)
+                    .push_bind(&m.from_header)
+                    .push_bind(&m.sender_header)
+                    .push_bind(&m.reply_to_header)
+                    .push_bind(&m.envelope_from)
+                    .push_bind(&m.subject)
+                    .push_bind(&m.idempotency_key)
+                    .push_bind(&m.tags)
+                    .push_bind(m.size_bytes)
+                    .push_bind(m.created_at)
+                    .push_bind(m.send_at)
+                    .push_bind(m.due_at)
+                    .push_bind(m.attempt_count)
+                    .push_bind(&m.last_reply)
+                    .push_bind(m.updated_at);
+            });
+            q.build().execute(&mut *tx).await.store()?;
+            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO message_bodies (message_id, raw) ");
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.row.id).push_bind(&r.raw);
+            });
+            q.build().execute(&mut *tx).await.store()?;
+        }
+        let recipients: Vec<(&str, &RecipientRow)> =
+            new.iter().flat_map(|r| r.recipients.iter().map(|rcpt| (r.row.id.as_str(), rcpt))).collect();
+        for chunk in recipients.chunks(1000) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO recipients (message_id, position, kind, address, display, state, code, reply) ",
+            );
+            q.push_values(chunk, |mut b, (id, r)| {
+                b.push_bind(*id)
+                    .push_bind(r.position)
+                    .push_bind(&r.kind)
+                    .push_bind(&r.address)
+                    .push_bind(&r.display)
+                    .push_bind(&r.state)
+                    .push_bind(r.code)
+                    .push_bind(&r.reply);
+            });
+            q.build().execute(&mut *tx).await.store()?;
         }
         tx.commit().await.store()?;
         Ok(outcomes)
@@ -501,9 +519,20 @@ impl MessageStore for SqliteStore {
     }
 
     async fn due_companies(&self, now: i64) -> StoreResult<Vec<String>> {
+        // A loose scan of the claimable index: one seek per company, whatever the backlog.
         sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT company FROM messages WHERE status IN {WAITING} AND due_at <= $1 AND lease_owner IS NULL
-             GROUP BY +company ORDER BY MIN(due_at)"
+            "WITH RECURSIVE companies(company) AS (
+               SELECT MIN(company) FROM messages WHERE status IN {WAITING} AND lease_owner IS NULL
+               UNION ALL
+               SELECT (SELECT MIN(m.company) FROM messages m
+                       WHERE m.status IN {WAITING} AND m.lease_owner IS NULL AND m.company > companies.company)
+               FROM companies WHERE companies.company IS NOT NULL)
+             SELECT company FROM (
+               SELECT company, (SELECT MIN(m.due_at) FROM messages m
+                                WHERE m.company = companies.company AND m.status IN {WAITING} AND m.lease_owner IS NULL)
+                               AS first_due
+               FROM companies WHERE company IS NOT NULL)
+             WHERE first_due <= $1 ORDER BY first_due"
         )))
         .bind(now)
         .fetch_all(&self.reader)
@@ -601,61 +630,76 @@ impl MessageStore for SqliteStore {
     }
 
     async fn finish_attempts(&self, results: &[AttemptResult]) -> StoreResult<Vec<bool>> {
+        // Set-based, three statements whatever the number of attempts: each message moves on only
+        // if its lease is still its claim's (else another claim took it over, and its record wins).
+        let moves: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.message_id, "lease": r.lease, "status": r.status, "due_at": r.due_at,
+                    "reply": r.attempt.reply, "envelope_from": r.envelope_from, "updated_at": r.attempt.at + r.attempt.ms,
+                })
+            })
+            .collect();
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
-        let mut recorded = Vec::with_capacity(results.len());
-        for result in results {
-            let a = &result.attempt;
-            let moved = sqlx::query(
-                "UPDATE messages SET status = $1, due_at = COALESCE($2, due_at), attempt_count = attempt_count + 1,
-                   lease_owner = NULL, lease_expires_at = NULL, last_reply = $3, envelope_from = $4, updated_at = $5
-                 WHERE id = $6 AND lease_owner = $7",
-            )
-            .bind(&result.status)
-            .bind(result.due_at)
-            .bind(&a.reply)
-            .bind(&result.envelope_from)
-            .bind(a.at + a.ms)
-            .bind(&result.message_id)
-            .bind(&result.lease)
-            .execute(&mut *tx)
-            .await
-            .store()?;
-            // Another claim took the message over after this one's lease expired: its record wins.
-            let ours = moved.rows_affected() == 1;
-            recorded.push(ours);
-            if !ours {
-                continue;
-            }
-            sqlx::query(
-                "INSERT INTO attempts (message_id, at, server, code, reply, ms, outcome, refusals) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&result.message_id)
-            .bind(a.at)
-            .bind(&a.server)
-            .bind(a.code)
-            .bind(&a.reply)
-            .bind(a.ms)
-            .bind(&a.outcome)
-            .bind(&a.refusals)
-            .execute(&mut *tx)
-            .await
-            .store()?;
-            for r in &result.recipients {
-                sqlx::query(
-                    "UPDATE recipients SET state = $1, code = $2, reply = $3 WHERE message_id = $4 AND position = $5",
-                )
-                .bind(&r.state)
-                .bind(r.code)
-                .bind(&r.reply)
-                .bind(&result.message_id)
-                .bind(r.position)
-                .execute(&mut *tx)
-                .await
-                .store()?;
-            }
-        }
+        let moved: Vec<String> = sqlx::query_scalar(
+            "UPDATE messages SET status = r.status, due_at = COALESCE(r.due_at, messages.due_at),
+               attempt_count = attempt_count + 1, lease_owner = NULL, lease_expires_at = NULL,
+               last_reply = r.reply, envelope_from = r.envelope_from, updated_at = r.updated_at
+             FROM (SELECT value ->> 'id' AS id, value ->> 'lease' AS lease, value ->> 'status' AS status,
+                          value ->> 'due_at' AS due_at, value ->> 'reply' AS reply,
+                          value ->> 'envelope_from' AS envelope_from, value ->> 'updated_at' AS updated_at
+                   FROM json_each($1)) AS r
+             WHERE messages.id = r.id AND messages.lease_owner = r.lease
+             RETURNING messages.id",
+        )
+        .bind(serde_json::Value::Array(moves).to_string())
+        .fetch_all(&mut *tx)
+        .await
+        .store()?;
+        let moved: std::collections::HashSet<String> = moved.into_iter().collect();
+        let ours: Vec<&AttemptResult> = results.iter().filter(|r| moved.contains(&r.message_id)).collect();
+        let attempts: Vec<serde_json::Value> = ours
+            .iter()
+            .map(|r| {
+                let a = &r.attempt;
+                serde_json::json!({
+                    "id": r.message_id, "at": a.at, "server": a.server, "code": a.code, "reply": a.reply,
+                    "ms": a.ms, "outcome": a.outcome, "refusals": a.refusals,
+                })
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO attempts (message_id, at, server, code, reply, ms, outcome, refusals)
+             SELECT value ->> 'id', value ->> 'at', value ->> 'server', value ->> 'code', value ->> 'reply',
+                    value ->> 'ms', value ->> 'outcome', value ->> 'refusals'
+             FROM json_each($1)",
+        )
+        .bind(serde_json::Value::Array(attempts).to_string())
+        .execute(&mut *tx)
+        .await
+        .store()?;
+        let recipients: Vec<serde_json::Value> = ours
+            .iter()
+            .flat_map(|r| {
+                r.recipients.iter().map(|u| {
+                    serde_json::json!({"id": r.message_id, "position": u.position, "state": u.state, "code": u.code, "reply": u.reply})
+                })
+            })
+            .collect();
+        sqlx::query(
+            "UPDATE recipients SET state = r.state, code = r.code, reply = r.reply
+             FROM (SELECT value ->> 'id' AS id, value ->> 'position' AS position, value ->> 'state' AS state,
+                          value ->> 'code' AS code, value ->> 'reply' AS reply
+                   FROM json_each($1)) AS r
+             WHERE recipients.message_id = r.id AND recipients.position = r.position",
+        )
+        .bind(serde_json::Value::Array(recipients).to_string())
+        .execute(&mut *tx)
+        .await
+        .store()?;
         tx.commit().await.store()?;
-        Ok(recorded)
+        Ok(results.iter().map(|r| moved.contains(&r.message_id)).collect())
     }
 
     async fn release_messages(&self, ids: &[String], claims: &[String], due_at: i64) -> StoreResult<u64> {

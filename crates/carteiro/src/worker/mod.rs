@@ -134,11 +134,11 @@ impl Worker {
         let now = now_ms();
         let mut full = false;
         for company in self.state.store.due_companies(now).await? {
-            let room = config
-                .company_backlog
-                .saturating_sub(self.held.of_company(&company))
-                .min(config.max_backlog.saturating_sub(self.held.total));
-            if room == 0 {
+            let held = self.held.of_company(&company);
+            let room =
+                config.company_backlog.saturating_sub(held).min(config.max_backlog.saturating_sub(self.held.total));
+            // Claim in large steps: a claim is a write, and a message finishing frees only one place.
+            if room == 0 || (held > 0 && room < config.company_backlog / 4) {
                 full = true;
                 continue;
             }

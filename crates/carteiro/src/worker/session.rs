@@ -147,8 +147,10 @@ fn broken(outcome: &Result<Transaction, Failure>) -> bool {
 
 /// Marks the chunk's messages as being sent (skipping any cancelled meanwhile) and reads them.
 async fn start_and_load(state: &AppState, jobs: &[Job]) -> anyhow::Result<HashMap<String, Parcel>> {
-    let ids: Vec<String> = jobs.iter().map(|j| j.message.id.clone()).collect();
-    let started = state.store.start_sending(&ids, &claims_of(jobs), now_ms()).await?;
+    let items: Vec<(String, String)> = jobs.iter().map(|j| (j.message.id.clone(), j.claim.clone())).collect();
+    let marked = state.starts.write(items).await?;
+    let started: Vec<String> =
+        jobs.iter().zip(marked).filter(|(_, ok)| *ok).map(|(j, _)| j.message.id.clone()).collect();
     Ok(state.store.load_parcels(&started).await?.into_iter().map(|p| (p.id.clone(), p)).collect())
 }
 

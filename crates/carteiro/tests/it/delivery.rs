@@ -332,7 +332,7 @@ async fn one_companys_silent_server_does_not_delay_another_companys_mail() {
     for n in 0..20 {
         stuck_ids.push(app.send(&stuck, system_message(&[&format!("cliente{n}@example.com")])).await);
     }
-        // Every session the stuck lane may open hangs on the silent server.
+    // Every session the stuck lane may open hangs on the silent server.
     eventually(WAIT, "the stuck company's sessions to hang on the silent server", || async {
         (silent.accepted() >= 4).then_some(())
     })

@@ -29,7 +29,8 @@ fn bundling(interval_ms: u64) -> Value {
 /// The company's own connection to a plain server on loopback, merged with `extra`,
 /// and bundling every `bundle_ms` when given.
 fn own_server(port: u16, extra: Value, bundle_ms: Option<u64>) -> Value {
-    let mut connection = json!({"enabled": true, "host": "127.0.0.1", "port": port, "security": "none", "timeout_s": 10});
+    let mut connection =
+        json!({"enabled": true, "host": "127.0.0.1", "port": port, "security": "none", "timeout_s": 10});
     for (k, v) in extra.as_object().expect("extra connection fields are an object") {
         connection[k] = v.clone();
     }
@@ -53,9 +54,8 @@ fn addresses(prefix: &str, n: usize) -> Vec<String> {
 /// Submits the messages in one batch; their ids, in order.
 async fn submit_batch(app: &Carteiro, company: &Company, messages: Vec<Value>) -> Vec<String> {
     let count = messages.len();
-    let (status, body) = app
-        .call(Method::POST, "/api/v1/messages/batch", Some(&company.key), Some(json!({"messages": messages})))
-        .await;
+    let (status, body) =
+        app.call(Method::POST, "/api/v1/messages/batch", Some(&company.key), Some(json!({"messages": messages}))).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let ids: Vec<String> = body["results"]
         .as_array()
@@ -174,7 +174,12 @@ impl ScriptedServer {
         Self { port, seen, task }
     }
 
-    async fn session(socket: tokio::net::TcpStream, session: u16, pipelining: bool, seen: Arc<Mutex<Vec<Transaction>>>) {
+    async fn session(
+        socket: tokio::net::TcpStream,
+        session: u16,
+        pipelining: bool,
+        seen: Arc<Mutex<Vec<Transaction>>>,
+    ) {
         // How long to wait for a command the client would send without an answer: a
         // pipelining client sends the whole group at once; one that waits would wait
         // for ever, so a short look is enough when PIPELINING is not offered.
@@ -351,7 +356,8 @@ async fn a_bundle_waits_for_its_window_while_an_unbundled_message_goes_at_once()
 async fn a_pipelined_bundle_keeps_each_messages_own_outcome() {
     // The third DATA of the session is refused; one recipient is refused at RCPT.
     let mut peer =
-        SmtpPeer::start(&["--pipelining", "--rcpt-reply", "bad@example.com=550", "--data-replies", "250,250,554"]).await;
+        SmtpPeer::start(&["--pipelining", "--rcpt-reply", "bad@example.com=550", "--data-replies", "250,250,554"])
+            .await;
     let app = Carteiro::start().await;
     app.use_server(peer.port).await;
     let acme = app.create_company("acme").await;

@@ -32,7 +32,7 @@ pub struct PeerMessage {
     pub mail_from: String,
     pub rcpt_tos: Vec<String>,
     pub data: Vec<u8>,
-        pub auth_user: Option<String>,
+    pub auth_user: Option<String>,
     pub tls: bool,
     /// The SMTP session (the client's port) that carried it.
     pub session: u64,
@@ -165,7 +165,7 @@ fn message(event: &Value) -> PeerMessage {
         rcpt_tos: event["rcpt_tos"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect(),
         data: base64::engine::general_purpose::STANDARD.decode(event["data_b64"].as_str().unwrap()).unwrap(),
         auth_user: event["auth_user"].as_str().map(str::to_owned),
-                tls: event["tls"].as_bool().unwrap_or(false),
+        tls: event["tls"].as_bool().unwrap_or(false),
         session: event["session"].as_u64().unwrap_or(0),
     }
 }
@@ -235,7 +235,7 @@ pub struct SilentServer {
 impl SilentServer {
     pub async fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let port = listener.local_addr().unwrap().port();
+        let port = listener.local_addr().unwrap().port();
         let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = accepted.clone();
         let task = tokio::spawn(async move {

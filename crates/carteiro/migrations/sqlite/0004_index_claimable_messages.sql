@@ -1,0 +1,8 @@
+-- The due indexes hold only what can be claimed (waiting and not leased), so that finding the
+-- companies with due mail and the next due time stays cheap however many messages are held.
+DROP INDEX messages_due;
+DROP INDEX messages_due_by_company;
+CREATE INDEX messages_due ON messages (due_at)
+    WHERE status IN ('scheduled', 'queued', 'deferred') AND lease_owner IS NULL;
+CREATE INDEX messages_due_by_company ON messages (company, due_at)
+    WHERE status IN ('scheduled', 'queued', 'deferred') AND lease_owner IS NULL;
