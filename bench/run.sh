@@ -4,8 +4,8 @@
 #   bench/run.sh              N=20000 messages of about 2 KB (the table in bench/README.md)
 #   N=200000 ONLY=carteiro bench/run.sh   the memory run: RSS with a large backlog
 #
-# Upstream: Postfix's smtp-sink, writing one file per message into a tmpfs
-# directory (that is how arrivals are counted, the same way for every run).
+# Upstream: Postfix's smtp-sink; arrivals are read from its own counter (-c),
+# the same way for every run.
 #   limit     smtp-source -> smtp-sink, 20 reused connections: no queue, no durability
 #   postfix   smtp-source (20 sessions) -> a private Postfix on 127.0.0.1 -> smtp-sink (relayhost)
 #   carteiro  the batch API (1000 a request) or single submissions (8 clients) -> smtp-sink,
@@ -47,19 +47,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The sink: one file per message in a fresh directory per run.
-sink_dir=""
+# The sink, counting what it receives into a file of its own per run.
+sink_out=""
 start_sink() {
-    sink_dir="$shm/sink-$1"
-    mkdir -p "$sink_dir" && chmod 777 "$sink_dir"
-    smtp-sink -u nobody -d "$sink_dir/m." "127.0.0.1:$SINK_PORT" 1024 &
+    sink_out="$shm/sink-$1.out"
+    smtp-sink -c -u nobody "127.0.0.1:$SINK_PORT" 1024 >"$sink_out" &
     sink_pid=$!
     pids+=("$sink_pid")
     until (exec 3<>"/dev/tcp/127.0.0.1/$SINK_PORT") 2>/dev/null; do sleep 0.05; done
 }
 stop_sink() { kill "$sink_pid"; wait "$sink_pid" 2>/dev/null || true; }
-arrived() { find "$sink_dir" -type f | wc -l; }
-wait_for_sink() { while [ "$(arrived)" -lt "$N" ]; do sleep 0.01; done; }
+wait_for_sink() { "$LOAD" wait --sink-out "$sink_out" --count "$N"; }
 now() { date +%s.%N; }
 
 # Peak resident memory of a process and its children, sampled every 100 ms until stopped.
@@ -149,9 +147,9 @@ run_carteiro() {
     pids+=("$server")
     until (exec 3<>"/dev/tcp/127.0.0.1/$CARTEIRO_PORT") 2>/dev/null; do sleep 0.05; done
     local result
-    result=$("$LOAD" --url "http://127.0.0.1:$CARTEIRO_PORT" --admin-password "$ADMIN_PASSWORD" \
+    result=$("$LOAD" run --url "http://127.0.0.1:$CARTEIRO_PORT" --admin-password "$ADMIN_PASSWORD" \
         --sink-port "$SINK_PORT" $([ "$bundle" = true ] && echo --bundle) --count "$N" --size "$SIZE" \
-        --mode "$mode" --sink-dir "$sink_dir" --pid "$server")
+        --mode "$mode" --sink-out "$sink_out" --pid "$server")
     kill -TERM "$server"
     wait "$server" 2>/dev/null || true
     stop_sink

@@ -1,8 +1,15 @@
-//! Submits N messages of about 2 KB to carteiro (in batches, or one by one
-//! from several concurrent clients), then waits until Postfix's smtp-sink has
-//! received every one of them, and prints what it measured as one JSON line:
-//! acceptance rate, time until the sink had everything, end-to-end rate and
-//! carteiro's peak RSS.
+//! `carteiro-bench run` submits N messages of about 2 KB to carteiro (in
+//! batches, or one by one from several concurrent clients), then waits until
+//! Postfix's smtp-sink has received every one of them, and prints what it
+//! measured as one JSON line: acceptance rate, time until the sink had
+//! everything, end-to-end rate and carteiro's peak RSS.
+//!
+//! `carteiro-bench wait` only waits for the sink to count N messages, for the
+//! runs that other tools feed.
+//!
+//! Arrivals are read from smtp-sink's own counter (`-c`, written to a file):
+//! reading its last bytes costs next to nothing, so the measuring does not
+//! steal the CPU it measures.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +21,20 @@ use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
+enum Command {
+    Run(Args),
+    Wait {
+        /// smtp-sink's standard output (run with `-c`).
+        #[arg(long)]
+        sink_out: PathBuf,
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
+}
+
+#[derive(clap::Args)]
 struct Args {
     /// carteiro's base URL.
     #[arg(long)]
@@ -45,9 +66,9 @@ struct Args {
     /// Approximate size of each message body, in bytes.
     #[arg(long, default_value_t = 2048)]
     size: usize,
-    /// The directory where smtp-sink writes one file per message (`-d DIR/m.`).
+        /// smtp-sink's standard output (run with `-c`).
     #[arg(long)]
-    sink_dir: PathBuf,
+    sink_out: PathBuf,
     /// carteiro's process id, for its peak RSS.
     #[arg(long)]
     pid: u32,
@@ -73,8 +94,24 @@ fn message(n: usize, size: usize) -> Value {
     })
 }
 
-fn sink_count(dir: &PathBuf) -> usize {
-    std::fs::read_dir(dir).map(|entries| entries.count()).unwrap_or(0)
+/// The last `mesg=N` smtp-sink's counter wrote.
+fn sink_count(out: &PathBuf) -> usize {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(out) else { return 0 };
+    let _ = file.seek(SeekFrom::End(-128));
+    let mut tail = String::new();
+    let _ = file.read_to_string(&mut tail);
+    tail.rsplit("mesg=").next().and_then(|n| n.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).unwrap_or(0)
+}
+
+async fn wait_for_sink(out: &PathBuf, count: usize, deadline: Instant) -> anyhow::Result<()> {
+    while sink_count(out) < count {
+        if Instant::now() > deadline {
+            bail!("the sink has {} of {count} messages", sink_count(out));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
 }
 
 fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -164,25 +201,19 @@ async fn submit(client: &reqwest::Client, args: &Args, key: &str) -> anyhow::Res
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+        let args = match Command::parse() {
+        Command::Run(args) => args,
+        Command::Wait { sink_out, count, timeout_s } => {
+            return wait_for_sink(&sink_out, count, Instant::now() + Duration::from_secs(timeout_s)).await;
+        }
+    };
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     let key = configure(&client, &args).await?;
-    let before = sink_count(&args.sink_dir);
+        let before = sink_count(&args.sink_out);
     let started = Instant::now();
     submit(&client, &args, &key).await?;
     let accepted = started.elapsed();
-    let deadline = started + Duration::from_secs(args.timeout_s);
-    while sink_count(&args.sink_dir) < before + args.count {
-        if Instant::now() > deadline {
-            bail!(
-                "the sink has {} of {} messages after {}s",
-                sink_count(&args.sink_dir) - before,
-                args.count,
-                args.timeout_s
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for_sink(&args.sink_out, before + args.count, started + Duration::from_secs(args.timeout_s)).await?;
     let delivered = started.elapsed();
     let n = args.count as f64;
     println!(
