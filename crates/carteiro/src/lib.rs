@@ -2,6 +2,7 @@
 //! around the rules of `carteiro-core`.
 
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -3,7 +3,17 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use carteiro_core::id::CompanySlug;
 use tokio::sync::Notify;
+
+use crate::cache::Cache;
+use crate::service::settings::Resolved;
+
+/// How long another process's configuration change may take to be seen here.
+const CACHE_TTL: Duration = Duration::from_secs(1);
 
 use crate::config::DeliveryConfig;
 use crate::crypto::MasterKey;
@@ -19,8 +29,12 @@ pub struct AppState {
     pub starts: Grouped<StartSending>,
     /// Records delivery attempts, sharing transactions between sessions.
     pub attempts: Grouped<FinishAttempts>,
-    /// Bumped by every settings change, so that cached settings are read again.
-    pub settings_version: Arc<std::sync::atomic::AtomicU64>,
+    /// Bumped by every configuration change (settings, API keys), so that cached copies are read again.
+    pub config_version: Arc<AtomicU64>,
+    /// Resolved settings of (company, user), read on every submission and delivery.
+    pub resolved: Arc<Cache<(String, Option<String>), Arc<Resolved>>>,
+    /// API key (hashed) → company.
+    pub api_keys: Arc<Cache<String, CompanySlug>>,
     pub keys: Arc<MasterKey>,
     pub delivery: Arc<DeliveryConfig>,
     pub tls: Arc<TlsConfigs>,
@@ -34,13 +48,26 @@ impl AppState {
             submissions: Grouped::start(InsertMessages(store.clone())),
             starts: Grouped::start(StartSending(store.clone())),
             attempts: Grouped::start(FinishAttempts(store.clone())),
-            settings_version: Arc::default(),
+            config_version: Arc::default(),
+            resolved: Arc::new(Cache::new(CACHE_TTL)),
+            api_keys: Arc::new(Cache::new(CACHE_TTL)),
             store,
             keys: Arc::new(keys),
             delivery: Arc::new(delivery),
             tls: Arc::new(TlsConfigs::default()),
             wake: Arc::new(Notify::new()),
         }
+    }
+}
+
+impl AppState {
+    /// Says that the configuration changed: cached copies are read again.
+    pub fn configuration_changed(&self) {
+        self.config_version.fetch_add(1, Ordering::Release);
+    }
+
+    pub fn config_version(&self) -> u64 {
+        self.config_version.load(Ordering::Acquire)
     }
 }
 

@@ -199,10 +199,15 @@ pub async fn company_by_api_key(state: &AppState, key: &str) -> ServiceResult<Op
     if !key.starts_with(API_KEY_PREFIX) {
         return Ok(None);
     }
-    let company = state.store.api_key_company(&token_hash(key)).await?;
-    company
-        .map(|c| CompanySlug::parse("company", &c).map_err(|e| ServiceError::Internal(anyhow::anyhow!(e))))
-        .transpose()
+    let hash = token_hash(key);
+    if let Some(company) = state.api_keys.get(&hash, &state.config_version) {
+        return Ok(Some(company));
+    }
+    let version = state.config_version();
+    let Some(company) = state.store.api_key_company(&hash).await? else { return Ok(None) };
+    let company = CompanySlug::parse("company", &company).map_err(|e| ServiceError::Internal(anyhow::anyhow!(e)))?;
+    state.api_keys.put(hash, version, company.clone());
+    Ok(Some(company))
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! Reading, replacing and explaining the three levels of settings.
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use carteiro_core::id::{CompanySlug, UserRef};
 use carteiro_core::settings::{Effective, Level, Levels, Scope, SettingsDoc};
@@ -79,6 +81,26 @@ pub async fn effective(
     Ok(resolve(&levels_for(state, company, user).await?))
 }
 
+/// What a (company, user) sends with: the settings in force and the company's own identity.
+pub struct Resolved {
+    pub effective: Effective,
+    pub company: tenants::Company,
+}
+
+/// The settings in force for (company, user), from a short-lived cache: read
+/// on every submission and delivery, changed rarely.
+pub async fn resolved(state: &AppState, company: &CompanySlug, user: Option<&UserRef>) -> ServiceResult<Arc<Resolved>> {
+    let key = (company.as_str().to_owned(), user.map(|u| u.as_str().to_owned()));
+    if let Some(hit) = state.resolved.get(&key, &state.config_version) {
+        return Ok(hit);
+    }
+    let version = state.config_version();
+    let company_row = tenants::company(state, company).await?;
+    let resolved = Arc::new(Resolved { effective: effective(state, Some(company), user).await?, company: company_row });
+    state.resolved.put(key, version, resolved.clone());
+    Ok(resolved)
+}
+
 /// Replaces one level. A blank password keeps the stored one. Every field is
 /// checked; nothing is saved unless all are valid. Records an audit entry.
 pub async fn save_level(
@@ -115,7 +137,7 @@ pub async fn save_level(
         fields,
     };
     state.store.save_level(scope, &row, &audit).await?;
-    state.settings_version.fetch_add(1, std::sync::atomic::Ordering::Release);
+    state.configuration_changed();
     Ok(level.to_doc())
 }
 

@@ -4,17 +4,17 @@
 //! follows the commit. No SMTP happens here.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use carteiro_core::FieldError;
 use carteiro_core::id::{CompanySlug, UserRef};
 use carteiro_core::message::{MessageIn, NewMessage};
 use carteiro_core::sender::{self, SenderContext};
-use carteiro_core::settings::Effective;
 use carteiro_core::status::MessageStatus;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::tenants::{self, Company};
+use super::settings::Resolved;
 use super::{ServiceError, ServiceResult, settings};
 use crate::delivery::mime;
 use crate::state::AppState;
@@ -42,13 +42,14 @@ pub async fn submit_batch(
     company: &CompanySlug,
     inputs: &[MessageIn],
 ) -> ServiceResult<Vec<ServiceResult<Accepted>>> {
-    let company = tenants::company(state, company).await?;
+    // The company's own settings first: an unknown company is refused before anything else.
+    let mut resolved_by_user: HashMap<Option<UserRef>, Arc<Resolved>> = HashMap::new();
+    resolved_by_user.insert(None, settings::resolved(state, company, None).await?);
     let now = OffsetDateTime::now_utc();
-    let mut effective_by_user: HashMap<Option<UserRef>, Effective> = HashMap::new();
     let mut results: Vec<Option<ServiceResult<Accepted>>> = Vec::with_capacity(inputs.len());
     let (mut slots, mut records) = (Vec::new(), Vec::new());
     for input in inputs {
-        match prepare(state, &company, input, now, &mut effective_by_user).await {
+        match prepare(state, company, input, now, &mut resolved_by_user).await {
             Ok(record) => {
                 slots.push((results.len(), record.row.id.clone(), status_name(&record.row.status)));
                 records.push(record);
@@ -64,7 +65,7 @@ pub async fn submit_batch(
             results[slot] = Some(match outcome {
                 Inserted::New => Ok(Accepted { id, status, duplicate: false }),
                 Inserted::Duplicate(id) => {
-                    let first = state.store.message(company.slug.as_str(), &id).await?;
+                    let first = state.store.message(company.as_str(), &id).await?;
                     let status = first.map(|m| status_name(&m.status)).unwrap_or("queued");
                     Ok(Accepted { id, status, duplicate: true })
                 }
@@ -80,18 +81,18 @@ fn status_name(status: &str) -> &'static str {
 
 async fn prepare(
     state: &AppState,
-    company: &Company,
+    company: &CompanySlug,
     input: &MessageIn,
     now: OffsetDateTime,
-    effective_by_user: &mut HashMap<Option<UserRef>, Effective>,
+    resolved_by_user: &mut HashMap<Option<UserRef>, Arc<Resolved>>,
 ) -> ServiceResult<NewMessageRecord> {
     let message = NewMessage::parse(input, state.delivery.limits)?;
     let user = message.kind.actor().map(|a| a.id.clone());
-    if !effective_by_user.contains_key(&user) {
-        let effective = settings::effective(state, Some(&company.slug), user.as_ref()).await?;
-        effective_by_user.insert(user.clone(), effective);
+    if !resolved_by_user.contains_key(&user) {
+        let resolved = settings::resolved(state, company, user.as_ref()).await?;
+        resolved_by_user.insert(user.clone(), resolved);
     }
-    let effective = &effective_by_user[&user];
+    let Resolved { effective, company } = resolved_by_user[&user].as_ref();
     let connection = effective.connection().ok_or_else(|| ServiceError::Unprocessable {
         code: "no_connection",
         field: None,

@@ -198,7 +198,10 @@ pub async fn api_keys(state: &AppState, company: &CompanySlug) -> ServiceResult<
 
 pub async fn revoke_api_key(state: &AppState, actor: &Actor, company: &CompanySlug, id: &str) -> ServiceResult<()> {
     let now = now_ms();
-    if !state.store.revoke_api_key(company.as_str(), id, now).await? {
+    let revoked = state.store.revoke_api_key(company.as_str(), id, now).await?;
+    // A revoked key stops working at once: no cached copy may still let it in.
+    state.configuration_changed();
+    if !revoked {
         return Err(ServiceError::NotFound(format!("there is no active API key {id} in company {company}")));
     }
     state

@@ -150,7 +150,8 @@ impl Worker {
             for message in claimed {
                 let user = (message.kind == "user").then_some(message.actor_id.as_deref()).flatten();
                 let routing = self.routes.route(&self.state, &message.company, user).await?;
-                let job = Job { message, claim: claim.clone() };
+                let envelope_from = routing.as_ref().ok().and_then(|r| r.envelope_from.clone());
+                let job = Job { message, claim: claim.clone(), envelope_from };
                 self.held.add(&job);
                 match routing {
                     Ok(route) => self.enqueue(job, route),

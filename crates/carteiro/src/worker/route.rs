@@ -4,20 +4,19 @@
 //! change in this process is seen at once, one made elsewhere (the CLI,
 //! another instance) within `TTL`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use carteiro_core::delivery::Failure;
 use carteiro_core::id::{CompanySlug, UserRef};
 use carteiro_core::sender::{self, SenderContext};
 use carteiro_core::settings::Connection;
 
-use crate::service::{ServiceError, settings, tenants};
+use crate::cache::Cache;
+use crate::service::{ServiceError, settings};
 use crate::state::AppState;
 
-const TTL: Duration = Duration::from_secs(2);
+const TTL: Duration = Duration::from_secs(1);
 
 /// A lane: one company's messages to one server, with their own sessions,
 /// rate and bundling. The key never holds a secret.
@@ -45,25 +44,25 @@ impl Route {
 /// recorded on the message as a deferred attempt).
 pub type Routing = Result<Arc<Route>, Failure>;
 
-#[derive(Default)]
-pub struct Routes {
-    cached: HashMap<(String, Option<String>), (Instant, u64, Routing)>,
+/// Routes already worked out, for as long as the settings they come from.
+pub struct Routes(Cache<(String, Option<String>), Routing>);
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self(Cache::new(TTL))
+    }
 }
 
 impl Routes {
     /// The route for (company, user); fails only when the store cannot be read.
-    pub async fn route(&mut self, state: &AppState, company: &str, user: Option<&str>) -> anyhow::Result<Routing> {
-        let version = state.settings_version.load(Ordering::Acquire);
+    pub async fn route(&self, state: &AppState, company: &str, user: Option<&str>) -> anyhow::Result<Routing> {
         let key = (company.to_owned(), user.map(str::to_owned));
-        if let Some((at, seen, routing)) = self.cached.get(&key)
-            && at.elapsed() < TTL
-            && *seen == version
-        {
-            return Ok(routing.clone());
+        if let Some(routing) = self.0.get(&key, &state.config_version) {
+            return Ok(routing);
         }
+        let version = state.config_version();
         let routing = resolve(state, company, user).await?;
-        self.cached.retain(|_, (at, _, _)| at.elapsed() < TTL);
-        self.cached.insert(key, (Instant::now(), version, routing.clone()));
+        self.0.put(key, version, routing.clone());
         Ok(routing)
     }
 }
@@ -71,21 +70,20 @@ impl Routes {
 async fn resolve(state: &AppState, company: &str, user: Option<&str>) -> anyhow::Result<Routing> {
     let slug = CompanySlug::parse("company", company)?;
     let user = user.map(|u| UserRef::parse("actor_id", u)).transpose()?;
-    let effective = match settings::effective(state, Some(&slug), user.as_ref()).await {
-        Ok(effective) => effective,
+    let resolved = match settings::resolved(state, &slug, user.as_ref()).await {
+        Ok(resolved) => resolved,
         Err(ServiceError::Unavailable(why)) => anyhow::bail!("the database is unavailable: {why}"),
         // Not a message's fault (a stored password the master key does not open,
         // settings that no longer validate): recorded, retried until it is fixed.
-        Err(e) => {
-            return Ok(Err(Failure::Settings { detail: format!("{:#}", anyhow::Error::from(e)) }));
-        }
+        Err(e) => return Ok(Err(Failure::Settings { detail: format!("{:#}", anyhow::Error::from(e)) })),
     };
+    let effective = &resolved.effective;
     let Some(connection) = effective.connection() else {
         return Ok(Err(Failure::Settings {
             detail: "no SMTP server is configured for this company any more".to_owned(),
         }));
     };
-    let mailbox = tenants::company(state, &slug).await?.mailbox();
+    let mailbox = resolved.company.mailbox();
     let envelope_from = sender::envelope_from(SenderContext {
         policy: &effective.policy,
         company: mailbox.as_ref(),

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carteiro_core::delivery::{Failure, RecipientState, Transaction};
+use carteiro_core::delivery::{Failure, RecipientState, Reply, Transaction};
 
 use super::outcome::{Tried, attempt_result};
 use super::route::Route;
@@ -19,11 +19,13 @@ use crate::store::{AttemptResult, ClaimedMessage, Parcel};
 /// bounded however large the bundle.
 const CHUNK: usize = 64;
 
-/// A claimed message on its way: the claim that holds it.
+/// A claimed message on its way: the claim that holds it, and its own
+/// envelope sender (users sharing a lane may each have their own).
 #[derive(Debug, Clone)]
 pub struct Job {
     pub message: ClaimedMessage,
     pub claim: String,
+    pub envelope_from: Option<String>,
 }
 
 /// How a session ended, for the lane that started it.
@@ -70,7 +72,7 @@ pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>) -> Ende
                 untried.push(job.clone());
                 continue;
             }
-            let envelope_from = route.envelope_from.clone().unwrap_or_else(|| job.message.envelope_from.clone());
+            let envelope_from = job.envelope_from.clone().unwrap_or_else(|| job.message.envelope_from.clone());
             let to: Vec<&str> = pending(&parcel).map(|r| r.address.as_str()).collect();
             let at = now_ms();
             let started = Instant::now();
@@ -136,12 +138,15 @@ fn pending(parcel: &Parcel) -> impl Iterator<Item = &crate::store::RecipientRow>
     parcel.recipients.iter().filter(|r| r.state == RecipientState::Pending.as_str())
 }
 
-/// After a timeout or a broken connection the session cannot carry another message.
+/// After a timeout, a broken connection or a 421 (the server closing the
+/// channel) the session cannot carry another message.
 fn broken(outcome: &Result<Transaction, Failure>) -> bool {
-    let lost = |f: &Failure| matches!(f, Failure::Timeout { .. } | Failure::Network { .. });
+    let closing = |r: &Reply| r.code == 421;
+    let lost =
+        |f: &Failure| matches!(f, Failure::Timeout { .. } | Failure::Network { .. }) || f.reply().is_some_and(closing);
     match outcome {
         Err(f) | Ok(Transaction { data: Some(Err(f)), .. }) => lost(f),
-        Ok(_) => false,
+        Ok(t) => t.rcpt.iter().any(|r| r.as_ref().is_err_and(closing)),
     }
 }
 
