@@ -66,12 +66,15 @@ struct Args {
     /// Approximate size of each message body, in bytes.
     #[arg(long, default_value_t = 2048)]
     size: usize,
-        /// smtp-sink's standard output (run with `-c`).
+    /// smtp-sink's standard output (run with `-c`).
     #[arg(long)]
     sink_out: PathBuf,
     /// carteiro's process id, for its peak RSS.
     #[arg(long)]
     pid: u32,
+    /// Only measure acceptance: schedule the messages a day ahead and do not wait for the sink.
+    #[arg(long)]
+    accept_only: bool,
     /// Give up waiting for the sink after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_s: u64,
@@ -83,15 +86,19 @@ enum Mode {
     Single,
 }
 
-fn message(n: usize, size: usize) -> Value {
+fn message(n: usize, size: usize, accept_only: bool) -> Value {
     let line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\n";
     let text = line.repeat(size / line.len() + 1);
-    json!({
+    let mut message = json!({
         "kind": "system",
         "to": [format!("cliente{n}@example.com")],
         "subject": format!("Bench message {n}"),
         "text": text,
-    })
+    });
+    if accept_only {
+        message["send_at"] = json!("2100-01-01T00:00:00Z");
+    }
+    message
 }
 
 /// The last `mesg=N` smtp-sink's counter wrote.
@@ -162,8 +169,9 @@ async fn submit(client: &reqwest::Client, args: &Args, key: &str) -> anyhow::Res
         Mode::Batch => {
             let url = format!("{}/api/v1/messages/batch", args.url);
             for start in (0..args.count).step_by(args.batch) {
-                let messages: Vec<Value> =
-                    (start..(start + args.batch).min(args.count)).map(|n| message(n, args.size)).collect();
+                let messages: Vec<Value> = (start..(start + args.batch).min(args.count))
+                    .map(|n| message(n, args.size, args.accept_only))
+                    .collect();
                 let answer = post(client, &url, key, &json!({"messages": messages})).await?;
                 let refused = answer["results"]
                     .as_array()
@@ -181,13 +189,14 @@ async fn submit(client: &reqwest::Client, args: &Args, key: &str) -> anyhow::Res
             for _ in 0..args.clients {
                 let (client, url, key, next, count, size) =
                     (client.clone(), url.clone(), key.to_owned(), next.clone(), args.count, args.size);
+                let accept_only = args.accept_only;
                 clients.push(tokio::spawn(async move {
                     loop {
                         let n = next.fetch_add(1, Ordering::Relaxed);
                         if n >= count {
                             return anyhow::Ok(());
                         }
-                        post(&client, &url, &key, &message(n, size)).await?;
+                        post(&client, &url, &key, &message(n, size, accept_only)).await?;
                     }
                 }));
             }
@@ -201,7 +210,7 @@ async fn submit(client: &reqwest::Client, args: &Args, key: &str) -> anyhow::Res
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-        let args = match Command::parse() {
+    let args = match Command::parse() {
         Command::Run(args) => args,
         Command::Wait { sink_out, count, timeout_s } => {
             return wait_for_sink(&sink_out, count, Instant::now() + Duration::from_secs(timeout_s)).await;
@@ -209,10 +218,17 @@ async fn main() -> anyhow::Result<()> {
     };
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     let key = configure(&client, &args).await?;
-        let before = sink_count(&args.sink_out);
+    let before = sink_count(&args.sink_out);
     let started = Instant::now();
     submit(&client, &args, &key).await?;
     let accepted = started.elapsed();
+    if args.accept_only {
+        println!(
+            "{}",
+            json!({"count": args.count, "accept_s": accepted.as_secs_f64(), "accept_per_s": args.count as f64 / accepted.as_secs_f64()})
+        );
+        return Ok(());
+    }
     wait_for_sink(&args.sink_out, before + args.count, started + Duration::from_secs(args.timeout_s)).await?;
     let delivered = started.elapsed();
     let n = args.count as f64;

@@ -30,7 +30,10 @@ use self::session::{Ended, Job};
 use crate::state::{AppState, now_ms};
 
 /// The shortest pause between two rounds, so that a busy queue cannot spin the loop.
-const MIN_PAUSE: Duration = Duration::from_millis(5);
+const MIN_PAUSE: Duration = Duration::from_millis(2);
+/// The shortest time between two claim rounds: a round reads and writes the
+/// store, and a burst of submissions should share one.
+const CLAIM_EVERY: Duration = Duration::from_millis(20);
 /// A lane with nothing to do is forgotten after this long.
 const LANE_IDLE: Duration = Duration::from_secs(60);
 
@@ -105,21 +108,38 @@ impl Worker {
         let lease = self.state.delivery.lease;
         let mut renew = tokio::time::interval(lease / 3);
         let mut recover = tokio::time::interval(lease / 2);
+        // When the next claim round runs, and when the last one did: rounds are
+        // at least `CLAIM_EVERY` apart, however many submissions ring the bell.
+        let mut claim_at = Instant::now();
+        let mut last_claim = Instant::now() - CLAIM_EVERY;
         loop {
-            let full = match self.claim_due().await {
-                Ok(full) => full,
-                Err(e) => {
-                    tracing::warn!(error = format!("{e:#}"), "cannot claim messages; will try again");
-                    false
+            let now = Instant::now();
+            if claim_at <= now {
+                last_claim = now;
+                claim_at = now + self.state.delivery.poll;
+                match self.claim_due().await {
+                    // Room is what is missing: a session's end will call for the next round.
+                    Ok(true) => {}
+                    Ok(false) => {
+                        if let Some(due) = self.next_due().await {
+                            claim_at = claim_at.min(due);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot claim messages; will try again"),
                 }
-            };
+            }
             self.start_sessions();
-            let pause = self.pause(full).await;
+            let soon = (last_claim + CLAIM_EVERY).max(Instant::now());
+            let lanes = self.lanes.values().filter_map(|l| l.wakes_at(Instant::now())).min();
+            let until = lanes.map_or(claim_at, |at| at.min(claim_at)).max(Instant::now() + MIN_PAUSE);
             tokio::select! {
                 () = cancel.cancelled() => break,
-                () = self.state.wake.notified() => {}
-                () = tokio::time::sleep(pause) => {}
-                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => self.finished(done).await,
+                () = self.state.wake.notified() => claim_at = claim_at.min(soon),
+                () = tokio::time::sleep_until(until.into()) => {}
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => {
+                    self.finished(done).await;
+                    claim_at = claim_at.min(soon);
+                }
                 _ = renew.tick() => self.renew_leases().await,
                 _ = recover.tick() => self.recover_expired().await,
             }
@@ -216,22 +236,10 @@ impl Worker {
         self.running.insert(task.id(), (lane, jobs));
     }
 
-    /// How long to sleep: until a lane's window closes or rate allows more,
-    /// or the next scheduled or deferred message is due; at most one poll
-    /// interval. With no room to claim, only a session's end (or the poll) helps.
-    async fn pause(&self, full: bool) -> Duration {
-        let poll = self.state.delivery.poll;
-        let now = Instant::now();
-        let lanes = self.lanes.values().filter_map(|l| l.wakes_at(now)).min().map(|at| at - now);
-        let due = if full {
-            None
-        } else {
-            match self.state.store.next_due_at().await {
-                Ok(Some(due)) => Some(Duration::from_millis((due - now_ms()).max(0) as u64)),
-                _ => None,
-            }
-        };
-        [lanes, due].into_iter().flatten().min().unwrap_or(poll).clamp(MIN_PAUSE, poll)
+    /// When the next scheduled or deferred message in the queue is due.
+    async fn next_due(&self) -> Option<Instant> {
+        let due = self.state.store.next_due_at().await.ok()??;
+        Some(Instant::now() + Duration::from_millis((due - now_ms()).max(0) as u64))
     }
 
     /// A task ended: its lane has a free session and its messages are no longer

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
-use crate::helpers::app::system_message;
+use crate::helpers::app::{system_message, user_message};
 use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -148,12 +148,16 @@ struct Transaction {
     /// Commands (MAIL, RCPT…, DATA) the client sent before it had any answer.
     sent_ahead: usize,
     recipients: usize,
+    /// The answer after the dot: 250, or 421 when the script closes the session there.
+    code: u16,
 }
 
 /// An SMTP server that offers PIPELINING or not and, at MAIL FROM, holds its
 /// answers back (RFC 2920 lets it) to count how many commands the client
 /// sends without waiting: MAIL, every RCPT and DATA when it pipelines, MAIL
-/// alone when it waits for each reply. Accepts every message.
+/// alone when it waits for each reply. Accepts every message, except that it
+/// can answer one (counted over all sessions) with 421 and close the connection,
+/// as busy servers do.
 struct ScriptedServer {
     port: u16,
     seen: Arc<Mutex<Vec<Transaction>>>,
@@ -162,13 +166,18 @@ struct ScriptedServer {
 
 impl ScriptedServer {
     async fn start(pipelining: bool) -> Self {
+        Self::start_closing_at(pipelining, None).await
+    }
+
+    /// Answers the `n`-th message (1-based, over all sessions) with 421 and closes the connection.
+    async fn start_closing_at(pipelining: bool, closing_at: Option<usize>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((socket, peer)) = listener.accept().await {
-                tokio::spawn(Self::session(socket, peer.port(), pipelining, record.clone()));
+                tokio::spawn(Self::session(socket, peer.port(), pipelining, closing_at, record.clone()));
             }
         });
         Self { port, seen, task }
@@ -178,6 +187,7 @@ impl ScriptedServer {
         socket: tokio::net::TcpStream,
         session: u16,
         pipelining: bool,
+        closing_at: Option<usize>,
         seen: Arc<Mutex<Vec<Transaction>>>,
     ) {
         // How long to wait for a command the client would send without an answer: a
@@ -248,7 +258,17 @@ impl ScriptedServer {
                             break;
                         }
                     }
-                    seen.lock().unwrap().push(Transaction { session, sent_ahead, recipients });
+                    let closing = {
+                        let mut seen = seen.lock().unwrap();
+                        let closing = closing_at == Some(seen.len() + 1);
+                        let code = if closing { 421 } else { 250 };
+                        seen.push(Transaction { session, sent_ahead, recipients, code });
+                        closing
+                    };
+                    if closing {
+                        let _ = write.write_all(b"421 4.7.0 too busy, closing the connection\r\n").await;
+                        return;
+                    }
                     "250 2.0.0 queued\r\n".into()
                 }
                 "RSET" | "NOOP" => "250 2.0.0 OK\r\n".into(),
@@ -350,6 +370,33 @@ async fn a_bundle_waits_for_its_window_while_an_unbundled_message_goes_at_once()
     assert!(unbundled_after < Duration::from_millis(600), "the unbundled message took {unbundled_after:?}");
     app.wait_for_status(&avulsa, &id, "sent", WAIT).await;
     eprintln!("timings: bundled (1000 ms window) {bundled_after:?} after the 202; unbundled {unbundled_after:?}");
+}
+
+#[tokio::test]
+async fn a_window_opened_by_the_first_message_is_not_pushed_back_by_later_ones() {
+    let mut peer = SmtpPeer::plain().await;
+    let app = Carteiro::start().await;
+    app.use_server(peer.port).await;
+    let acme = app.create_company("acme").await;
+    app.set_company_settings(&acme, bundling(1000)).await;
+
+    let first = app.send(&acme, system_message(&["primeira@example.com"])).await;
+    let opened = Instant::now();
+    // The time is the point: the second message joins halfway through the window.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = app.send(&acme, system_message(&["segunda@example.com"])).await;
+
+    let received = collect(&mut peer, 2, WAIT).await;
+    let flushed = opened.elapsed();
+    eprintln!("timings: a 1000 ms window with a second message at 500 ms flushed {flushed:?} after the first");
+    assert_eq!(sessions(&received).len(), 1, "both came in the one window: {received:?}");
+    assert!(
+        flushed < Duration::from_millis(1400),
+        "the window closed {flushed:?} after the first message: the second must not restart it"
+    );
+    for id in [&first, &second] {
+        app.wait_for_status(&acme, id, "sent", WAIT).await;
+    }
 }
 
 #[tokio::test]
@@ -509,9 +556,15 @@ async fn a_bundle_cut_short_defers_the_message_in_doubt_and_gives_back_the_rest_
     app.set_company_settings(&acme, bundling(500)).await;
 
     let all = addresses("corte", 5);
+    let started = Instant::now();
     let ids = submit_batch(&app, &acme, one_each(&all)).await;
 
     let received = collect(&mut peer, 5, WAIT).await;
+    let elapsed = started.elapsed();
+    eprintln!("timings: a bundle of 5 cut after 2 (500 ms windows, 0.2 s first retry) all delivered in {elapsed:?}");
+    // Given back due now, the untried go in the next window: not after their
+    // lease (3 s in tests) runs out, as they would if left where they were.
+    assert!(elapsed < Duration::from_millis(2500), "the bundle cut short took {elapsed:?} to be delivered");
     assert_eq!(recipients_of(&received), sorted(&all), "each message arrived once, none twice: {received:?}");
     let first_session = received[0].session;
     let before_the_break: Vec<&str> =
@@ -540,6 +593,41 @@ async fn a_bundle_cut_short_defers_the_message_in_doubt_and_gives_back_the_rest_
         assert_eq!(story(message), sent_once(), "given back untried, no attempt counted: {message:#}");
     }
     assert!(peer.received().is_empty(), "nothing was delivered twice");
+}
+
+#[tokio::test]
+async fn a_server_that_answers_421_and_closes_ends_the_session_and_the_rest_go_back_untried() {
+    // The second message of the bundle gets "421 … closing the connection", as a busy
+    // provider answers; the session cannot carry the third.
+    let server = ScriptedServer::start_closing_at(false, Some(2)).await;
+    let app = Carteiro::start().await;
+    app.use_server(1).await;
+    let acme = app.create_company("acme").await;
+    app.set_company_settings(&acme, own_server(server.port, json!({}), Some(300))).await;
+
+    let ids = submit_batch(&app, &acme, one_each(&addresses("ocupado", 4))).await;
+    let mut messages = Vec::new();
+    for id in &ids {
+        messages.push(app.wait_for_status(&acme, id, "sent", WAIT).await);
+    }
+
+    let seen = server.transactions();
+    let codes: Vec<u16> = seen.iter().map(|t| t.code).collect();
+    assert_eq!(
+        codes,
+        [250, 421, 250, 250, 250],
+        "each message reached the server's dot once, the second twice: {seen:?}"
+    );
+    assert_eq!(story(&messages[0]), sent_once(), "{:#}", messages[0]);
+    assert_eq!(
+        story(&messages[1]),
+        [(Some("deferred".to_owned()), Some(421)), (Some("sent".to_owned()), Some(250))],
+        "{:#}",
+        messages[1]
+    );
+    for message in &messages[2..] {
+        assert_eq!(story(message), sent_once(), "after the 421 nothing more was tried on that session: {message:#}");
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -584,7 +672,7 @@ async fn a_lane_keeps_to_its_rate() {
 }
 
 // ---------------------------------------------------------------------------
-// Cancelling and separate lanes.
+// Cancelling, and what separates or shares a lane.
 
 #[tokio::test]
 async fn a_message_cancelled_while_it_waits_for_its_bundle_never_leaves() {
@@ -658,4 +746,61 @@ async fn two_companies_on_one_server_are_two_lanes_and_never_share_a_session() {
     for id in &beta_ids {
         app.wait_for_status(&beta, id, "sent", WAIT).await;
     }
+}
+
+/// Ana (user 42 of acme) with a default sender of her own, and a system message
+/// of acme, submitted together to one server: one lane. What went out: for each
+/// recipient, the MAIL FROM the server saw and the envelope sender read back.
+async fn envelopes_in_one_lane(bundle_ms: Option<u64>) -> Vec<(String, String, String)> {
+    let mut peer = SmtpPeer::plain().await;
+    let app = Carteiro::start().await;
+    app.use_server(peer.port).await;
+    let acme = app.create_company("acme").await;
+    if let Some(ms) = bundle_ms {
+        app.set_company_settings(&acme, bundling(ms)).await;
+    }
+    // A policy of her own; the connection stays the company's.
+    let (status, body) = app
+        .admin(
+            Method::PUT,
+            "/api/v1/companies/acme/users/42/settings",
+            Some(json!({"policy": {"default_sender_enabled": true, "default_sender_name": "Ana",
+                                   "default_sender_address": "ana.relay@acme.example"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let ids = submit_batch(
+        &app,
+        &acme,
+        vec![user_message(&["da-ana@example.com"]), system_message(&["do-sistema@example.com"])],
+    )
+    .await;
+    let received = collect(&mut peer, 2, WAIT).await;
+    if bundle_ms.is_some() {
+        assert_eq!(sessions(&received).len(), 1, "one lane, one bundle: {received:?}");
+    }
+    let mut seen = Vec::new();
+    for (id, to) in ids.iter().zip(["da-ana@example.com", "do-sistema@example.com"]) {
+        let message = app.wait_for_status(&acme, id, "sent", WAIT).await;
+        let mail_from = received.iter().find(|m| m.rcpt_tos == [to]).unwrap().mail_from.clone();
+        seen.push((to.to_owned(), mail_from, message["envelope_from"].as_str().unwrap_or_default().to_owned()));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn messages_of_different_users_in_one_lane_keep_their_own_envelope_sender() {
+    let expected = |to: &str, from: &str| (to.to_owned(), from.to_owned(), from.to_owned());
+    let want = vec![
+        expected("da-ana@example.com", "ana.relay@acme.example"),
+        expected("do-sistema@example.com", "noreply@plataforma.example"),
+    ];
+    let bundled = envelopes_in_one_lane(Some(300)).await;
+    let unbundled = envelopes_in_one_lane(None).await;
+    assert_eq!(
+        (bundled, unbundled),
+        (want.clone(), want),
+        "(bundled, unbundled): each message goes out, and reads back, with the envelope sender resolved for its own user"
+    );
 }
