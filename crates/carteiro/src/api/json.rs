@@ -81,11 +81,6 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// Deserializes one JSON value (a batch item), naming the field that has the wrong shape.
-pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| shape_error(&e.path().to_string(), e.inner()))
-}
-
 fn shape_error(path: &str, inner: &serde_json::Error) -> ApiError {
     let text = inner.to_string();
     let text = text.split(" at line ").next().unwrap_or(&text);

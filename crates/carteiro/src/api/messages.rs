@@ -34,8 +34,8 @@ pub async fn submit(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchIn {
-    /// Kept as raw values so that one malformed item fails alone.
-    messages: Vec<Value>,
+    /// Kept raw, so that one malformed item fails alone (and is parsed once).
+    messages: Vec<Box<serde_json::value::RawValue>>,
 }
 
 pub async fn submit_batch(
@@ -48,8 +48,17 @@ pub async fn submit_batch(
         return Err(ApiError::invalid(FieldError::new("messages", message).into()));
     }
     // Items of the wrong shape are answered in place; the others go through the one submit path together.
-    let parsed: Vec<Result<MessageIn, ApiError>> = batch.messages.into_iter().map(json::from_value).collect();
-    let inputs: Vec<MessageIn> = parsed.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+    let mut parsed: Vec<Result<(), ApiError>> = Vec::with_capacity(batch.messages.len());
+    let mut inputs: Vec<MessageIn> = Vec::with_capacity(batch.messages.len());
+    for raw in &batch.messages {
+        match json::parse::<MessageIn>(raw.get().as_bytes()) {
+            Ok(input) => {
+                inputs.push(input);
+                parsed.push(Ok(()));
+            }
+            Err(e) => parsed.push(Err(e)),
+        }
+    }
     let mut judged = submit::submit_batch(&state, &company, &inputs).await?.into_iter();
     let results: Vec<Value> = parsed
         .into_iter()

@@ -31,26 +31,14 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file.
     pub async fn open(path: &Path) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+        let options = tuned(SqliteConnectOptions::new().filename(path));
         Self::with_options(options).await.with_context(|| format!("cannot open the database {}", path.display()))
     }
 
     /// Opens a `sqlite:` URL given with `--database-url`.
     pub async fn open_url(url: &str) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| "the database URL is not a valid sqlite: URL".to_owned())?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        Ok(Self::with_options(options).await?)
+        let options = SqliteConnectOptions::from_str(url).context("the database URL is not a valid sqlite: URL")?;
+        Ok(Self::with_options(tuned(options)).await?)
     }
 
     async fn with_options(options: SqliteConnectOptions) -> Result<Self, sqlx::Error> {
@@ -58,6 +46,21 @@ impl SqliteStore {
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
         Ok(Self { writer, reader })
     }
+}
+
+/// WAL with `synchronous = FULL`: a commit is on disk before it returns.
+/// A larger page cache and fewer, larger checkpoints keep a write-heavy queue
+/// from re-reading and re-writing the same pages.
+fn tuned(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10))
+        .pragma("cache_size", "-32768")
+        .pragma("wal_autocheckpoint", "4096")
+        .pragma("temp_store", "memory")
 }
 
 /// Unique keys become `Conflict`; a full disk or a lost database `Unavailable`.
@@ -541,8 +544,17 @@ impl MessageStore for SqliteStore {
     }
 
     async fn next_due_at(&self) -> StoreResult<Option<i64>> {
+        // The earliest of each company's earliest, read with the same loose scan as `due_companies`.
         sqlx::query_scalar(AssertSqlSafe(format!(
-            "SELECT MIN(due_at) FROM messages WHERE status IN {WAITING} AND lease_owner IS NULL"
+            "WITH RECURSIVE companies(company) AS (
+               SELECT MIN(company) FROM messages WHERE status IN {WAITING} AND lease_owner IS NULL
+               UNION ALL
+               SELECT (SELECT MIN(m.company) FROM messages m
+                       WHERE m.status IN {WAITING} AND m.lease_owner IS NULL AND m.company > companies.company)
+               FROM companies WHERE companies.company IS NOT NULL)
+             SELECT MIN((SELECT MIN(m.due_at) FROM messages m
+                         WHERE m.company = companies.company AND m.status IN {WAITING} AND m.lease_owner IS NULL))
+             FROM companies WHERE company IS NOT NULL"
         )))
         .fetch_one(&self.reader)
         .await
