@@ -1,9 +1,5 @@
 use clap::Parser;
 
-/// glibc's allocator spends a fifth of the time of a busy submission path;
-/// mimalloc keeps per-thread pages and halves that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use carteiro::cli::{self, Cli, LogFormat};
 

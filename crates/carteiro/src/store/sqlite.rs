@@ -42,15 +42,16 @@ impl SqliteStore {
     }
 
     async fn with_options(options: SqliteConnectOptions) -> Result<Self, sqlx::Error> {
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+                // The writer keeps a larger page cache (16 MiB): it touches the same index pages on every write.
+        let writer =
+            SqlitePoolOptions::new().max_connections(1).connect_with(options.clone().pragma("cache_size", "-16384")).await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
         Ok(Self { writer, reader })
     }
 }
 
 /// WAL with `synchronous = FULL`: a commit is on disk before it returns.
-/// A larger page cache and fewer, larger checkpoints keep a write-heavy queue
-/// from re-reading and re-writing the same pages.
+/// Fewer, larger checkpoints keep a write-heavy queue from re-writing the same pages.
 fn tuned(options: SqliteConnectOptions) -> SqliteConnectOptions {
     options
         .create_if_missing(true)
@@ -58,8 +59,7 @@ fn tuned(options: SqliteConnectOptions) -> SqliteConnectOptions {
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
-        .pragma("cache_size", "-32768")
-        .pragma("wal_autocheckpoint", "4096")
+                .pragma("wal_autocheckpoint", "4096")
         .pragma("temp_store", "memory")
 }
 
