@@ -1,6 +1,5 @@
 use clap::Parser;
 
-
 use carteiro::cli::{self, Cli, LogFormat};
 
 #[tokio::main]

@@ -42,9 +42,11 @@ impl SqliteStore {
     }
 
     async fn with_options(options: SqliteConnectOptions) -> Result<Self, sqlx::Error> {
-                // The writer keeps a larger page cache (16 MiB): it touches the same index pages on every write.
-        let writer =
-            SqlitePoolOptions::new().max_connections(1).connect_with(options.clone().pragma("cache_size", "-16384")).await?;
+        // The writer keeps a larger page cache (16 MiB): it touches the same index pages on every write.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().pragma("cache_size", "-16384"))
+            .await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
         Ok(Self { writer, reader })
     }
@@ -59,7 +61,7 @@ fn tuned(options: SqliteConnectOptions) -> SqliteConnectOptions {
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10))
-                .pragma("wal_autocheckpoint", "4096")
+        .pragma("wal_autocheckpoint", "4096")
         .pragma("temp_store", "memory")
 }
 
