@@ -72,9 +72,13 @@ struct Args {
     /// carteiro's process id, for its peak RSS.
     #[arg(long)]
     pid: u32,
-    /// Only measure acceptance: schedule the messages a day ahead and do not wait for the sink.
+        /// Only measure acceptance: schedule the messages a day ahead and do not wait for the sink.
     #[arg(long)]
     accept_only: bool,
+    /// Only measure delivery: schedule every message this many seconds ahead
+    /// (once all are accepted) and time delivery from then.
+    #[arg(long)]
+    deliver_after_s: Option<u64>,
     /// Give up waiting for the sink after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_s: u64,
@@ -86,7 +90,7 @@ enum Mode {
     Single,
 }
 
-fn message(n: usize, size: usize, accept_only: bool) -> Value {
+fn message(n: usize, size: usize, send_at: Option<&str>) -> Value {
     let line = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\n";
     let text = line.repeat(size / line.len() + 1);
     let mut message = json!({
@@ -95,8 +99,8 @@ fn message(n: usize, size: usize, accept_only: bool) -> Value {
         "subject": format!("Bench message {n}"),
         "text": text,
     });
-    if accept_only {
-        message["send_at"] = json!("2100-01-01T00:00:00Z");
+        if let Some(at) = send_at {
+        message["send_at"] = json!(at);
     }
     message
 }
@@ -164,13 +168,13 @@ async fn configure(client: &reqwest::Client, args: &Args) -> anyhow::Result<Stri
     Ok(key["key"].as_str().context("api key")?.to_owned())
 }
 
-async fn submit(client: &reqwest::Client, args: &Args, key: &str) -> anyhow::Result<()> {
+async fn submit(client: &reqwest::Client, args: &Args, key: &str, send_at: Option<String>) -> anyhow::Result<()> {
     match args.mode {
         Mode::Batch => {
             let url = format!("{}/api/v1/messages/batch", args.url);
             for start in (0..args.count).step_by(args.batch) {
                 let messages: Vec<Value> = (start..(start + args.batch).min(args.count))
-                    .map(|n| message(n, args.size, args.accept_only))
+                    .map(|n| message(n, args.size, send_at.as_deref()))
                     .collect();
                 let answer = post(client, &url, key, &json!({"messages": messages})).await?;
                 let refused = answer["results"]
@@ -189,14 +193,14 @@ async fn submit(client: &reqwest::Client, args: &Args, key: &str) -> anyhow::Res
             for _ in 0..args.clients {
                 let (client, url, key, next, count, size) =
                     (client.clone(), url.clone(), key.to_owned(), next.clone(), args.count, args.size);
-                let accept_only = args.accept_only;
+                let send_at = send_at.clone();
                 clients.push(tokio::spawn(async move {
                     loop {
                         let n = next.fetch_add(1, Ordering::Relaxed);
                         if n >= count {
                             return anyhow::Ok(());
                         }
-                        post(&client, &url, &key, &message(n, size, accept_only)).await?;
+                        post(&client, &url, &key, &message(n, size, send_at.as_deref())).await?;
                     }
                 }));
             }
@@ -219,9 +223,23 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     let key = configure(&client, &args).await?;
     let before = sink_count(&args.sink_out);
-    let started = Instant::now();
-    submit(&client, &args, &key).await?;
+        let mut started = Instant::now();
+    let send_at = if args.accept_only {
+        Some("2100-01-01T00:00:00Z".to_owned())
+    } else {
+                let rfc3339 = &time::format_description::well_known::Rfc3339;
+        let ahead = args.deliver_after_s.map(|s| time::OffsetDateTime::now_utc() + Duration::from_secs(s));
+        ahead.map(|at| at.format(rfc3339)).transpose()?
+    };
+    submit(&client, &args, &key, send_at).await?;
     let accepted = started.elapsed();
+    if let Some(s) = args.deliver_after_s {
+        // Delivery is timed from the moment the messages became due.
+        let due = started + Duration::from_secs(s);
+        ensure!(Instant::now() < due, "submitting took longer than --deliver-after-s");
+        tokio::time::sleep_until(due.into()).await;
+        started = due;
+    }
     if args.accept_only {
         println!(
             "{}",
@@ -245,3 +263,4 @@ async fn main() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
