@@ -72,7 +72,7 @@ struct Args {
     /// carteiro's process id, for its peak RSS.
     #[arg(long)]
     pid: u32,
-        /// Only measure acceptance: schedule the messages a day ahead and do not wait for the sink.
+    /// Only measure acceptance: schedule the messages a day ahead and do not wait for the sink.
     #[arg(long)]
     accept_only: bool,
     /// Only measure delivery: schedule every message this many seconds ahead
@@ -99,7 +99,7 @@ fn message(n: usize, size: usize, send_at: Option<&str>) -> Value {
         "subject": format!("Bench message {n}"),
         "text": text,
     });
-        if let Some(at) = send_at {
+    if let Some(at) = send_at {
         message["send_at"] = json!(at);
     }
     message
@@ -223,11 +223,11 @@ async fn main() -> anyhow::Result<()> {
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     let key = configure(&client, &args).await?;
     let before = sink_count(&args.sink_out);
-        let mut started = Instant::now();
+    let mut started = Instant::now();
     let send_at = if args.accept_only {
         Some("2100-01-01T00:00:00Z".to_owned())
     } else {
-                let rfc3339 = &time::format_description::well_known::Rfc3339;
+        let rfc3339 = &time::format_description::well_known::Rfc3339;
         let ahead = args.deliver_after_s.map(|s| time::OffsetDateTime::now_utc() + Duration::from_secs(s));
         ahead.map(|at| at.format(rfc3339)).transpose()?
     };
@@ -263,4 +263,3 @@ async fn main() -> anyhow::Result<()> {
     );
     Ok(())
 }
-

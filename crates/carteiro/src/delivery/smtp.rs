@@ -12,7 +12,7 @@ use mail_send::{Credentials, SmtpClient};
 use rustls::pki_types::ServerName;
 use serde::Serialize;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, EXT_PIPELINING, EXT_START_TLS, EhloResponse, Response};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::tls::TlsConfigs;
@@ -187,6 +187,107 @@ impl Session {
         Ok(Self { client, pipelining: ehlo.has_capability(EXT_PIPELINING), server: display })
     }
 
+    /// Sends several messages over this session, each its own transaction.
+    /// With PIPELINING, each message's envelope travels with the previous
+    /// message's end of data (RFC 2920 §3.1), so a message costs one round
+    /// trip. Stops after a failure that leaves the session unusable: there are
+    /// as many results as messages tried.
+    pub async fn send_all(&mut self, outgoing: &[Outgoing<'_>]) -> Vec<Result<Transaction, Failure>> {
+        let mut results = Vec::with_capacity(outgoing.len());
+        if !self.pipelining || outgoing.len() < 2 {
+            for o in outgoing {
+                let result = self.send(o.envelope_from, &o.to, o.raw, &mut Transcript::default()).await;
+                let stop = breaks_session(&result);
+                results.push(result);
+                if stop {
+                    break;
+                }
+            }
+            return results;
+        }
+        let first = envelope_lines(&outgoing[0]);
+        let mut envelope = match self.exchange(None, &first.concat(), first.len()).await {
+            Ok(replies) => replies,
+            Err(failure) => {
+                results.push(Err(failure));
+                return results;
+            }
+        };
+        for (i, o) in outgoing.iter().enumerate() {
+            let (mail, rcpt, go) = split_envelope(envelope, o.to.len());
+            let accepted = mail.is_ok() && rcpt.iter().any(Result::is_ok);
+            let ready = go.as_ref().is_some_and(|g| g.code == 354);
+            // This message's body (or an empty end if the server said 354 to nobody),
+            // a reset if its transaction never got going, then the next envelope.
+            // After a 354 the data must end, even with nobody to send to (then empty).
+            let data: Option<&[u8]> = ready.then_some(if accepted { o.raw } else { &[] });
+            let reset = !(accepted && ready);
+            let next = outgoing.get(i + 1).map(envelope_lines).unwrap_or_default();
+            let mut lines = if reset { "RSET\r\n".to_owned() } else { String::new() };
+            lines.push_str(&next.concat());
+            let expected = usize::from(data.is_some()) + usize::from(reset) + next.len();
+            let exchanged = self.exchange(data, &lines, expected).await;
+            let mut replies = match exchanged {
+                Ok(replies) => replies.into_iter(),
+                Err(failure) => {
+                    results.push(match (mail, accepted && ready) {
+                        (Err(refused), _) => Err(refused),
+                        (Ok(_), true) => Ok(Transaction { rcpt, data: Some(Err(failure)) }),
+                        (Ok(_), false) => Err(failure),
+                    });
+                    return results;
+                }
+            };
+            let end = data.and_then(|_| replies.next());
+            if reset {
+                replies.next();
+            }
+            let result = match mail {
+                Err(refused) => Err(refused),
+                Ok(_) if !rcpt.iter().any(Result::is_ok) => Ok(Transaction { rcpt, data: None }),
+                Ok(_) => {
+                    let data = match (go, end) {
+                        (Some(go), _) if go.code != 354 => Err(Failure::Reply { stage: Stage::Data, reply: go }),
+                        (_, Some(end)) if end.class() == ReplyClass::Positive => Ok(end),
+                        (_, Some(end)) => Err(Failure::Reply { stage: Stage::DataEnd, reply: end }),
+                        _ => Err(Failure::Network {
+                            stage: Stage::DataEnd,
+                            detail: "no reply after the message".to_owned(),
+                        }),
+                    };
+                    Ok(Transaction { rcpt, data: Some(data) })
+                }
+            };
+            let stop = breaks_session(&result);
+            results.push(result);
+            if stop {
+                break;
+            }
+            envelope = replies.collect();
+        }
+        results
+    }
+
+    /// One pipelined group: the end of a message's data when there is one
+    /// (the body, dot-stuffed, then the final dot), then command lines, then
+    /// their replies, all within `timeout_s` plus time for the body to travel.
+    async fn exchange(&mut self, data: Option<&[u8]>, lines: &str, expected: usize) -> Result<Vec<Reply>, Failure> {
+        let client = &mut self.client;
+        let stage = if data.is_some() { Stage::DataEnd } else { Stage::MailFrom };
+        let limit = client.timeout + transfer_time(data.map_or(0, <[u8]>::len));
+        tokio::time::timeout(limit, async {
+            if let Some(data) = data {
+                client.write_message(data).await.map_err(|e| failure(stage, e.into()))?;
+            }
+            client.stream.write_all(lines.as_bytes()).await.map_err(|e| failure(stage, e.into()))?;
+            client.stream.flush().await.map_err(|e| failure(stage, e.into()))?;
+            let replies = client.read_many(expected).await.map_err(|e| failure(stage, e))?;
+            Ok(replies.iter().map(reply_of).collect())
+        })
+        .await
+        .unwrap_or(Err(Failure::Timeout { stage }))
+    }
+
     /// Runs one transaction: MAIL FROM, RCPT TO for each recipient (a refused
     /// one does not stop the others), DATA when any was accepted. With
     /// PIPELINING (RFC 2920) the envelope and DATA go in one write and their
@@ -281,10 +382,7 @@ impl Session {
             return Err(Failure::Reply { stage: Stage::Data, reply: go });
         }
         let client = &mut self.client;
-        // `timeout_s` bounds waiting for the server; a large message also needs
-        // time to travel, at a pessimistic 64 KiB/s.
-        let transfer = Duration::from_secs((raw.len() / (64 * 1024)) as u64);
-        let end = tokio::time::timeout(client.timeout + transfer, async {
+        let end = tokio::time::timeout(client.timeout + transfer_time(raw.len()), async {
             client.write_message(raw).await?;
             client.read().await
         })
@@ -302,12 +400,7 @@ impl Session {
     /// is still in step, else just drop it: after a timeout or a broken
     /// connection, waiting for another answer only holds the slot.
     pub async fn close(mut self, outcome: &Result<Transaction, Failure>) {
-        let broken = |f: &Failure| matches!(f, Failure::Timeout { .. } | Failure::Network { .. });
-        let in_step = match outcome {
-            Err(f) | Ok(Transaction { data: Some(Err(f)), .. }) => !broken(f),
-            Ok(_) => true,
-        };
-        if in_step {
+        if !breaks_session(outcome) {
             let _ = tokio::time::timeout(QUIT_WAIT, self.client.cmd(b"QUIT\r\n")).await;
         }
     }
@@ -348,6 +441,57 @@ async fn authenticate(
     match reply.code {
         235 => Ok(reply_of(&reply)),
         _ => Err(Failure::Reply { stage: Stage::Auth, reply: reply_of(&reply) }),
+    }
+}
+
+/// A message to send: its envelope and its bytes.
+pub struct Outgoing<'a> {
+    pub envelope_from: &'a str,
+    pub to: Vec<&'a str>,
+    pub raw: &'a [u8],
+}
+
+fn envelope_lines(o: &Outgoing<'_>) -> Vec<String> {
+    let mut lines = vec![format!("MAIL FROM:<{}>\r\n", o.envelope_from)];
+    lines.extend(o.to.iter().map(|to| format!("RCPT TO:<{to}>\r\n")));
+    lines.push("DATA\r\n".to_owned());
+    lines
+}
+
+/// The replies to a pipelined envelope: MAIL, each RCPT, then DATA's go-ahead.
+fn split_envelope(
+    replies: Vec<Reply>,
+    recipients: usize,
+) -> (Result<Reply, Failure>, Vec<Result<Reply, Reply>>, Option<Reply>) {
+    let mut replies = replies.into_iter();
+    let mail = match replies.next() {
+        Some(r) if r.class() == ReplyClass::Positive => Ok(r),
+        Some(reply) => Err(Failure::Reply { stage: Stage::MailFrom, reply }),
+        None => Err(Failure::Network { stage: Stage::MailFrom, detail: "no reply to MAIL FROM".to_owned() }),
+    };
+    let rcpt = (0..recipients)
+        .map(|_| {
+            let r = replies.next().unwrap_or_else(|| Reply::new(421, "no reply to RCPT TO"));
+            if r.class() == ReplyClass::Positive { Ok(r) } else { Err(r) }
+        })
+        .collect();
+    (mail, rcpt, replies.next())
+}
+
+/// Time for `size` bytes to travel at a pessimistic 64 KiB/s, on top of `timeout_s`.
+fn transfer_time(size: usize) -> Duration {
+    Duration::from_secs((size / (64 * 1024)) as u64)
+}
+
+/// After a timeout, a broken connection or a 421 (the server closing the
+/// channel) a session cannot carry another message.
+pub fn breaks_session(outcome: &Result<Transaction, Failure>) -> bool {
+    let closing = |r: &Reply| r.code == 421;
+    let lost =
+        |f: &Failure| matches!(f, Failure::Timeout { .. } | Failure::Network { .. }) || f.reply().is_some_and(closing);
+    match outcome {
+        Err(f) | Ok(Transaction { data: Some(Err(f)), .. }) => lost(f),
+        Ok(t) => t.rcpt.iter().any(|r| r.as_ref().is_err_and(closing)),
     }
 }
 

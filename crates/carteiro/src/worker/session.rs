@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carteiro_core::delivery::{Failure, RecipientState, Reply, Transaction};
+use carteiro_core::delivery::{Failure, RecipientState, Transaction};
 
 use super::outcome::{Tried, attempt_result};
 use super::route::Route;
-use crate::delivery::smtp::{Session, Transcript};
+use crate::delivery::smtp::{Outgoing, Session, Transcript, breaks_session};
 use crate::state::{AppState, now_ms};
 use crate::store::{AttemptResult, ClaimedMessage, Parcel};
 
@@ -48,15 +48,14 @@ pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>) -> Ende
             return Ended::Unreachable(failure);
         }
     };
-    let server = session.server.clone();
     let mut untried = Vec::new();
     let mut last: Option<Result<Transaction, Failure>> = None;
     for chunk in jobs.chunks(CHUNK) {
-        if last.as_ref().is_some_and(broken) {
+        if last.as_ref().is_some_and(breaks_session) {
             untried.extend_from_slice(chunk);
             continue;
         }
-        let mut parcels = match start_and_load(&state, chunk).await {
+        let parcels = match start_and_load(&state, chunk).await {
             Ok(parcels) => parcels,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read messages to send; they go back to the queue");
@@ -64,29 +63,35 @@ pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>) -> Ende
                 continue;
             }
         };
-        let mut results = Vec::with_capacity(chunk.len());
-        for job in chunk {
-            // Cancelled while it waited in the lane: not ours to send any more.
-            let Some(parcel) = parcels.remove(&job.message.id) else { continue };
-            if last.as_ref().is_some_and(broken) {
-                untried.push(job.clone());
-                continue;
-            }
-            let envelope_from = job.envelope_from.clone().unwrap_or_else(|| job.message.envelope_from.clone());
-            let to: Vec<&str> = pending(&parcel).map(|r| r.address.as_str()).collect();
-            let at = now_ms();
-            let started = Instant::now();
-            let outcome = session.send(&envelope_from, &to, &parcel.raw, &mut Transcript::default()).await;
-            let tried = Tried {
-                at,
-                ms: started.elapsed().as_millis() as i64,
-                server: server.clone(),
+        // Messages cancelled while they waited in the lane have no parcel: not ours to send any more.
+        let sending: Vec<(&Job, &Parcel)> =
+            chunk.iter().filter_map(|job| parcels.get(&job.message.id).map(|p| (job, p))).collect();
+        let envelopes: Vec<String> = sending
+            .iter()
+            .map(|(job, _)| job.envelope_from.clone().unwrap_or_else(|| job.message.envelope_from.clone()))
+            .collect();
+        let outgoing: Vec<Outgoing<'_>> = sending
+            .iter()
+            .zip(&envelopes)
+            .map(|((_, parcel), envelope_from)| Outgoing {
                 envelope_from,
-                outcome: outcome.clone(),
-            };
-            last = Some(outcome);
-            push_result(&state, &mut results, job, &parcel, tried);
+                to: pending(parcel).map(|r| r.address.as_str()).collect(),
+                raw: &parcel.raw,
+            })
+            .collect();
+        let at = now_ms();
+        let started = Instant::now();
+                let outcomes = session.send_all(&outgoing).await;
+        let tried = outcomes.len();
+        // The chunk's messages share its time: they went out together.
+        let ms = (started.elapsed().as_millis() / outgoing.len().max(1) as u128) as i64;
+        let mut results = Vec::with_capacity(outcomes.len());
+        for (((job, parcel), envelope_from), outcome) in sending.iter().zip(&envelopes).zip(outcomes) {
+            last = Some(outcome.clone());
+            let tried = Tried { at, ms, server: session.server.clone(), envelope_from: envelope_from.clone(), outcome };
+            push_result(&state, &mut results, job, parcel, tried);
         }
+                untried.extend(sending.iter().skip(tried).map(|(job, _)| (*job).clone()));
         record(&state, results).await;
     }
     if let Some(last) = &last {
@@ -136,18 +141,6 @@ fn push_result(state: &AppState, results: &mut Vec<AttemptResult>, job: &Job, pa
 
 fn pending(parcel: &Parcel) -> impl Iterator<Item = &crate::store::RecipientRow> {
     parcel.recipients.iter().filter(|r| r.state == RecipientState::Pending.as_str())
-}
-
-/// After a timeout, a broken connection or a 421 (the server closing the
-/// channel) the session cannot carry another message.
-fn broken(outcome: &Result<Transaction, Failure>) -> bool {
-    let closing = |r: &Reply| r.code == 421;
-    let lost =
-        |f: &Failure| matches!(f, Failure::Timeout { .. } | Failure::Network { .. }) || f.reply().is_some_and(closing);
-    match outcome {
-        Err(f) | Ok(Transaction { data: Some(Err(f)), .. }) => lost(f),
-        Ok(t) => t.rcpt.iter().any(|r| r.as_ref().is_err_and(closing)),
-    }
 }
 
 /// Marks the chunk's messages as being sent (skipping any cancelled meanwhile) and reads them.

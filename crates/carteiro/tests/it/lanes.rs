@@ -548,8 +548,19 @@ async fn a_message_whose_recipients_are_all_refused_does_not_spoil_the_next_in_i
 
 #[tokio::test]
 async fn a_bundle_cut_short_defers_the_message_in_doubt_and_gives_back_the_rest_untried() {
+    bundle_cut_short(&[]).await;
+}
+
+#[tokio::test]
+async fn a_pipelined_bundle_cut_short_defers_the_message_in_doubt_and_gives_back_the_rest_untried() {
+    // With PIPELINING the next envelope travels with each end of data: the
+    // same story must hold.
+    bundle_cut_short(&["--pipelining"]).await;
+}
+
+async fn bundle_cut_short(flags: &[&str]) {
     // The connection drops where the third message's final reply should be.
-    let mut peer = SmtpPeer::start(&["--drop-on-message", "3"]).await;
+    let mut peer = SmtpPeer::start(&[&["--drop-on-message", "3"], flags].concat()).await;
     let app = Carteiro::start().await;
     app.use_server(peer.port).await;
     let acme = app.create_company("acme").await;
