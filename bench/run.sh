@@ -60,13 +60,20 @@ stop_sink() { kill "$sink_pid"; wait "$sink_pid" 2>/dev/null || true; }
 wait_for_sink() { "$LOAD" wait --sink-out "$sink_out" --count "$N"; }
 now() { date +%s.%N; }
 
-# Peak resident memory of a process and its children, sampled every 100 ms until stopped.
+# A process and all its descendants.
+tree() {
+    echo "$1"
+    for child in $(pgrep -P "$1" || true); do tree "$child"; done
+}
+
+# Peak memory of a process and all its descendants, sampled every 100 ms until stopped: the sum
+# of their proportional set sizes (PSS), so that pages the processes share count once.
 watch_rss() {
     local root=$1 out=$2 peak=0
     while kill -0 "$root" 2>/dev/null; do
         local total=0
-        for pid in $root $(pgrep -P "$root" || true); do
-            total=$((total + $(awk '/VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+        for pid in $(tree "$root"); do
+            total=$((total + $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)))
         done
         [ "$total" -gt "$peak" ] && peak=$total && echo "$peak" > "$out"
         sleep 0.1
