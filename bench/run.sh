@@ -187,7 +187,7 @@ fi
 
 echo
 echo "N = $N messages of about $SIZE bytes; $(nproc) cores: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-printf '%-34s %12s %12s %12s %12s\n' "run" "accept/s" "sink has all" "e2e msg/s" "peak RSS MiB"
+printf '%-34s %12s %12s %12s %12s\n' "run" "accept/s" "sink has all" "e2e msg/s" "peak mem MiB"
 printf '%s\n' "${rows[@]}"
 echo
 printf '%-34s %14s %14s\n' "end-to-end" "x postfix" "x limit"
