@@ -375,7 +375,8 @@ impl MessageStore for SqliteStore {
                 }
             }
         }
-        // Many rows per statement: each statement is a round trip to SQLite's thread.
+        // Many rows per statement, and the three statements of a chunk in one query: each query
+        // is a round trip to SQLite's thread, and a submission waits for them all.
         for chunk in new.chunks(500) {
             let mut q = QueryBuilder::<Sqlite>::new(format!("INSERT INTO messages ({MESSAGE_COLUMNS}) "));
             q.push_values(chunk, |mut b, r| {
@@ -400,29 +401,26 @@ impl MessageStore for SqliteStore {
                     .push_bind(&m.last_reply)
                     .push_bind(m.updated_at);
             });
-            q.build().execute(&mut *tx).await.store()?;
-            let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO message_bodies (message_id, raw) ");
+            q.push("; INSERT INTO message_bodies (message_id, raw) ");
             q.push_values(chunk, |mut b, r| {
                 b.push_bind(&r.row.id).push_bind(&r.raw);
             });
-            q.build().execute(&mut *tx).await.store()?;
-        }
-        let recipients: Vec<(&str, &RecipientRow)> =
-            new.iter().flat_map(|r| r.recipients.iter().map(|rcpt| (r.row.id.as_str(), rcpt))).collect();
-        for chunk in recipients.chunks(1000) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO recipients (message_id, position, kind, address, display, state, code, reply) ",
-            );
-            q.push_values(chunk, |mut b, (id, r)| {
-                b.push_bind(*id)
-                    .push_bind(r.position)
-                    .push_bind(&r.kind)
-                    .push_bind(&r.address)
-                    .push_bind(&r.display)
-                    .push_bind(&r.state)
-                    .push_bind(r.code)
-                    .push_bind(&r.reply);
-            });
+            let recipients: Vec<(&str, &RecipientRow)> =
+                chunk.iter().flat_map(|r| r.recipients.iter().map(|rcpt| (r.row.id.as_str(), rcpt))).collect();
+            // SQLite takes at most 32 766 parameters a statement: 4 000 recipients of 8.
+            for rows in recipients.chunks(4000) {
+                q.push("; INSERT INTO recipients (message_id, position, kind, address, display, state, code, reply) ");
+                q.push_values(rows, |mut b, (id, r)| {
+                    b.push_bind(*id)
+                        .push_bind(r.position)
+                        .push_bind(&r.kind)
+                        .push_bind(&r.address)
+                        .push_bind(&r.display)
+                        .push_bind(&r.state)
+                        .push_bind(r.code)
+                        .push_bind(&r.reply);
+                });
+            }
             q.build().execute(&mut *tx).await.store()?;
         }
         tx.commit().await.store()?;
@@ -644,8 +642,29 @@ impl MessageStore for SqliteStore {
     }
 
     async fn finish_attempts(&self, results: &[AttemptResult]) -> StoreResult<Vec<bool>> {
-        // Set-based, three statements whatever the number of attempts: each message moves on only
-        // if its lease is still its claim's (else another claim took it over, and its record wins).
+        // Set-based, in one query whatever the number of attempts. An attempt counts only if
+        // its message's lease is still its claim's (else another claim took it over, and that
+        // claim's record wins): the attempt rows and recipient states are written for those
+        // first, then the messages move on and say which they were.
+        let attempts: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                let a = &r.attempt;
+                serde_json::json!({
+                    "id": r.message_id, "lease": r.lease, "at": a.at, "server": a.server, "code": a.code,
+                    "reply": a.reply, "ms": a.ms, "outcome": a.outcome, "refusals": a.refusals,
+                })
+            })
+            .collect();
+        let recipients: Vec<serde_json::Value> = results
+            .iter()
+            .flat_map(|r| {
+                r.recipients.iter().map(|u| {
+                    serde_json::json!({"id": r.message_id, "lease": r.lease, "position": u.position,
+                                       "state": u.state, "code": u.code, "reply": u.reply})
+                })
+            })
+            .collect();
         let moves: Vec<serde_json::Value> = results
             .iter()
             .map(|r| {
@@ -657,62 +676,35 @@ impl MessageStore for SqliteStore {
             .collect();
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
         let moved: Vec<String> = sqlx::query_scalar(
-            "UPDATE messages SET status = r.status, due_at = COALESCE(r.due_at, messages.due_at),
+            "INSERT INTO attempts (message_id, at, server, code, reply, ms, outcome, refusals)
+             SELECT a.value ->> 'id', a.value ->> 'at', a.value ->> 'server', a.value ->> 'code', a.value ->> 'reply',
+                    a.value ->> 'ms', a.value ->> 'outcome', a.value ->> 'refusals'
+             FROM json_each(?) AS a JOIN messages AS m ON m.id = a.value ->> 'id' AND m.lease_owner = a.value ->> 'lease'
+             ORDER BY a.key;
+             UPDATE recipients SET state = r.state, code = r.code, reply = r.reply
+             FROM (SELECT value ->> 'id' AS id, value ->> 'lease' AS lease, value ->> 'position' AS position,
+                          value ->> 'state' AS state, value ->> 'code' AS code, value ->> 'reply' AS reply
+                   FROM json_each(?)) AS r
+             JOIN messages AS m ON m.id = r.id AND m.lease_owner = r.lease
+             WHERE recipients.message_id = r.id AND recipients.position = r.position;
+             UPDATE messages SET status = r.status, due_at = COALESCE(r.due_at, messages.due_at),
                attempt_count = attempt_count + 1, lease_owner = NULL, lease_expires_at = NULL,
                last_reply = r.reply, envelope_from = r.envelope_from, updated_at = r.updated_at
              FROM (SELECT value ->> 'id' AS id, value ->> 'lease' AS lease, value ->> 'status' AS status,
                           value ->> 'due_at' AS due_at, value ->> 'reply' AS reply,
                           value ->> 'envelope_from' AS envelope_from, value ->> 'updated_at' AS updated_at
-                   FROM json_each($1)) AS r
+                   FROM json_each(?)) AS r
              WHERE messages.id = r.id AND messages.lease_owner = r.lease
              RETURNING messages.id",
         )
+        .bind(serde_json::Value::Array(attempts).to_string())
+        .bind(serde_json::Value::Array(recipients).to_string())
         .bind(serde_json::Value::Array(moves).to_string())
         .fetch_all(&mut *tx)
         .await
         .store()?;
-        let moved: std::collections::HashSet<String> = moved.into_iter().collect();
-        let ours: Vec<&AttemptResult> = results.iter().filter(|r| moved.contains(&r.message_id)).collect();
-        let attempts: Vec<serde_json::Value> = ours
-            .iter()
-            .map(|r| {
-                let a = &r.attempt;
-                serde_json::json!({
-                    "id": r.message_id, "at": a.at, "server": a.server, "code": a.code, "reply": a.reply,
-                    "ms": a.ms, "outcome": a.outcome, "refusals": a.refusals,
-                })
-            })
-            .collect();
-        sqlx::query(
-            "INSERT INTO attempts (message_id, at, server, code, reply, ms, outcome, refusals)
-             SELECT value ->> 'id', value ->> 'at', value ->> 'server', value ->> 'code', value ->> 'reply',
-                    value ->> 'ms', value ->> 'outcome', value ->> 'refusals'
-             FROM json_each($1)",
-        )
-        .bind(serde_json::Value::Array(attempts).to_string())
-        .execute(&mut *tx)
-        .await
-        .store()?;
-        let recipients: Vec<serde_json::Value> = ours
-            .iter()
-            .flat_map(|r| {
-                r.recipients.iter().map(|u| {
-                    serde_json::json!({"id": r.message_id, "position": u.position, "state": u.state, "code": u.code, "reply": u.reply})
-                })
-            })
-            .collect();
-        sqlx::query(
-            "UPDATE recipients SET state = r.state, code = r.code, reply = r.reply
-             FROM (SELECT value ->> 'id' AS id, value ->> 'position' AS position, value ->> 'state' AS state,
-                          value ->> 'code' AS code, value ->> 'reply' AS reply
-                   FROM json_each($1)) AS r
-             WHERE recipients.message_id = r.id AND recipients.position = r.position",
-        )
-        .bind(serde_json::Value::Array(recipients).to_string())
-        .execute(&mut *tx)
-        .await
-        .store()?;
         tx.commit().await.store()?;
+        let moved: std::collections::HashSet<String> = moved.into_iter().collect();
         Ok(results.iter().map(|r| moved.contains(&r.message_id)).collect())
     }
 
@@ -756,5 +748,119 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await.store()?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, key: Option<&str>) -> NewMessageRecord {
+        NewMessageRecord {
+            row: MessageRow {
+                id: id.to_owned(),
+                company: "acme".to_owned(),
+                kind: "system".to_owned(),
+                actor_id: None,
+                status: "queued".to_owned(),
+                from_header: "a@acme.example".to_owned(),
+                sender_header: None,
+                reply_to_header: None,
+                envelope_from: "a@acme.example".to_owned(),
+                subject: "s".to_owned(),
+                idempotency_key: key.map(str::to_owned),
+                tags: "[]".to_owned(),
+                size_bytes: 3,
+                created_at: 1,
+                send_at: None,
+                due_at: 1,
+                attempt_count: 0,
+                last_reply: None,
+                updated_at: 1,
+            },
+            recipients: (0..2)
+                .map(|position| RecipientRow {
+                    position,
+                    kind: "to".to_owned(),
+                    address: format!("r{position}@example.com"),
+                    display: format!("r{position}@example.com"),
+                    state: "pending".to_owned(),
+                    code: None,
+                    reply: None,
+                })
+                .collect(),
+            raw: b"raw".to_vec(),
+        }
+    }
+
+    fn attempt(id: &str, lease: &str, status: &str) -> AttemptResult {
+        AttemptResult {
+            message_id: id.to_owned(),
+            lease: lease.to_owned(),
+            attempt: AttemptRow {
+                at: 10,
+                server: "h:25".to_owned(),
+                code: Some(250),
+                reply: "ok".to_owned(),
+                ms: 5,
+                outcome: status.to_owned(),
+                refusals: "[]".to_owned(),
+            },
+            recipients: vec![RecipientUpdate {
+                position: 1,
+                state: "sent".to_owned(),
+                code: Some(250),
+                reply: Some("ok".to_owned()),
+            }],
+            status: status.to_owned(),
+            due_at: None,
+            envelope_from: "a@acme.example".to_owned(),
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db")).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+            .create_company(&CompanyRow { slug: "acme".into(), name: "ACME".into(), email: None, created_at: 0 })
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn idempotency_keys_hold_within_a_group_and_across_groups() {
+        let (_dir, store) = store().await;
+        let first = store
+            .insert_messages(&[record("m1", Some("k")), record("m2", Some("k")), record("m3", None)])
+            .await
+            .unwrap();
+        assert_eq!(first, [Inserted::New, Inserted::Duplicate("m1".into()), Inserted::New]);
+        let again = store.insert_messages(&[record("m4", Some("k"))]).await.unwrap();
+        assert_eq!(again, [Inserted::Duplicate("m1".into())]);
+        assert_eq!(store.load_parcels(&["m3".into()]).await.unwrap()[0].recipients.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_counts_only_under_the_claim_that_still_holds_the_message() {
+        let (_dir, store) = store().await;
+        store.insert_messages(&[record("m1", None), record("m2", None)]).await.unwrap();
+        let claimed = store.claim("acme", "claim-1", 2, 1000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        // The second message's lease expired and another claim took it.
+        store.release_messages(&["m2".into()], &["claim-1".into()], 2).await.unwrap();
+        assert_eq!(store.claim("acme", "claim-2", 3, 1000, 10).await.unwrap().len(), 1);
+
+        let recorded =
+            store.finish_attempts(&[attempt("m1", "claim-1", "sent"), attempt("m2", "claim-1", "sent")]).await.unwrap();
+        assert_eq!(recorded, [true, false]);
+        assert_eq!(store.attempts("m1").await.unwrap().len(), 1);
+        assert!(store.attempts("m2").await.unwrap().is_empty(), "the lost claim writes nothing");
+        let m1 = store.message("acme", "m1").await.unwrap().unwrap();
+        assert_eq!((m1.status.as_str(), m1.attempt_count), ("sent", 1));
+        let states: Vec<String> = store.recipients("m1").await.unwrap().into_iter().map(|r| r.state).collect();
+        assert_eq!(states, ["pending", "sent"]);
+        assert_eq!(store.recipients("m2").await.unwrap()[1].state, "pending");
     }
 }

@@ -81,7 +81,7 @@ pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>) -> Ende
             .collect();
         let at = now_ms();
         let started = Instant::now();
-                let outcomes = session.send_all(&outgoing).await;
+        let outcomes = session.send_all(&outgoing).await;
         let tried = outcomes.len();
         // The chunk's messages share its time: they went out together.
         let ms = (started.elapsed().as_millis() / outgoing.len().max(1) as u128) as i64;
@@ -91,7 +91,7 @@ pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>) -> Ende
             let tried = Tried { at, ms, server: session.server.clone(), envelope_from: envelope_from.clone(), outcome };
             push_result(&state, &mut results, job, parcel, tried);
         }
-                untried.extend(sending.iter().skip(tried).map(|(job, _)| (*job).clone()));
+        untried.extend(sending.iter().skip(tried).map(|(job, _)| (*job).clone()));
         record(&state, results).await;
     }
     if let Some(last) = &last {
