@@ -3,9 +3,11 @@
 //! that holds its items: a submission's 202 still follows its own durability,
 //! and a delivery attempt is recorded before its message is let go.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{AttemptResult, Inserted, NewMessageRecord, Store, StoreError, StoreResult};
@@ -129,19 +131,12 @@ async fn commit<W: GroupWrite>(writer: &W, group: Vec<Job<W>>) {
         replies.push((items.len(), reply));
         all.extend(items);
     }
-    // In a task of its own: a panic fails this group, not every later write.
-    let attempt = tokio::spawn({
-        let writer = writer.clone();
-        async move {
-            let result = writer.write(&all).await;
-            (all, result)
-        }
-    })
-    .await;
-    let (all, result) = match attempt {
+        // A panic fails this group, not every later write.
+    let attempt = AssertUnwindSafe(writer.write(&all)).catch_unwind().await;
+    let result = match attempt {
         Ok(done) => done,
-        Err(e) => {
-            tracing::error!(error = %e, "a grouped write failed");
+        Err(_) => {
+            tracing::error!("a grouped write panicked");
             for (_, reply) in replies {
                 let _ = reply.send(Err(StoreError::Other(anyhow::anyhow!("the write failed"))));
             }
