@@ -11,8 +11,9 @@ use carteiro_core::settings::{AuthMechanism, Connection, Login, Security, SmtpSe
 use mail_send::{Credentials, SmtpClient};
 use rustls::pki_types::ServerName;
 use serde::Serialize;
+use smtp_proto::response::parser::ResponseReceiver;
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, EXT_PIPELINING, EXT_START_TLS, EhloResponse, Response};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::tls::TlsConfigs;
@@ -190,102 +191,169 @@ impl Session {
     /// Sends several messages over this session, each its own transaction.
     /// With PIPELINING, each message's envelope travels with the previous
     /// message's end of data (RFC 2920 §3.1), so a message costs one round
-    /// trip. Stops after a failure that leaves the session unusable: there are
-    /// as many results as messages tried.
-    pub async fn send_all(&mut self, outgoing: &[Outgoing<'_>]) -> Vec<Result<Transaction, Failure>> {
-        let mut results = Vec::with_capacity(outgoing.len());
-        if !self.pipelining || outgoing.len() < 2 {
-            for o in outgoing {
-                let result = self.send(o.envelope_from, &o.to, o.raw, &mut Transcript::default()).await;
-                let stop = breaks_session(&result);
-                results.push(result);
-                if stop {
-                    break;
-                }
-            }
-            return results;
+    /// trip. Stops after a failure that leaves the session unusable, or when
+    /// `stop` asks: there are as many results as messages tried, and a message
+    /// whose end of data went out without an answer is in doubt (a temporary
+    /// failure), never untried.
+    pub async fn send_all(&mut self, outgoing: &[Outgoing<'_>], stop: &Stop) -> Vec<Result<Transaction, Failure>> {
+        if self.pipelining {
+            return self.send_pipelined(outgoing, stop).await;
         }
-        let first = envelope_lines(&outgoing[0]);
-        let mut envelope = match self.exchange(None, &first.concat(), first.len()).await {
-            Ok(replies) => replies,
-            Err(failure) => {
-                results.push(Err(failure));
-                return results;
-            }
-        };
+        let mut results = Vec::with_capacity(outgoing.len());
         for (i, o) in outgoing.iter().enumerate() {
-            let (mail, rcpt, go) = split_envelope(envelope, o.to.len());
-            let accepted = mail.is_ok() && rcpt.iter().any(Result::is_ok);
-            let ready = go.as_ref().is_some_and(|g| g.code == 354);
-            // This message's body (or an empty end if the server said 354 to nobody),
-            // a reset if its transaction never got going, then the next envelope.
-            // After a 354 the data must end, even with nobody to send to (then empty).
-            let data: Option<&[u8]> = ready.then_some(if accepted { o.raw } else { &[] });
-            let reset = !(accepted && ready);
-            let next = outgoing.get(i + 1).map(envelope_lines).unwrap_or_default();
-            let mut lines = if reset { "RSET\r\n".to_owned() } else { String::new() };
-            lines.push_str(&next.concat());
-            let expected = usize::from(data.is_some()) + usize::from(reset) + next.len();
-            let exchanged = self.exchange(data, &lines, expected).await;
-            let mut replies = match exchanged {
-                Ok(replies) => replies.into_iter(),
-                Err(failure) => {
-                    results.push(match (mail, accepted && ready) {
-                        (Err(refused), _) => Err(refused),
-                        (Ok(_), true) => Ok(Transaction { rcpt, data: Some(Err(failure)) }),
-                        (Ok(_), false) => Err(failure),
-                    });
-                    return results;
-                }
-            };
-            let end = data.and_then(|_| replies.next());
-            if reset {
-                replies.next();
-            }
-            let result = match mail {
-                Err(refused) => Err(refused),
-                Ok(_) if !rcpt.iter().any(Result::is_ok) => Ok(Transaction { rcpt, data: None }),
-                Ok(_) => {
-                    let data = match (go, end) {
-                        (Some(go), _) if go.code != 354 => Err(Failure::Reply { stage: Stage::Data, reply: go }),
-                        (_, Some(end)) if end.class() == ReplyClass::Positive => Ok(end),
-                        (_, Some(end)) => Err(Failure::Reply { stage: Stage::DataEnd, reply: end }),
-                        _ => Err(Failure::Network {
-                            stage: Stage::DataEnd,
-                            detail: "no reply after the message".to_owned(),
-                        }),
-                    };
-                    Ok(Transaction { rcpt, data: Some(data) })
-                }
-            };
-            let stop = breaks_session(&result);
-            results.push(result);
-            if stop {
+            // The messages were marked as being sent: the first goes whatever happens.
+            if i > 0 && stop.soft.is_cancelled() {
                 break;
             }
-            envelope = replies.collect();
+            let mut log = Transcript::default();
+            let result = tokio::select! {
+                result = self.send(o.envelope_from, &o.to, o.raw, &mut log) => result,
+                () = stop.hard.cancelled() => Err(stopping(Stage::DataEnd)),
+            };
+            let broken = breaks_session(&result);
+            results.push(result);
+            if broken {
+                break;
+            }
         }
         results
     }
 
-    /// One pipelined group: the end of a message's data when there is one
-    /// (the body, dot-stuffed, then the final dot), then command lines, then
-    /// their replies, all within `timeout_s` plus time for the body to travel.
-    async fn exchange(&mut self, data: Option<&[u8]>, lines: &str, expected: usize) -> Result<Vec<Reply>, Failure> {
+    async fn send_pipelined(&mut self, outgoing: &[Outgoing<'_>], stop: &Stop) -> Vec<Result<Transaction, Failure>> {
+        let mut results = Vec::with_capacity(outgoing.len());
+        let Some(first) = outgoing.first() else { return results };
+        let lines = envelope_lines(first).concat();
+        let limit = self.client.timeout;
+        if let Err(failure) = self.write(None, &lines, Stage::MailFrom).await {
+            results.push(Err(failure));
+            return results;
+        }
+        let (mut replies, mut broke) =
+            self.read_replies(envelope_lines(first).len(), limit, Stage::MailFrom, stop).await;
+        for (i, o) in outgoing.iter().enumerate() {
+            // The replies to this message's envelope: all of them, or the session broke.
+            if let Some(failure) = broke.take() {
+                // Its data never went out. The first message of a session counts the failure
+                // (so that a server that always fails is retried on the schedule); a later one
+                // is given back untried.
+                if i == 0 {
+                    results.push(Err(failure));
+                }
+                break;
+            }
+            let (mail, rcpt, go) = split_envelope(std::mem::take(&mut replies), o.to.len());
+            let closing = mail.as_ref().err().and_then(Failure::reply).is_some_and(|r| r.code == 421)
+                || rcpt.iter().any(|r| r.as_ref().is_err_and(|r| r.code == 421))
+                || go.as_ref().is_some_and(|g| g.code == 421);
+            let accepted = mail.is_ok() && rcpt.iter().any(Result::is_ok);
+            let ready = go.as_ref().is_some_and(|g| g.code == 354);
+            // After a 354 the data must end, even with nobody to send to (then empty).
+            let data: Option<&[u8]> = ready.then_some(if accepted { o.raw } else { &[] });
+            let reset = !(accepted && ready) && !closing;
+            let next = outgoing.get(i + 1).filter(|_| !closing && !stop.soft.is_cancelled()).map(envelope_lines);
+            let mut lines = if reset { "RSET\r\n".to_owned() } else { String::new() };
+            lines.push_str(&next.clone().unwrap_or_default().concat());
+            let stage = if data.is_some() { Stage::DataEnd } else { Stage::MailFrom };
+            let expected = usize::from(data.is_some()) + usize::from(reset) + next.as_ref().map_or(0, Vec::len);
+            let limit = limit + transfer_time(data.map_or(0, <[u8]>::len));
+            let (mut got, failure) = match self.write(data, &lines, stage).await {
+                Ok(()) => self.read_replies(expected, limit, stage, stop).await,
+                Err(failure) => (Vec::new(), Some(failure)),
+            };
+            let end = if data.is_some() && !got.is_empty() { Some(got.remove(0)) } else { None };
+            let result = match (mail, data.is_some()) {
+                (Err(refused), _) => Err(refused),
+                (Ok(_), _) if !rcpt.iter().any(Result::is_ok) => Ok(Transaction { rcpt, data: None }),
+                (Ok(_), false) => {
+                    let go = go.unwrap_or_else(|| Reply::new(421, "no reply to DATA"));
+                    Ok(Transaction { rcpt, data: Some(Err(Failure::Reply { stage: Stage::Data, reply: go })) })
+                }
+                (Ok(_), true) => {
+                    let data = match end {
+                        Some(end) if end.class() == ReplyClass::Positive => Ok(end),
+                        Some(end) => Err(Failure::Reply { stage: Stage::DataEnd, reply: end }),
+                        // The data went out and no answer came back: in doubt.
+                        None => Err(failure.clone().unwrap_or_else(|| Failure::Network {
+                            stage: Stage::DataEnd,
+                            detail: "no reply after the message".to_owned(),
+                        })),
+                    };
+                    Ok(Transaction { rcpt, data: Some(data) })
+                }
+            };
+            let broken = breaks_session(&result) || closing;
+            results.push(result);
+            if broken || next.is_none() {
+                break;
+            }
+            if reset && !got.is_empty() {
+                got.remove(0);
+            }
+            replies = got;
+            broke = failure;
+        }
+        results
+    }
+
+    /// Writes the end of a message's data when there is one (the body,
+    /// dot-stuffed, then the final dot), then command lines.
+    async fn write(&mut self, data: Option<&[u8]>, lines: &str, stage: Stage) -> Result<(), Failure> {
         let client = &mut self.client;
-        let stage = if data.is_some() { Stage::DataEnd } else { Stage::MailFrom };
         let limit = client.timeout + transfer_time(data.map_or(0, <[u8]>::len));
         tokio::time::timeout(limit, async {
             if let Some(data) = data {
                 client.write_message(data).await.map_err(|e| failure(stage, e.into()))?;
             }
             client.stream.write_all(lines.as_bytes()).await.map_err(|e| failure(stage, e.into()))?;
-            client.stream.flush().await.map_err(|e| failure(stage, e.into()))?;
-            let replies = client.read_many(expected).await.map_err(|e| failure(stage, e))?;
-            Ok(replies.iter().map(reply_of).collect())
+            client.stream.flush().await.map_err(|e| failure(stage, e.into()))
         })
         .await
         .unwrap_or(Err(Failure::Timeout { stage }))
+    }
+
+    /// Reads up to `expected` replies within `limit`; the replies read before
+    /// any failure are kept (a pipelined group's early answers still count).
+    async fn read_replies(
+        &mut self,
+        expected: usize,
+        limit: Duration,
+        stage: Stage,
+        stop: &Stop,
+    ) -> (Vec<Reply>, Option<Failure>) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let mut replies = Vec::with_capacity(expected);
+        let mut parser = ResponseReceiver::default();
+        let mut buf = [0u8; 4096];
+        while replies.len() < expected {
+            let read = tokio::select! {
+                read = tokio::time::timeout_at(deadline, self.client.stream.read(&mut buf)) => read,
+                () = stop.hard.cancelled() => return (replies, Some(stopping(stage))),
+            };
+            let n = match read {
+                Err(_) => return (replies, Some(Failure::Timeout { stage })),
+                Ok(Err(e)) => return (replies, Some(Failure::Network { stage, detail: e.to_string() })),
+                Ok(Ok(0)) => {
+                    let detail = "the server closed the connection".to_owned();
+                    return (replies, Some(Failure::Network { stage, detail }));
+                }
+                Ok(Ok(n)) => n,
+            };
+            let mut bytes = buf[..n].iter();
+            while replies.len() < expected {
+                match parser.parse(&mut bytes) {
+                    Ok(reply) => {
+                        replies.push(reply_of(&reply));
+                        parser.reset();
+                    }
+                    Err(smtp_proto::Error::NeedsMoreData { .. }) => break,
+                    Err(_) => {
+                        let detail = "the server sent an unreadable reply".to_owned();
+                        return (replies, Some(Failure::Network { stage, detail }));
+                    }
+                }
+            }
+        }
+        (replies, None)
     }
 
     /// Runs one transaction: MAIL FROM, RCPT TO for each recipient (a refused
@@ -345,6 +413,10 @@ impl Session {
         let started = Instant::now();
         let data = self.data(pipelined_go, raw).await;
         log.record(Stage::Data, started, &data, |r| format!("message accepted: {r}"));
+        if matches!(&data, Err(Failure::Reply { stage: Stage::Data, .. })) {
+            // DATA refused: the transaction is still open on the server's side.
+            let _ = self.client.rset().await;
+        }
         Ok(Transaction { rcpt, data: Some(data) })
     }
 
@@ -442,6 +514,18 @@ async fn authenticate(
         235 => Ok(reply_of(&reply)),
         _ => Err(Failure::Reply { stage: Stage::Auth, reply: reply_of(&reply) }),
     }
+}
+
+/// Asks sessions to stop: `soft`, start no new transaction; `hard`, abandon
+/// the one in progress now (its message then counts as in doubt).
+#[derive(Clone, Default)]
+pub struct Stop {
+    pub soft: tokio_util::sync::CancellationToken,
+    pub hard: tokio_util::sync::CancellationToken,
+}
+
+fn stopping(stage: Stage) -> Failure {
+    Failure::Network { stage, detail: "carteiro was stopping".to_owned() }
 }
 
 /// A message to send: its envelope and its bytes.

@@ -63,13 +63,9 @@ impl GroupWrite for StartSending {
     type Item = (String, String);
     type Outcome = bool;
     async fn write(&self, items: &[(String, String)]) -> StoreResult<Vec<bool>> {
-        let ids: Vec<String> = items.iter().map(|(id, _)| id.clone()).collect();
-        let mut claims: Vec<String> = items.iter().map(|(_, claim)| claim.clone()).collect();
-        claims.sort_unstable();
-        claims.dedup();
-        let started: std::collections::HashSet<String> =
-            self.0.start_sending(&ids, &claims, crate::state::now_ms()).await?.into_iter().collect();
-        Ok(ids.iter().map(|id| started.contains(id)).collect())
+        let started: std::collections::HashSet<(String, String)> =
+            self.0.start_sending(items, crate::state::now_ms()).await?.into_iter().collect();
+        Ok(items.iter().map(|item| started.contains(item)).collect())
     }
     fn weight(_: &(String, String)) -> usize {
         64
@@ -131,7 +127,7 @@ async fn commit<W: GroupWrite>(writer: &W, group: Vec<Job<W>>) {
         replies.push((items.len(), reply));
         all.extend(items);
     }
-        // A panic fails this group, not every later write.
+    // A panic fails this group, not every later write.
     let attempt = AssertUnwindSafe(writer.write(&all)).catch_unwind().await;
     let result = match attempt {
         Ok(done) => done,

@@ -5,6 +5,8 @@
 mod commit;
 mod sqlite;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use carteiro_core::id::CompanySlug;
 use carteiro_core::settings::Scope;
@@ -183,6 +185,7 @@ pub struct ClaimedMessage {
     /// When the message first became due: the retry lifetime counts from here.
     pub due_since: i64,
     pub attempt_count: i64,
+    pub size_bytes: i64,
 }
 
 /// What a finished attempt changes.
@@ -253,10 +256,13 @@ pub trait MessageStore: Send + Sync {
     /// Renews the leases of the claims still being worked on.
     async fn extend_leases(&self, claims: &[String], lease_until: i64) -> StoreResult<u64>;
     /// Records an attempt and moves the message on, if the lease is still ours.
-    /// Marks claimed messages as being sent, unless cancelled meanwhile; the ids marked.
-    async fn start_sending(&self, ids: &[String], claims: &[String], now: i64) -> StoreResult<Vec<String>>;
+    /// Marks claimed messages as being sent, unless cancelled meanwhile: each
+    /// item is a message and the claim that should hold it; the pairs marked.
+    async fn start_sending(&self, items: &[(String, String)], now: i64) -> StoreResult<Vec<(String, String)>>;
     /// The bodies and recipients of claimed messages, in no particular order.
     async fn load_parcels(&self, ids: &[String]) -> StoreResult<Vec<Parcel>>;
+    /// The recipients of messages, by message.
+    async fn load_recipients(&self, ids: &[String]) -> StoreResult<HashMap<String, Vec<RecipientRow>>>;
     /// Records attempts and moves their messages on, in one transaction; for
     /// each, whether the lease was still its claim's (else nothing is written for it).
     async fn finish_attempts(&self, results: &[AttemptResult]) -> StoreResult<Vec<bool>>;

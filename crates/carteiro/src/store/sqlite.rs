@@ -574,7 +574,8 @@ impl MessageStore for SqliteStore {
              WHERE id IN (SELECT id FROM messages WHERE company = $4 AND status IN {WAITING} AND due_at <= $3
                             AND lease_owner IS NULL
                           ORDER BY due_at LIMIT $5)
-             RETURNING id, company, kind, actor_id, envelope_from, COALESCE(send_at, created_at) AS due_since, attempt_count"
+             RETURNING id, company, kind, actor_id, envelope_from, COALESCE(send_at, created_at) AS due_since, attempt_count,
+                       size_bytes"
         )))
         .bind(claim)
         .bind(lease_until)
@@ -599,35 +600,40 @@ impl MessageStore for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn start_sending(&self, ids: &[String], claims: &[String], now: i64) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(AssertSqlSafe(format!(
+    async fn start_sending(&self, items: &[(String, String)], now: i64) -> StoreResult<Vec<(String, String)>> {
+        sqlx::query_as(AssertSqlSafe(format!(
             "UPDATE messages SET status = 'sending', updated_at = $1
-             WHERE id IN (SELECT value FROM json_each($2)) AND lease_owner IN (SELECT value FROM json_each($3))
-               AND status IN {WAITING}
-             RETURNING id"
+             WHERE (id, lease_owner) IN (SELECT value ->> 0, value ->> 1 FROM json_each($2)) AND status IN {WAITING}
+             RETURNING id, lease_owner"
         )))
         .bind(now)
-        .bind(serde_json::to_string(ids).context("ids")?)
-        .bind(serde_json::to_string(claims).context("claims")?)
+        .bind(serde_json::to_string(items).context("items")?)
         .fetch_all(&self.writer)
         .await
         .store()
     }
 
     async fn load_parcels(&self, ids: &[String]) -> StoreResult<Vec<Parcel>> {
-        let ids_json = serde_json::to_string(ids).context("ids")?;
         let bodies: Vec<(String, Vec<u8>)> = sqlx::query_as(
             "SELECT message_id, raw FROM message_bodies WHERE message_id IN (SELECT value FROM json_each($1))",
         )
-        .bind(&ids_json)
+        .bind(serde_json::to_string(ids).context("ids")?)
         .fetch_all(&self.reader)
         .await
         .store()?;
+        let mut recipients = self.load_recipients(ids).await?;
+        Ok(bodies
+            .into_iter()
+            .map(|(id, raw)| Parcel { recipients: recipients.remove(&id).unwrap_or_default(), id, raw })
+            .collect())
+    }
+
+    async fn load_recipients(&self, ids: &[String]) -> StoreResult<HashMap<String, Vec<RecipientRow>>> {
         let rows = sqlx::query(
             "SELECT message_id, position, kind, address, display, state, code, reply FROM recipients
              WHERE message_id IN (SELECT value FROM json_each($1)) ORDER BY message_id, position",
         )
-        .bind(&ids_json)
+        .bind(serde_json::to_string(ids).context("ids")?)
         .fetch_all(&self.reader)
         .await
         .store()?;
@@ -635,10 +641,7 @@ impl MessageStore for SqliteStore {
         for row in rows {
             recipients.entry(row.get("message_id")).or_default().push(RecipientRow::from_row(&row).store()?);
         }
-        Ok(bodies
-            .into_iter()
-            .map(|(id, raw)| Parcel { recipients: recipients.remove(&id).unwrap_or_default(), id, raw })
-            .collect())
+        Ok(recipients)
     }
 
     async fn finish_attempts(&self, results: &[AttemptResult]) -> StoreResult<Vec<bool>> {
@@ -675,8 +678,11 @@ impl MessageStore for SqliteStore {
             })
             .collect();
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
-        let moved: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO attempts (message_id, at, server, code, reply, ms, outcome, refusals)
+        // Which claim holds each message now, read before anything moves: the same message may
+        // be in the group twice, under an old claim and a new one, and only the new one counts.
+        let holders: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT id, lease_owner FROM messages WHERE id IN (SELECT value ->> 'id' FROM json_each(?));
+             INSERT INTO attempts (message_id, at, server, code, reply, ms, outcome, refusals)
              SELECT a.value ->> 'id', a.value ->> 'at', a.value ->> 'server', a.value ->> 'code', a.value ->> 'reply',
                     a.value ->> 'ms', a.value ->> 'outcome', a.value ->> 'refusals'
              FROM json_each(?) AS a JOIN messages AS m ON m.id = a.value ->> 'id' AND m.lease_owner = a.value ->> 'lease'
@@ -694,9 +700,9 @@ impl MessageStore for SqliteStore {
                           value ->> 'due_at' AS due_at, value ->> 'reply' AS reply,
                           value ->> 'envelope_from' AS envelope_from, value ->> 'updated_at' AS updated_at
                    FROM json_each(?)) AS r
-             WHERE messages.id = r.id AND messages.lease_owner = r.lease
-             RETURNING messages.id",
+                          WHERE messages.id = r.id AND messages.lease_owner = r.lease",
         )
+        .bind(serde_json::Value::Array(moves.clone()).to_string())
         .bind(serde_json::Value::Array(attempts).to_string())
         .bind(serde_json::Value::Array(recipients).to_string())
         .bind(serde_json::Value::Array(moves).to_string())
@@ -704,8 +710,8 @@ impl MessageStore for SqliteStore {
         .await
         .store()?;
         tx.commit().await.store()?;
-        let moved: std::collections::HashSet<String> = moved.into_iter().collect();
-        Ok(results.iter().map(|r| moved.contains(&r.message_id)).collect())
+        let holders: HashMap<String, Option<String>> = holders.into_iter().collect();
+        Ok(results.iter().map(|r| holders.get(&r.message_id).is_some_and(|h| h.as_deref() == Some(&r.lease))).collect())
     }
 
     async fn release_messages(&self, ids: &[String], claims: &[String], due_at: i64) -> StoreResult<u64> {

@@ -41,22 +41,27 @@ impl Lane {
         }
     }
 
+    /// Queues a job. A lane's key covers its whole connection and bundling,
+    /// so a newer route differs from the lane's only in when it was worked out.
     pub fn push(&mut self, job: Job, route: Arc<Route>, now: Instant) {
         if let (Some(window), true) = (route.bundle, self.queue.is_empty()) {
             self.flush_at.get_or_insert(now + window);
-        }
-        if route.connection.limits.rate_per_minute != self.route.connection.limits.rate_per_minute {
-            self.rate = route.connection.limits.rate_per_minute.map(TokenBucket::per_minute);
         }
         self.route = route;
         self.queue.push_back(job);
     }
 
+    /// Takes every queued job, to be routed again (the configuration changed) or deferred.
+    pub fn drain(&mut self) -> Vec<Job> {
+        self.flush_at = None;
+        self.queue.drain(..).collect()
+    }
+
     /// The next bundle to send now, if the lane may start a session: a free
     /// session slot, a bundle ready (bundling: its window closed or a full
     /// bundle waiting) and the rate allowing at least one message.
-    pub fn next_bundle(&mut self, now: Instant) -> Option<Vec<Job>> {
-        let max_sessions = usize::from(self.route.connection.limits.max_sessions);
+    pub fn next_bundle(&mut self, now: Instant, max_sessions: usize) -> Option<Vec<Job>> {
+        let max_sessions = usize::from(self.route.connection.limits.max_sessions).min(max_sessions);
         if self.queue.is_empty() || self.sessions >= max_sessions || self.is_paused(now) {
             return None;
         }
@@ -98,14 +103,18 @@ impl Lane {
         [paused, self.flush_at, rate].into_iter().flatten().filter(|at| *at > now).max()
     }
 
+    /// Nothing queued or running, for a while, and no pause to remember.
     pub fn is_idle(&self, now: Instant, after: Duration) -> bool {
-        self.queue.is_empty() && self.sessions == 0 && now.duration_since(self.idle_since) >= after
+        self.queue.is_empty()
+            && self.sessions == 0
+            && !self.is_paused(now)
+            && now.duration_since(self.idle_since) >= after
     }
 }
 
-/// The lane's rate: `per_minute` messages a minute, in bursts of up to a
-/// second's worth. (A bucket of a few lines; the rate-limit crates count one
-/// cell at a time, where a bundle takes many.)
+/// The lane's rate: `per_minute` messages a minute, in bursts of up to ten
+/// seconds' worth (so a bundle can still carry several). A bucket of a few
+/// lines: the rate-limit crates count one cell at a time, where a bundle takes many.
 struct TokenBucket {
     per_second: f64,
     capacity: f64,
@@ -116,7 +125,7 @@ struct TokenBucket {
 impl TokenBucket {
     fn per_minute(per_minute: u32) -> Self {
         let per_second = f64::from(per_minute) / 60.0;
-        let capacity = per_second.max(1.0);
+        let capacity = (per_second * 10.0).max(1.0);
         Self { per_second, capacity, tokens: capacity, at: Instant::now() }
     }
 
@@ -134,9 +143,10 @@ impl TokenBucket {
         got
     }
 
+    /// When the bucket next holds a whole token.
     fn next_token(&self, now: Instant) -> Instant {
         let missing = (1.0 - self.tokens).max(0.0);
-        now + Duration::from_secs_f64(missing / self.per_second)
+        (self.at + Duration::from_secs_f64(missing / self.per_second)).max(now)
     }
 }
 
@@ -149,10 +159,10 @@ mod tests {
         let start = Instant::now();
         let mut bucket = TokenBucket::per_minute(120);
         bucket.at = start;
-        assert_eq!(bucket.take(10, start), 2, "a second's worth at once");
+        assert_eq!(bucket.take(100, start), 20, "ten seconds' worth at once");
         assert_eq!(bucket.take(10, start), 0);
         assert_eq!(bucket.take(10, start + Duration::from_millis(500)), 1);
-        assert!(bucket.next_token(start + Duration::from_millis(500)) <= start + Duration::from_millis(1000));
+        assert_eq!(bucket.next_token(start + Duration::from_millis(500)), start + Duration::from_millis(1000));
         let mut slow = TokenBucket::per_minute(6);
         slow.at = start;
         assert_eq!(slow.take(5, start), 1, "a burst of at least one");

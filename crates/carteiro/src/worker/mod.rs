@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use self::lanes::Lane;
 use self::route::{LaneKey, Route, Routes};
 use self::session::{Ended, Job};
+use crate::delivery::smtp::Stop;
 use crate::state::{AppState, now_ms};
 
 /// The shortest pause between two rounds, so that a busy queue cannot spin the loop.
@@ -34,6 +35,8 @@ const MIN_PAUSE: Duration = Duration::from_millis(2);
 /// The shortest time between two claim rounds: a round reads and writes the
 /// store, and a burst of submissions should share one.
 const CLAIM_EVERY: Duration = Duration::from_millis(20);
+/// After the grace period, how long sessions get to record what they abandoned.
+const STOP_RECORDING: Duration = Duration::from_secs(10);
 /// A lane with nothing to do is forgotten after this long.
 const LANE_IDLE: Duration = Duration::from_secs(60);
 
@@ -48,6 +51,10 @@ pub struct Worker {
     /// What each running task carries: its lane and its messages.
     running: HashMap<Id, (Option<LaneKey>, Vec<Job>)>,
     held: Held,
+    /// Asks sessions to stop, at shutdown.
+    stop: Stop,
+    /// Which lane goes first in the next round.
+    turn: usize,
 }
 
 /// The messages this worker holds (queued in lanes or being sent), by claim and by company.
@@ -99,6 +106,8 @@ impl Worker {
             tasks: JoinSet::new(),
             running: HashMap::new(),
             held: Held::default(),
+            stop: Stop::default(),
+            turn: 0,
         }
     }
 
@@ -128,6 +137,7 @@ impl Worker {
                     Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot claim messages; will try again"),
                 }
             }
+            self.reroute_stale().await;
             self.start_sessions();
             let soon = (last_claim + CLAIM_EVERY).max(Instant::now());
             let lanes = self.lanes.values().filter_map(|l| l.wakes_at(Instant::now())).min();
@@ -166,23 +176,58 @@ impl Worker {
             let claim = format!("{}:{}", self.owner, self.claims);
             let lease_until = now + config.lease.as_millis() as i64;
             let claimed = self.state.store.claim(&company, &claim, now, lease_until, room as i64).await?;
-            let mut unroutable: Vec<(Job, Failure)> = Vec::new();
-            for message in claimed {
-                let user = (message.kind == "user").then_some(message.actor_id.as_deref()).flatten();
-                let routing = self.routes.route(&self.state, &message.company, user).await?;
-                let envelope_from = routing.as_ref().ok().and_then(|r| r.envelope_from.clone());
-                let job = Job { message, claim: claim.clone(), envelope_from };
-                self.held.add(&job);
-                match routing {
-                    Ok(route) => self.enqueue(job, route),
-                    Err(failure) => unroutable.push((job, failure)),
-                }
+            let jobs = claimed.into_iter().map(|message| Job { message, claim: claim.clone(), envelope_from: None });
+            let jobs: Vec<Job> = jobs.collect();
+            for job in &jobs {
+                self.held.add(job);
             }
-            for (job, failure) in unroutable {
-                self.spawn_failure(None, vec![job], failure, "-".to_owned());
-            }
+            self.route(jobs).await;
         }
         Ok(full)
+    }
+
+    /// Hands jobs to their lanes. A job whose settings cannot be used is recorded
+    /// as a deferred attempt; when the store cannot be read, the jobs go back to
+    /// the queue.
+    async fn route(&mut self, jobs: Vec<Job>) {
+        let mut unroutable: Vec<(Job, Failure)> = Vec::new();
+        let mut jobs = jobs.into_iter();
+        while let Some(mut job) = jobs.next() {
+            let user = (job.message.kind == "user").then_some(job.message.actor_id.as_deref()).flatten();
+            match self.routes.route(&self.state, &job.message.company, user).await {
+                Ok(Ok(route)) => {
+                    job.envelope_from = route.envelope_from.clone();
+                    self.enqueue(job, route);
+                }
+                Ok(Err(failure)) => unroutable.push((job, failure)),
+                Err(e) => {
+                    tracing::warn!(error = format!("{e:#}"), "cannot read the settings; messages go back to the queue");
+                    let back: Vec<Job> = std::iter::once(job).chain(jobs).collect();
+                    for job in &back {
+                        self.held.remove(job);
+                    }
+                    session::give_back(&self.state, &back).await;
+                    break;
+                }
+            }
+        }
+        for (job, failure) in unroutable {
+            self.spawn_failure(None, vec![job], failure, "-".to_owned());
+        }
+    }
+
+    /// Routes again the jobs of lanes worked out before the configuration changed.
+    async fn reroute_stale(&mut self) {
+        let version = self.state.config_version();
+        let stale: Vec<Job> = self
+            .lanes
+            .values_mut()
+            .filter(|lane| lane.route.version != version && !lane.queue.is_empty())
+            .flat_map(Lane::drain)
+            .collect();
+        if !stale.is_empty() {
+            self.route(stale).await;
+        }
     }
 
     fn enqueue(&mut self, job: Job, route: Arc<Route>) {
@@ -196,24 +241,42 @@ impl Worker {
     fn start_sessions(&mut self) {
         let now = Instant::now();
         let max = self.state.delivery.max_in_flight;
-        let mut starts = Vec::new();
+        // No lane may hold more than half the sessions: a tarpitting server cannot take them all.
+        let lane_share = (max / 2).max(1);
         let mut deferrals = Vec::new();
         for (key, lane) in &mut self.lanes {
             if lane.is_paused(now) && !lane.queue.is_empty() {
                 let (_, failure) = lane.paused.clone().expect("paused");
-                deferrals.push((key.clone(), lane.queue.drain(..).collect::<Vec<_>>(), failure, lane.route.server()));
-                continue;
+                deferrals.push((key.clone(), lane.drain(), failure, lane.route.server()));
             }
-            while self.running.len() + starts.len() < max {
-                let Some(bundle) = lane.next_bundle(now) else {
+        }
+        // Round robin, one bundle per lane per pass, starting from a different lane each time.
+        let mut keys: Vec<LaneKey> = self.lanes.keys().cloned().collect();
+        keys.sort_unstable();
+        self.turn = self.turn.wrapping_add(1);
+        if !keys.is_empty() {
+            let turn = self.turn % keys.len();
+            keys.rotate_left(turn);
+        }
+        let mut starts = Vec::new();
+        loop {
+            let before = starts.len();
+            for key in &keys {
+                if self.running.len() + starts.len() >= max {
                     break;
-                };
-                starts.push((key.clone(), lane.route.clone(), bundle));
+                }
+                let lane = self.lanes.get_mut(key).expect("a listed lane");
+                if let Some(bundle) = lane.next_bundle(now, lane_share) {
+                    starts.push((key.clone(), lane.route.clone(), bundle));
+                }
+            }
+            if starts.len() == before || self.running.len() + starts.len() >= max {
+                break;
             }
         }
         for (key, route, bundle) in starts {
-            let state = self.state.clone();
-            let task = self.tasks.spawn(session::deliver(state, route, bundle.clone()));
+            let (state, stop) = (self.state.clone(), self.stop.clone());
+            let task = self.tasks.spawn(session::deliver(state, route, bundle.clone(), stop));
             self.running.insert(task.id(), (Some(key), bundle));
         }
         for (key, jobs, failure, server) in deferrals {
@@ -274,32 +337,43 @@ impl Worker {
     /// meanwhile), then stops the rest and gives every held message back.
     async fn stop(&mut self, grace: Duration, renew: &mut tokio::time::Interval) {
         tracing::info!(sessions = self.tasks.len(), held = self.held.total, "worker stopping");
-        let queued: Vec<Job> = self.lanes.values_mut().flat_map(|lane| lane.queue.drain(..)).collect();
+        // Sessions finish the transaction in progress, record it and give back the rest.
+        self.stop.soft.cancel();
+        let queued: Vec<Job> = self.lanes.values_mut().flat_map(Lane::drain).collect();
         for job in &queued {
             self.held.remove(job);
         }
         session::give_back(&self.state, &queued).await;
-        let deadline = tokio::time::sleep(grace);
-        tokio::pin!(deadline);
-        while !self.tasks.is_empty() {
-            tokio::select! {
-                () = &mut deadline => break,
-                Some(done) = self.tasks.join_next_with_id() => self.finished(done).await,
-                _ = renew.tick() => self.renew_leases().await,
-            }
+        let in_sessions = self.tasks.len();
+        self.drain_tasks(grace, renew).await;
+        if !self.tasks.is_empty() {
+            // Past the grace period: sessions abandon what they wait for (those messages are in
+            // doubt, recorded as deferred), record, and end; only a task stuck beyond that is aborted.
+            self.stop.hard.cancel();
+            self.drain_tasks(STOP_RECORDING, renew).await;
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
         }
-        self.tasks.abort_all();
-        while self.tasks.join_next().await.is_some() {}
-        let unfinished = self.held.claims();
-        let in_sessions = self.running.len();
         self.running.clear();
+        let unfinished = self.held.claims();
         if unfinished.is_empty() {
             return;
         }
         match self.state.store.release_claims(&unfinished, now_ms()).await {
             Ok(n) => tracing::info!(released = n, sessions = in_sessions, "gave unfinished messages back to the queue"),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot give messages back; their leases will expire")
+            Err(e) => tracing::warn!(error = %e, "cannot give messages back; their leases will expire"),
+        }
+    }
+
+    /// Waits up to `limit` for the running tasks to end, renewing their leases meanwhile.
+    async fn drain_tasks(&mut self, limit: Duration, renew: &mut tokio::time::Interval) {
+        let deadline = tokio::time::sleep(limit);
+        tokio::pin!(deadline);
+        while !self.tasks.is_empty() {
+            tokio::select! {
+                () = &mut deadline => return,
+                Some(done) = self.tasks.join_next_with_id() => self.finished(done).await,
+                _ = renew.tick() => self.renew_leases().await,
             }
         }
     }

@@ -19,8 +19,9 @@ use crate::state::AppState;
 const TTL: Duration = Duration::from_secs(1);
 
 /// A lane: one company's messages to one server, with their own sessions,
-/// rate and bundling. The key never holds a secret.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// rate and bundling. Two levels share a lane only when their whole
+/// connection block is the same; the key never holds a secret in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LaneKey(String);
 
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub struct Route {
     pub envelope_from: Option<String>,
     /// Bundling: how long the lane collects messages before one session carries them.
     pub bundle: Option<Duration>,
+    /// The configuration version this route was worked out from.
+    pub version: u64,
 }
 
 impl Route {
@@ -68,6 +71,7 @@ impl Routes {
 }
 
 async fn resolve(state: &AppState, company: &str, user: Option<&str>) -> anyhow::Result<Routing> {
+    let version = state.config_version();
     let slug = CompanySlug::parse("company", company)?;
     let user = user.map(|u| UserRef::parse("actor_id", u)).transpose()?;
     let resolved = match settings::resolved(state, &slug, user.as_ref()).await {
@@ -95,14 +99,25 @@ async fn resolve(state: &AppState, company: &str, user: Option<&str>) -> anyhow:
         .bundle_enabled
         .value
         .then(|| Duration::from_millis(u64::from(effective.policy.bundle_interval.value.millis())));
+    let lane = LaneKey(format!("{company}|{}|{bundle:?}", fingerprint(&connection)));
+    Ok(Ok(Arc::new(Route { lane, connection, envelope_from, bundle, version })))
+}
+
+/// A digest of every field of a connection, its password included.
+fn fingerprint(connection: &Connection) -> String {
+    use sha2::{Digest, Sha256};
     let s = &connection.server;
-    let lane = LaneKey(format!(
-        "{company}|{}:{}|{}|{}|{:?}",
+    let login = s.login.as_ref().map(|l| (l.username.as_str(), l.password.expose(), l.mechanism.as_str()));
+    let described = format!(
+        "{}|{}|{}|{:?}|{}|{:?}|{}|{:?}",
         s.host,
         s.port.get(),
         s.security.as_str(),
-        s.login.as_ref().map_or("", |l| l.username.as_str()),
-        bundle
-    ));
-    Ok(Ok(Arc::new(Route { lane, connection, envelope_from, bundle })))
+        login,
+        s.tls_verify,
+        s.tls_ca_pem,
+        connection.timeout.get(),
+        connection.limits
+    );
+    hex::encode(&Sha256::digest(described.as_bytes())[..16])
 }

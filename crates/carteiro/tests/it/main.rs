@@ -8,6 +8,7 @@ mod crash;
 mod delivery;
 mod lanes;
 mod messages_api;
+mod protocol;
 mod secrets;
 mod settings_api;
 mod test_connection;
