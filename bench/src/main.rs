@@ -214,6 +214,7 @@ async fn submit(client: &reqwest::Client, args: &Args, key: &str, send_at: Optio
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let args = match Command::parse() {
         Command::Run(args) => args,
         Command::Wait { sink_out, count, timeout_s } => {

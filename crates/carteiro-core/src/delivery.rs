@@ -44,17 +44,25 @@ pub enum Stage {
     /// Before any network: the settings in force could not be used.
     Settings,
     Dns,
+    /// Reaching the proxy.
+    Proxy,
+    /// The proxy's login and its tunnel to the server.
+    Tunnel,
     Connect,
     Tls,
     Greeting,
     Ehlo,
     StartTls,
+    /// Obtaining the XOAUTH2 bearer token.
+    Token,
     Auth,
     MailFrom,
     RcptTo,
     Data,
     /// After the final dot: the server may already hold the message.
     DataEnd,
+    /// A local transport taking the message (sendmail, pickup, capture).
+    Handoff,
 }
 
 impl Stage {
@@ -62,16 +70,20 @@ impl Stage {
         match self {
             Self::Settings => "settings",
             Self::Dns => "dns",
+            Self::Proxy => "proxy",
+            Self::Tunnel => "tunnel",
             Self::Connect => "tcp",
             Self::Tls => "tls",
             Self::Greeting => "greeting",
             Self::Ehlo => "ehlo",
             Self::StartTls => "starttls",
+            Self::Token => "token",
             Self::Auth => "auth",
             Self::MailFrom => "mail",
             Self::RcptTo => "rcpt",
             Self::Data => "data",
             Self::DataEnd => "data_end",
+            Self::Handoff => "handoff",
         }
     }
 }
@@ -91,6 +103,10 @@ pub enum Failure {
     Unsupported { stage: Stage, detail: String },
     /// The server answered with a negative reply.
     Reply { stage: Stage, reply: Reply },
+    /// A proxy or a token endpoint said no, in its own words.
+    Refused { stage: Stage, detail: String },
+    /// A local transport did not take the message; `permanent` when it never will.
+    Handoff { permanent: bool, detail: String },
 }
 
 impl Failure {
@@ -101,8 +117,13 @@ impl Failure {
     /// Postfix's `smtp_sasl_auth_soft_bounce` does) rather than failing every
     /// message.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::Reply { stage: Stage::MailFrom | Stage::RcptTo | Stage::Data | Stage::DataEnd, reply }
-            if reply.class() == ReplyClass::Permanent)
+        match self {
+            Self::Reply { stage: Stage::MailFrom | Stage::RcptTo | Stage::Data | Stage::DataEnd, reply } => {
+                reply.class() == ReplyClass::Permanent
+            }
+            Self::Handoff { permanent, .. } => *permanent,
+            _ => false,
+        }
     }
 
     pub fn stage(&self) -> Stage {
@@ -110,7 +131,9 @@ impl Failure {
             Self::Network { stage, .. }
             | Self::Timeout { stage }
             | Self::Reply { stage, .. }
-            | Self::Unsupported { stage, .. } => *stage,
+            | Self::Unsupported { stage, .. }
+            | Self::Refused { stage, .. } => *stage,
+            Self::Handoff { .. } => Stage::Handoff,
             Self::Tls { .. } => Stage::Tls,
             Self::Settings { .. } => Stage::Settings,
         }
@@ -132,7 +155,10 @@ impl fmt::Display for Failure {
             }
             Self::Timeout { stage } => write!(f, "no answer from the server at {} within the timeout", stage.as_str()),
             Self::Tls { detail } => write!(f, "TLS handshake failed: {detail}"),
-            Self::Unsupported { detail, .. } | Self::Settings { detail } => f.write_str(detail),
+            Self::Unsupported { detail, .. }
+            | Self::Settings { detail }
+            | Self::Refused { detail, .. }
+            | Self::Handoff { detail, .. } => f.write_str(detail),
             Self::Reply { stage, reply } => {
                 write!(f, "server replied at {}: {reply}", stage.as_str())
             }
@@ -312,6 +338,9 @@ mod tests {
         assert!(!Failure::Timeout { stage: Stage::DataEnd }.is_permanent());
         assert!(!Failure::Tls { detail: "bad name".into() }.is_permanent());
         assert!(!Failure::Network { stage: Stage::Connect, detail: "refused".into() }.is_permanent());
+        assert!(Failure::Handoff { permanent: true, detail: "sendmail exited with status 67".into() }.is_permanent());
+        assert!(!Failure::Handoff { permanent: false, detail: "sendmail exited with status 75".into() }.is_permanent());
+        assert!(!Failure::Refused { stage: Stage::Token, detail: "invalid_grant".into() }.is_permanent());
     }
 
     #[test]

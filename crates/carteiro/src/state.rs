@@ -17,6 +17,8 @@ const CACHE_TTL: Duration = Duration::from_secs(1);
 
 use crate::config::DeliveryConfig;
 use crate::crypto::MasterKey;
+use crate::delivery::Means;
+use crate::delivery::oauth::Tokens;
 use crate::delivery::tls::TlsConfigs;
 use crate::store::{FinishAttempts, Grouped, InsertMessages, StartSending, Store};
 
@@ -38,6 +40,8 @@ pub struct AppState {
     pub keys: Arc<MasterKey>,
     pub delivery: Arc<DeliveryConfig>,
     pub tls: Arc<TlsConfigs>,
+    /// XOAUTH2 tokens obtained from token endpoints, shared by every session.
+    pub tokens: Arc<Tokens>,
     /// Rung after a submission, so the worker does not wait for its next poll.
     pub wake: Arc<Notify>,
 }
@@ -55,6 +59,7 @@ impl AppState {
             keys: Arc::new(keys),
             delivery: Arc::new(delivery),
             tls: Arc::new(TlsConfigs::default()),
+            tokens: Arc::new(Tokens::default()),
             wake: Arc::new(Notify::new()),
         }
     }
@@ -68,6 +73,11 @@ impl AppState {
 
     pub fn config_version(&self) -> u64 {
         self.config_version.load(Ordering::Acquire)
+    }
+
+    /// What delivery needs beside the settings.
+    pub fn means(&self) -> Means<'_> {
+        Means { tls: &self.tls, tokens: &self.tokens, hostname: &self.delivery.hostname }
     }
 }
 

@@ -1,193 +1,100 @@
-//! The connection block: which server, how to reach it, how to log in.
-//! Atomic across levels: a level that turns it on replaces it as a whole.
-
-use std::fmt;
+//! The connection block: how messages leave carteiro (SMTP, a local
+//! sendmail, a pickup directory, or kept for viewing), which server, how to
+//! reach it and how to log in. Atomic across levels: a level that turns it on
+//! replaces it as a whole.
 
 use crate::error::{FieldError, FieldErrors, check_header_text};
 use crate::secret::Secret;
 
-use super::doc::{ConnectionDoc, ProxyDoc};
+use super::doc::ConnectionDoc;
+use super::oauth::{OAuth, OAuthBlock};
+use super::proxy::{Proxy, ProxyAt, ProxyBlock};
+use super::values::{
+    AuthMechanism, Host, Kept, Port, Security, TimeoutSecs, bounded, check_pem, missing_secret, parse_bounded,
+    secret_field, text,
+};
 
 pub const DEFAULT_PORT: u16 = 25;
 pub const DEFAULT_MAX_SESSIONS: u16 = 4;
-pub const DEFAULT_TIMEOUT_S: u16 = 180;
+pub const DEFAULT_SENDMAIL: &str = "/usr/sbin/sendmail -t -i";
+pub const PASSWORD: &str = "connection.password";
 
-/// A host name or IP address to connect to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Host(String);
-
-impl Host {
-    pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
-        let value = input.trim();
-        let value = value.strip_prefix('[').and_then(|v| v.strip_suffix(']')).unwrap_or(value);
-        if value.is_empty() {
-            return Err(FieldError::new(field, format!("{field} must not be empty")));
-        }
-        if value.parse::<std::net::IpAddr>().is_ok() {
-            return Ok(Self(value.to_owned()));
-        }
-        let labels_ok = value.len() <= 253
-            && value.trim_end_matches('.').split('.').all(|label| {
-                (1..=63).contains(&label.len())
-                    && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                    && !label.starts_with('-')
-                    && !label.ends_with('-')
-            });
-        if labels_ok {
-            Ok(Self(value.to_ascii_lowercase()))
-        } else {
-            Err(FieldError::new(field, format!("{field} must be a host name or an IP address, got {input:?}")))
-        }
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for Host {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A TCP port, 1..=65535.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Port(u16);
-
-impl Port {
-    pub fn parse(field: &str, input: i64) -> Result<Self, FieldError> {
-        match u16::try_from(input) {
-            Ok(p) if p >= 1 => Ok(Self(p)),
-            _ => Err(FieldError::new(field, format!("{field} must be between 1 and 65535, got {input}"))),
-        }
-    }
-
-    pub fn get(self) -> u16 {
-        self.0
-    }
-}
-
-/// `timeout_s`: bounds the connect and every SMTP command, 10..=180 seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TimeoutSecs(u16);
-
-impl TimeoutSecs {
-    pub fn parse(field: &str, input: i64) -> Result<Self, FieldError> {
-        if (10..=180).contains(&input) {
-            Ok(Self(input as u16))
-        } else {
-            Err(FieldError::new(field, format!("{field} must be between 10 and 180, got {input}")))
-        }
-    }
-
-    pub fn get(self) -> u16 {
-        self.0
-    }
-}
-
-impl Default for TimeoutSecs {
-    fn default() -> Self {
-        Self(DEFAULT_TIMEOUT_S)
-    }
-}
-
-/// Parses one of a fixed set of lowercase words, naming them all when the value is none of them.
-fn parse_choice<T: Copy>(field: &str, input: &str, choices: &[(&str, T)]) -> Result<T, FieldError> {
-    let value = input.trim().to_ascii_lowercase();
-    choices.iter().find(|(name, _)| *name == value).map(|(_, v)| *v).ok_or_else(|| {
-        let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-        FieldError::new(field, format!("{field} must be one of {}, got {input:?}", names.join(", ")))
-    })
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Security {
-    /// Plain text (port 25 inside a trusted network).
-    #[default]
-    None,
-    /// Plain connect, then `STARTTLS` (usually 587).
-    StartTls,
-    /// TLS from the first byte (usually 465).
-    Tls,
-}
-
-impl Security {
-    const CHOICES: &[(&str, Security)] = &[("none", Self::None), ("starttls", Self::StartTls), ("tls", Self::Tls)];
-
-    pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
-        parse_choice(field, input, Self::CHOICES)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::StartTls => "starttls",
-            Self::Tls => "tls",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum AuthMechanism {
-    /// The strongest of PLAIN and LOGIN that the server offers.
-    #[default]
-    Auto,
-    Plain,
-    Login,
-}
-
-impl AuthMechanism {
-    const CHOICES: &[(&str, AuthMechanism)] = &[("auto", Self::Auto), ("plain", Self::Plain), ("login", Self::Login)];
-
-    pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
-        parse_choice(field, input, Self::CHOICES)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Plain => "plain",
-            Self::Login => "login",
-        }
-    }
-}
-
-/// How messages leave carteiro. SMTP is the one transport of this version;
-/// the legacy desktop protocols of older platforms are refused by name.
+/// How messages leave carteiro. The legacy desktop protocols of older
+/// platforms (MAPI, VIM/Notes) are refused by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum TransportKind {
     #[default]
     Smtp,
+    /// Piped to a local MTA's `sendmail`.
+    Sendmail,
+    /// Written as `.eml` files into a directory an MTA watches.
+    Pickup,
+    /// Kept in carteiro for viewing (development, staging).
+    Capture,
 }
 
 impl TransportKind {
     pub fn parse(field: &str, input: &str) -> Result<Self, FieldError> {
         match input.trim().to_ascii_lowercase().as_str() {
             "smtp" => Ok(Self::Smtp),
+            "sendmail" => Ok(Self::Sendmail),
+            "pickup" => Ok(Self::Pickup),
+            "capture" => Ok(Self::Capture),
             legacy @ ("mapi" | "vim" | "notes") => Err(FieldError::new(
                 field,
                 format!(
                     "{field} {legacy:?} is no longer supported: it ran on the user's workstation; use \"smtp\" with your mail server instead"
                 ),
             )),
-            _ => Err(FieldError::new(field, format!("{field} must be \"smtp\", got {input:?}"))),
+            _ => Err(FieldError::new(
+                field,
+                format!("{field} must be one of smtp, sendmail, pickup, capture, got {input:?}"),
+            )),
         }
     }
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Smtp => "smtp",
+            Self::Sendmail => "sendmail",
+            Self::Pickup => "pickup",
+            Self::Capture => "capture",
         }
     }
 }
 
-/// A user name and password for AUTH.
+/// What AUTH presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// PLAIN or LOGIN (`Auto`: whichever the server offers, PLAIN first).
+    Password { password: Secret, mechanism: PasswordMechanism },
+    /// XOAUTH2 with a bearer token.
+    OAuth(OAuth),
+}
+
+/// The mechanisms that present a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordMechanism {
+    /// Whichever the server offers, PLAIN first.
+    Auto,
+    Plain,
+    Login,
+}
+
+/// A user name and what proves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login {
     pub username: String,
-    pub password: Secret,
-    pub mechanism: AuthMechanism,
+    pub credential: Credential,
+}
+
+impl Login {
+    pub fn password(&self) -> Option<&Secret> {
+        match &self.credential {
+            Credential::Password { password, .. } => Some(password),
+            Credential::OAuth(_) => None,
+        }
+    }
 }
 
 /// Everything needed to open an SMTP session. Exists only complete.
@@ -200,14 +107,67 @@ pub struct SmtpServer {
     pub tls_verify: bool,
     /// An extra certificate authority (PEM) trusted beside the public roots.
     pub tls_ca_pem: Option<String>,
+    pub proxy: Option<Proxy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Smtp(SmtpServer),
+    /// The program and its arguments (no shell).
+    Sendmail {
+        command: Vec<String>,
+    },
+    Pickup {
+        dir: String,
+    },
+    Capture,
 }
 
 /// A usable connection: what the delivery worker and Test connection work from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
-    pub server: SmtpServer,
+    pub transport: Transport,
     pub timeout: TimeoutSecs,
     pub limits: LaneLimits,
+}
+
+impl Connection {
+    pub fn smtp(&self) -> Option<&SmtpServer> {
+        match &self.transport {
+            Transport::Smtp(server) => Some(server),
+            _ => None,
+        }
+    }
+
+    /// The account it logs in with, if any.
+    pub fn login_username(&self) -> Option<&str> {
+        self.smtp().and_then(|s| s.login.as_ref()).map(|l| l.username.as_str())
+    }
+
+    /// Every secret it uses (passwords, tokens): what tells two connections
+    /// apart beside the fields their `Debug` shows.
+    pub fn secrets(&self) -> Vec<&Secret> {
+        let Some(server) = self.smtp() else { return Vec::new() };
+        let mut secrets = match server.login.as_ref().map(|l| &l.credential) {
+            Some(Credential::Password { password, .. }) => vec![password],
+            Some(Credential::OAuth(oauth)) => oauth.secrets(),
+            None => Vec::new(),
+        };
+        if let Some(Proxy { at: ProxyAt::Address { login: Some((_, password)), .. }, .. }) = &server.proxy {
+            secrets.push(password);
+        }
+        secrets
+    }
+
+    /// How attempts name where messages went: `host:port`, or the transport.
+    pub fn destination(&self) -> String {
+        match &self.transport {
+            Transport::Smtp(s) => format!("{}:{}", s.host, s.port.get()),
+            Transport::Sendmail { command } => format!("sendmail:{}", command.first().map_or("", String::as_str)),
+            Transport::Pickup { dir } => format!("pickup:{dir}"),
+            Transport::Capture => "capture".to_owned(),
+        }
+    }
 }
 
 /// How hard carteiro may press one server: the lane's parallel sessions and rate.
@@ -217,22 +177,12 @@ pub struct LaneLimits {
     pub rate_per_minute: Option<u32>,
 }
 
-fn parse_bounded(field: &str, input: i64, min: i64, max: i64) -> Result<i64, FieldError> {
-    if (min..=max).contains(&input) {
-        Ok(input)
-    } else {
-        Err(FieldError::new(field, format!("{field} must be between {min} and {max}, got {input}")))
-    }
-}
-
-/// A proxy block as stored. Tunnelling arrives with the proxy transport;
-/// until then a block may be kept but not switched on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProxyBlock {
-    pub kind: Option<String>,
-    pub address: Option<Host>,
-    pub port: Option<Port>,
-    pub username: Option<String>,
+/// The stored secrets a connection document may keep by leaving them blank.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeptSecrets<'a> {
+    pub password: Kept<'a>,
+    pub proxy_password: Kept<'a>,
+    pub oauth: super::oauth::KeptOAuth<'a>,
 }
 
 /// The connection block of one level, as stored: possibly switched off (its
@@ -249,64 +199,60 @@ pub struct ConnectionBlock {
     pub auth_mechanism: Option<AuthMechanism>,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    pub oauth: Option<OAuthBlock>,
     pub timeout: Option<TimeoutSecs>,
     pub max_sessions: Option<u16>,
     pub rate_per_minute: Option<u32>,
     pub tls_verify: Option<bool>,
     pub tls_ca_pem: Option<String>,
     pub proxy: Option<ProxyBlock>,
+    pub sendmail_command: Option<String>,
+    pub pickup_dir: Option<String>,
 }
 
 impl ConnectionBlock {
-    /// Parses a document that replaces `stored`. A blank or absent password
-    /// keeps the stored one, but only for the same server and user name: a
-    /// password typed for one server is never sent to another.
+    /// Parses a document that replaces `stored`. A blank or absent secret
+    /// keeps the stored one, but only for the same account: a password typed
+    /// for one server (or proxy, or token endpoint) is never sent to another.
     pub fn parse(doc: &ConnectionDoc, stored: Option<&ConnectionBlock>) -> Result<Self, FieldErrors> {
-        let same_account = |s: &&ConnectionBlock| {
-            let host = doc.host.as_deref().and_then(|h| Host::parse("host", h).ok());
-            let username = doc.username.as_deref().map(str::trim).filter(|u| !u.is_empty());
-            s.host == host && s.username.as_deref() == username
+        let same_account = stored.is_some_and(|s| {
+            s.host.as_ref().map(Host::as_str) == text(&doc.host).map(str::to_ascii_lowercase).as_deref()
+                && s.username.as_deref() == text(&doc.username)
+        });
+        let kept = KeptSecrets {
+            password: Kept::new(stored.and_then(|s| s.password.as_ref()), same_account),
+            proxy_password: ProxyBlock::kept(
+                &doc.proxy.clone().unwrap_or_default(),
+                stored.and_then(|s| s.proxy.as_ref()),
+            ),
+            oauth: OAuthBlock::kept(&doc.oauth.clone().unwrap_or_default(), stored.and_then(|s| s.oauth.as_ref())),
         };
-        let carried = stored.filter(same_account).and_then(|s| s.password.as_ref());
-        let withheld = carried.is_none() && stored.is_some_and(|s| s.password.is_some());
-        Self::parse_inner(doc, carried, withheld)
+        Self::parse_with(doc, kept)
     }
 
-    /// Parses a stored document, whose password is kept apart (sealed).
-    pub fn from_stored(doc: &ConnectionDoc, password: Option<&Secret>) -> Result<Self, FieldErrors> {
-        Self::parse_inner(doc, password, false)
-    }
-
-    /// Checks every field, returning every error; an enabled block must also
-    /// be complete. `withheld`: a stored password exists but was not carried over.
-    fn parse_inner(doc: &ConnectionDoc, stored_password: Option<&Secret>, withheld: bool) -> Result<Self, FieldErrors> {
+    /// Checks every field, returning every error; an enabled block must also be complete.
+    pub fn parse_with(doc: &ConnectionDoc, kept: KeptSecrets<'_>) -> Result<Self, FieldErrors> {
         let mut errors = FieldErrors::default();
         let transport = match &doc.transport {
             Some(t) => errors.check(TransportKind::parse("connection.transport", t)).unwrap_or_default(),
             None => TransportKind::Smtp,
         };
-        let host = doc
-            .host
-            .as_deref()
-            .filter(|h| !h.trim().is_empty())
-            .and_then(|h| errors.check(Host::parse("connection.host", h)));
+        let host = text(&doc.host).and_then(|h| errors.check(Host::parse("connection.host", h)));
         let port = doc.port.and_then(|p| errors.check(Port::parse("connection.port", p)));
         let security = doc.security.as_deref().and_then(|s| errors.check(Security::parse("connection.security", s)));
         let auth_mechanism = doc
             .auth_mechanism
             .as_deref()
             .and_then(|m| errors.check(AuthMechanism::parse("connection.auth_mechanism", m)));
-        let username = doc.username.as_deref().map(str::trim).filter(|u| !u.is_empty()).and_then(|u| {
+        let username = text(&doc.username).and_then(|u| {
             errors
                 .check(
                     check_header_text("connection.username", u).and_then(|()| bounded("connection.username", u, 256)),
                 )
                 .map(|()| u.to_owned())
         });
-        let password = match doc.password.as_ref().map(|p| p.0.as_str()).filter(|p| !p.is_empty()) {
-            Some(p) => errors.check(check_secret("connection.password", p)).map(|()| Secret::new(p)),
-            None => stored_password.cloned(),
-        };
+        let password = secret_field(PASSWORD, doc.password.as_ref(), kept.password, &mut errors);
+        let oauth = doc.oauth.as_ref().map(|o| OAuthBlock::parse(o, kept.oauth, &mut errors));
         let timeout = doc.timeout_s.and_then(|t| errors.check(TimeoutSecs::parse("connection.timeout_s", t)));
         let max_sessions = doc
             .max_sessions
@@ -316,13 +262,13 @@ impl ConnectionBlock {
             .rate_per_minute
             .and_then(|n| errors.check(parse_bounded("connection.rate_per_minute", n, 1, 1_000_000)))
             .map(|n| n as u32);
-        let tls_ca_pem = doc
-            .tls_ca_pem
-            .as_deref()
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
+        let tls_ca_pem = text(&doc.tls_ca_pem)
             .and_then(|p| errors.check(check_pem("connection.tls_ca_pem", p)).map(|()| p.to_owned()));
-        let proxy = doc.proxy.as_ref().and_then(|p| errors.check(parse_proxy(p)));
+        let proxy = doc.proxy.as_ref().map(|p| ProxyBlock::parse(p, kept.proxy_password, &mut errors));
+        let sendmail_command = text(&doc.sendmail_command)
+            .and_then(|c| errors.check(check_header_text("connection.sendmail_command", c)).map(|()| c.to_owned()));
+        let pickup_dir = text(&doc.pickup_dir)
+            .and_then(|d| errors.check(check_dir("connection.pickup_dir", d)).map(|()| d.to_owned()));
 
         let block = Self {
             enabled: doc.enabled.unwrap_or(true),
@@ -334,38 +280,54 @@ impl ConnectionBlock {
             auth_mechanism,
             username,
             password,
+            oauth,
             timeout,
             max_sessions,
             rate_per_minute,
             tls_verify: doc.tls_verify,
             tls_ca_pem,
             proxy,
+            sendmail_command,
+            pickup_dir,
         };
         if block.enabled && errors.is_empty() {
-            if block.host.is_none() {
-                errors.push(FieldError::new(
-                    "connection.host",
-                    "connection.host is required when specific e-mail sending is enabled",
-                ));
-            }
-            if block.auth_enabled && block.username.is_none() {
-                errors.push(FieldError::new(
-                    "connection.username",
-                    "connection.username is required when authentication is enabled",
-                ));
-            }
-            if block.auth_enabled && block.password.is_none() {
-                errors.push(FieldError::new(
-                    "connection.password",
-                    if withheld {
-                        "connection.password is required: the server or user name changed, so the stored password is not used for it"
-                    } else {
-                        "connection.password is required when authentication is enabled and none is stored"
-                    },
-                ));
-            }
+            block.check_complete(kept.password, &mut errors);
         }
         errors.into_result(|| block)
+    }
+
+    /// An enabled block must say everything its transport needs.
+    fn check_complete(&self, kept_password: Kept<'_>, errors: &mut FieldErrors) {
+        match self.transport {
+            TransportKind::Smtp => {
+                if self.host.is_none() {
+                    errors.push(FieldError::new(
+                        "connection.host",
+                        "connection.host is required when specific e-mail sending is enabled",
+                    ));
+                }
+                if !self.auth_enabled {
+                    return;
+                }
+                if self.username.is_none() {
+                    errors.push(FieldError::new(
+                        "connection.username",
+                        "connection.username is required when authentication is enabled",
+                    ));
+                }
+                if self.auth_mechanism == Some(AuthMechanism::XOAuth2) {
+                    let oauth = self.oauth.clone().unwrap_or_default();
+                    errors.check(oauth.oauth());
+                } else if self.password.is_none() {
+                    errors.push(missing_secret(PASSWORD, "when authentication is enabled", kept_password));
+                }
+            }
+            TransportKind::Pickup if self.pickup_dir.is_none() => errors.push(FieldError::new(
+                "connection.pickup_dir",
+                "connection.pickup_dir is required with the pickup transport",
+            )),
+            _ => {}
+        }
     }
 
     /// The usable connection, when this block is switched on.
@@ -373,23 +335,22 @@ impl ConnectionBlock {
         if !self.enabled {
             return None;
         }
-        let login = match (self.auth_enabled, &self.username, &self.password) {
-            (true, Some(username), Some(password)) => Some(Login {
-                username: username.clone(),
-                password: password.clone(),
-                mechanism: self.auth_mechanism.unwrap_or_default(),
-            }),
-            _ => None,
+        let transport = match self.transport {
+            TransportKind::Smtp => Transport::Smtp(self.smtp_server()?),
+            TransportKind::Sendmail => Transport::Sendmail {
+                command: self
+                    .sendmail_command
+                    .as_deref()
+                    .unwrap_or(DEFAULT_SENDMAIL)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect(),
+            },
+            TransportKind::Pickup => Transport::Pickup { dir: self.pickup_dir.clone()? },
+            TransportKind::Capture => Transport::Capture,
         };
         Some(Connection {
-            server: SmtpServer {
-                host: self.host.clone()?,
-                port: self.port.unwrap_or(Port(DEFAULT_PORT)),
-                security: self.security.unwrap_or_default(),
-                login,
-                tls_verify: self.tls_verify.unwrap_or(true),
-                tls_ca_pem: self.tls_ca_pem.clone(),
-            },
+            transport,
             timeout: self.timeout.unwrap_or_default(),
             limits: LaneLimits {
                 max_sessions: self.max_sessions.unwrap_or(DEFAULT_MAX_SESSIONS),
@@ -398,7 +359,47 @@ impl ConnectionBlock {
         })
     }
 
-    /// The document as read back: the password never, only whether one is stored.
+    fn smtp_server(&self) -> Option<SmtpServer> {
+        let login = match (self.auth_enabled, &self.username) {
+            (true, Some(username)) => {
+                let password = |mechanism| Some(Credential::Password { password: self.password.clone()?, mechanism });
+                let credential = match self.auth_mechanism.unwrap_or_default() {
+                    AuthMechanism::XOAuth2 => Credential::OAuth(self.oauth.as_ref()?.oauth().ok()?),
+                    AuthMechanism::Auto => password(PasswordMechanism::Auto)?,
+                    AuthMechanism::Plain => password(PasswordMechanism::Plain)?,
+                    AuthMechanism::Login => password(PasswordMechanism::Login)?,
+                };
+                Some(Login { username: username.clone(), credential })
+            }
+            _ => None,
+        };
+        Some(SmtpServer {
+            host: self.host.clone()?,
+            port: self.port.unwrap_or(Port::SMTP),
+            security: self.security.unwrap_or_default(),
+            login,
+            tls_verify: self.tls_verify.unwrap_or(true),
+            tls_ca_pem: self.tls_ca_pem.clone(),
+            proxy: self.proxy.as_ref().and_then(ProxyBlock::proxy),
+        })
+    }
+
+    /// Every secret of the block, by its path in the document.
+    pub fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        let oauth = self.oauth.as_ref();
+        [
+            (PASSWORD, self.password.as_ref()),
+            (super::proxy::PASSWORD, self.proxy.as_ref().and_then(|p| p.password.as_ref())),
+            (super::oauth::ACCESS_TOKEN, oauth.and_then(|o| o.access_token.as_ref())),
+            (super::oauth::CLIENT_SECRET, oauth.and_then(|o| o.client_secret.as_ref())),
+            (super::oauth::REFRESH_TOKEN, oauth.and_then(|o| o.refresh_token.as_ref())),
+        ]
+        .into_iter()
+        .filter_map(|(path, secret)| secret.map(|s| (path, s)))
+        .collect()
+    }
+
+    /// The document as read back: secrets never, only whether each is stored.
     pub fn to_doc(&self) -> ConnectionDoc {
         ConnectionDoc {
             enabled: Some(self.enabled),
@@ -416,75 +417,33 @@ impl ConnectionBlock {
             rate_per_minute: self.rate_per_minute.map(i64::from),
             tls_verify: self.tls_verify,
             tls_ca_pem: self.tls_ca_pem.clone(),
-            proxy: self.proxy.as_ref().map(|p| ProxyDoc {
-                enabled: Some(false),
-                kind: p.kind.clone(),
-                address: p.address.as_ref().map(|a| a.as_str().to_owned()),
-                port: p.port.map(|p| i64::from(p.get())),
-                username: p.username.clone(),
-                password: None,
-                password_set: Some(false),
-            }),
+            proxy: self.proxy.as_ref().map(ProxyBlock::to_doc),
+            oauth: self.oauth.as_ref().map(OAuthBlock::to_doc),
+            sendmail_command: self.sendmail_command.clone(),
+            pickup_dir: self.pickup_dir.clone(),
         }
     }
 }
 
-fn bounded(field: &str, value: &str, max: usize) -> Result<(), FieldError> {
-    if value.chars().count() > max {
-        return Err(FieldError::new(field, format!("{field} must be at most {max} characters")));
+/// Kept secrets from a stored block's own secrets: the stored document is
+/// always the same account as its secrets.
+pub fn stored_secrets<'a>(lookup: &'a impl Fn(&str) -> Option<&'a Secret>) -> KeptSecrets<'a> {
+    KeptSecrets {
+        password: Kept::stored(lookup(PASSWORD)),
+        proxy_password: Kept::stored(lookup(super::proxy::PASSWORD)),
+        oauth: super::oauth::KeptOAuth {
+            access_token: Kept::stored(lookup(super::oauth::ACCESS_TOKEN)),
+            client_secret: Kept::stored(lookup(super::oauth::CLIENT_SECRET)),
+            refresh_token: Kept::stored(lookup(super::oauth::REFRESH_TOKEN)),
+        },
     }
-    Ok(())
 }
 
-/// A secret goes into an SMTP command line: no line breaks, bounded. The
-/// message never repeats the value.
-fn check_secret(field: &str, value: &str) -> Result<(), FieldError> {
-    if value.contains(['\r', '\n', '\0']) {
-        return Err(FieldError::new(field, format!("{field} must not contain line breaks or NUL characters")));
+/// A pickup directory: an absolute path.
+fn check_dir(field: &str, value: &str) -> Result<(), FieldError> {
+    check_header_text(field, value)?;
+    if !value.starts_with('/') {
+        return Err(FieldError::new(field, format!("{field} must be an absolute path, got {value:?}")));
     }
     bounded(field, value, 1024)
-}
-
-fn check_pem(field: &str, value: &str) -> Result<(), FieldError> {
-    let begins = value.matches("-----BEGIN CERTIFICATE-----").count();
-    let ends = value.matches("-----END CERTIFICATE-----").count();
-    if begins == 0 || begins != ends {
-        return Err(FieldError::new(
-            field,
-            format!(
-                "{field} must hold one or more PEM certificates (-----BEGIN CERTIFICATE----- … -----END CERTIFICATE-----)"
-            ),
-        ));
-    }
-    bounded(field, value, 64 * 1024)
-}
-
-fn parse_proxy(doc: &ProxyDoc) -> Result<ProxyBlock, FieldError> {
-    if doc.enabled == Some(true) {
-        return Err(FieldError::new(
-            "connection.proxy.enabled",
-            "connection.proxy.enabled cannot be switched on in this version: carteiro connects to the server directly",
-        ));
-    }
-    let kind = match doc.kind.as_deref().map(|k| k.trim().to_ascii_lowercase()) {
-        None => None,
-        Some(k) if k == "socks5" || k == "http" => Some(k),
-        Some(k) => {
-            return Err(FieldError::new(
-                "connection.proxy.kind",
-                format!("connection.proxy.kind must be one of socks5, http, got {k:?}"),
-            ));
-        }
-    };
-    Ok(ProxyBlock {
-        kind,
-        address: doc
-            .address
-            .as_deref()
-            .filter(|a| !a.trim().is_empty())
-            .map(|a| Host::parse("connection.proxy.address", a))
-            .transpose()?,
-        port: doc.port.map(|p| Port::parse("connection.proxy.port", p)).transpose()?,
-        username: doc.username.clone().filter(|u| !u.is_empty()),
-    })
 }

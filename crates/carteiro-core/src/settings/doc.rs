@@ -52,6 +52,29 @@ pub struct ConnectionDoc {
     pub tls_verify: Option<bool>,
     pub tls_ca_pem: Option<String>,
     pub proxy: Option<ProxyDoc>,
+    /// For `auth_mechanism` `xoauth2`.
+    pub oauth: Option<OAuthDoc>,
+    /// For the `sendmail` transport: the program and its arguments (default `/usr/sbin/sendmail -t -i`).
+    pub sendmail_command: Option<String>,
+    /// For the `pickup` transport: the directory an MTA watches.
+    pub pickup_dir: Option<String>,
+}
+
+/// XOAUTH2: a static access token, or a refresh token with the client (Google), or the
+/// client's credentials with a tenant (Microsoft 365). Secrets are write-only.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthDoc {
+    pub access_token: Option<WriteOnly>,
+    pub access_token_set: Option<bool>,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<WriteOnly>,
+    pub client_secret_set: Option<bool>,
+    pub refresh_token: Option<WriteOnly>,
+    pub refresh_token_set: Option<bool>,
+    pub tenant: Option<String>,
+    pub scope: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

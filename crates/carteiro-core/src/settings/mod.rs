@@ -4,15 +4,23 @@
 
 pub mod connection;
 pub mod doc;
+pub mod oauth;
 pub mod policy;
+pub mod proxy;
+pub mod values;
+
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
 pub use connection::{
-    AuthMechanism, Connection, ConnectionBlock, Host, LaneLimits, Login, Port, Security, SmtpServer, TimeoutSecs,
+    Connection, ConnectionBlock, Credential, LaneLimits, Login, PasswordMechanism, SmtpServer, Transport, TransportKind,
 };
-pub use doc::{ConnectionDoc, PolicyDoc, ProxyDoc, SettingsDoc, WriteOnly};
+pub use doc::{ConnectionDoc, OAuthDoc, PolicyDoc, ProxyDoc, SettingsDoc, WriteOnly};
+pub use oauth::OAuth;
 pub use policy::{BundleInterval, Policy, PolicyPatch, SendAsOthers, Source, Sourced};
+pub use proxy::{Proxy, ProxyAt, ProxyKind};
+pub use values::{AuthMechanism, Host, Port, Security, TimeoutSecs};
 
 use crate::error::FieldErrors;
 use crate::id::{CompanySlug, UserRef};
@@ -60,9 +68,10 @@ impl Level {
         Self::with_connection(doc, |c| ConnectionBlock::parse(c, stored))
     }
 
-    /// Parses a stored document, whose password is kept apart (sealed).
-    pub fn parse_with_password(doc: &SettingsDoc, password: Option<&Secret>) -> Result<Self, FieldErrors> {
-        Self::with_connection(doc, |c| ConnectionBlock::from_stored(c, password))
+    /// Parses a stored document, whose secrets are kept apart (sealed), by their path.
+    pub fn parse_stored(doc: &SettingsDoc, secrets: &BTreeMap<String, Secret>) -> Result<Self, FieldErrors> {
+        let lookup = |path: &str| secrets.get(path);
+        Self::with_connection(doc, |c| ConnectionBlock::parse_with(c, connection::stored_secrets(&lookup)))
     }
 
     fn with_connection(
@@ -89,20 +98,29 @@ impl Level {
         }
     }
 
+    /// Every secret of the level, by its path in the document.
+    pub fn secrets(&self) -> Vec<(&'static str, &Secret)> {
+        self.connection.as_ref().map(ConnectionBlock::secrets).unwrap_or_default()
+    }
+
     pub fn password(&self) -> Option<&Secret> {
         self.connection.as_ref().and_then(|c| c.password.as_ref())
     }
 
     /// The dotted names of the fields that differ from `before`: what an audit
-    /// entry records. A new password counts as a change; its value never appears.
+    /// entry records. A new secret counts as a change; its value never appears.
     pub fn changed_fields(&self, before: Option<&Level>) -> Vec<String> {
         let before = before.cloned().unwrap_or_default();
         let as_json = |level: &Level| serde_json::to_value(level.to_doc()).unwrap_or_default();
         let mut changed = Vec::new();
         diff_json("", &as_json(&before), &as_json(self), &mut changed);
-        changed.retain(|field| field != "connection.password_set");
-        if self.password() != before.password() {
-            changed.push("connection.password".to_owned());
+        changed.retain(|field| !field.ends_with("_set"));
+        let (now, then): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            (self.secrets().into_iter().collect(), before.secrets().into_iter().collect());
+        for path in now.keys().chain(then.keys()).collect::<std::collections::BTreeSet<_>>() {
+            if now.get(path) != then.get(path) {
+                changed.push((*path).to_owned());
+            }
         }
         changed
     }
@@ -166,29 +184,7 @@ impl Effective {
     /// a password shows only whether it is set.
     pub fn explain(&self) -> Value {
         let connection = match (&self.connection, self.connection()) {
-            (Some(block), Some(conn)) => {
-                let b = &block.value;
-                let from = |set: bool| if set { block.source } else { Source::Default };
-                let s = &conn.server;
-                let entry = |value: Value, source: Source| json!({"value": value, "source": source.as_str()});
-                json!({
-                    "source": block.source.as_str(),
-                    "transport": entry(json!(b.transport.as_str()), block.source),
-                    "host": entry(json!(s.host.as_str()), block.source),
-                    "port": entry(json!(s.port.get()), from(b.port.is_some())),
-                    "security": entry(json!(s.security.as_str()), from(b.security.is_some())),
-                    "auth_enabled": entry(json!(b.auth_enabled), block.source),
-                    "auth_mechanism": entry(json!(b.auth_mechanism.unwrap_or_default().as_str()), from(b.auth_mechanism.is_some())),
-                    "username": entry(json!(b.username), block.source),
-                    "password": {"value": Value::Null, "set": b.password.is_some(), "source": block.source.as_str()},
-                    "timeout_s": entry(json!(conn.timeout.get()), from(b.timeout.is_some())),
-                    "max_sessions": entry(json!(conn.limits.max_sessions), from(b.max_sessions.is_some())),
-                    "rate_per_minute": entry(json!(conn.limits.rate_per_minute), block.source),
-                    "tls_verify": entry(json!(s.tls_verify), from(b.tls_verify.is_some())),
-                    "tls_ca_pem": entry(json!(s.tls_ca_pem), block.source),
-                    "proxy": entry(json!(b.to_doc().proxy), block.source),
-                })
-            }
+            (Some(block), Some(conn)) => explain_connection(&block.value, block.source, &conn),
             _ => Value::Null,
         };
         let p = &self.policy;
@@ -206,6 +202,44 @@ impl Effective {
             }
         })
     }
+}
+
+/// The connection block in force, field by field: unset fields show their
+/// default with source `default`; a secret shows only whether it is set.
+fn explain_connection(b: &ConnectionBlock, source: Source, conn: &Connection) -> Value {
+    let from = |set: bool| if set { source } else { Source::Default };
+    let entry = |value: Value, source: Source| json!({"value": value, "source": source.as_str()});
+    let mut out = json!({
+        "source": source.as_str(),
+        "transport": entry(json!(b.transport.as_str()), source),
+        "timeout_s": entry(json!(conn.timeout.get()), from(b.timeout.is_some())),
+        "max_sessions": entry(json!(conn.limits.max_sessions), from(b.max_sessions.is_some())),
+        "rate_per_minute": entry(json!(conn.limits.rate_per_minute), source),
+    });
+    let fields = match &conn.transport {
+        Transport::Smtp(s) => json!({
+            "host": entry(json!(s.host.as_str()), source),
+            "port": entry(json!(s.port.get()), from(b.port.is_some())),
+            "security": entry(json!(s.security.as_str()), from(b.security.is_some())),
+            "auth_enabled": entry(json!(b.auth_enabled), source),
+            "auth_mechanism": entry(json!(b.auth_mechanism.unwrap_or_default().as_str()), from(b.auth_mechanism.is_some())),
+            "username": entry(json!(b.username), source),
+            "password": {"value": Value::Null, "set": b.password.is_some(), "source": source.as_str()},
+            "tls_verify": entry(json!(s.tls_verify), from(b.tls_verify.is_some())),
+            "tls_ca_pem": entry(json!(s.tls_ca_pem), source),
+            "proxy": entry(json!(b.to_doc().proxy), source),
+            "oauth": entry(json!(b.to_doc().oauth), source),
+        }),
+        Transport::Sendmail { command } => json!({
+            "sendmail_command": entry(json!(command.join(" ")), from(b.sendmail_command.is_some())),
+        }),
+        Transport::Pickup { dir } => json!({"pickup_dir": entry(json!(dir), source)}),
+        Transport::Capture => json!({}),
+    };
+    if let (Value::Object(out), Value::Object(fields)) = (&mut out, fields) {
+        out.extend(fields);
+    }
+    out
 }
 
 #[cfg(test)]

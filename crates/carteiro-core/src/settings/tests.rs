@@ -111,10 +111,14 @@ fn the_most_specific_enabled_level_provides_the_connection() {
         };
         let name = source.as_str();
         let conn = effective.connection().unwrap_or_else(|| panic!("{says}: a usable connection"));
-        let login = conn.server.login.as_ref().unwrap_or_else(|| panic!("{says}: a login"));
-        assert_eq!(conn.server.host.as_str(), format!("smtp.{name}.example"), "{says}");
+        let login = conn.smtp().unwrap().login.as_ref().unwrap_or_else(|| panic!("{says}: a login"));
+        assert_eq!(conn.smtp().unwrap().host.as_str(), format!("smtp.{name}.example"), "{says}");
         assert_eq!(login.username, format!("{name}-user"), "{says}: the login comes from the same level");
-        assert_eq!(login.password.expose(), format!("{name}-secret"), "{says}: the password comes from the same level");
+        assert_eq!(
+            login.password().unwrap().expose(),
+            format!("{name}-secret"),
+            "{says}: the password comes from the same level"
+        );
     }
 }
 
@@ -124,10 +128,10 @@ fn a_company_host_is_never_combined_with_the_global_password() {
     // The company gives only a host: nothing else of the global block leaks in.
     let company = Some(level(json!({"connection": {"host": "smtp.company.example"}})));
     let conn = resolve(&global, &company, &None).connection().expect("the company server");
-    assert_eq!(conn.server.host.as_str(), "smtp.company.example");
-    assert_eq!(conn.server.login, None, "no global username or password");
-    assert_eq!(conn.server.port.get(), 25, "the default port, not the global 587");
-    assert_eq!(conn.server.security, Security::None, "the default security, not the global starttls");
+    assert_eq!(conn.smtp().unwrap().host.as_str(), "smtp.company.example");
+    assert_eq!(conn.smtp().unwrap().login, None, "no global username or password");
+    assert_eq!(conn.smtp().unwrap().port.get(), 25, "the default port, not the global 587");
+    assert_eq!(conn.smtp().unwrap().security, Security::None, "the default security, not the global starttls");
     assert_eq!(conn.timeout.get(), 180, "the default timeout, not the global 60 s");
 
     // A company block that logs in must bring its own password.
@@ -149,8 +153,8 @@ fn a_switched_off_block_keeps_its_values_for_when_it_is_switched_on_again() {
     doc["connection"]["enabled"] = json!(true);
     let again = parse(doc, Some(&stored)).unwrap();
     let conn = resolve(&on("global"), &Some(again), &None).connection().unwrap();
-    assert_eq!(conn.server.host.as_str(), "smtp.company.example");
-    assert_eq!(conn.server.login.unwrap().password.expose(), "company-secret");
+    assert_eq!(conn.smtp().unwrap().host.as_str(), "smtp.company.example");
+    assert_eq!(conn.smtp().unwrap().login.as_ref().unwrap().password().unwrap().expose(), "company-secret");
 }
 
 #[test]
@@ -496,7 +500,7 @@ fn validation_errors_name_the_field_and_the_rule() {
             "an unknown transport",
             conn("transport", json!("fax")),
             "connection.transport",
-            r#"connection.transport must be "smtp", got "fax""#,
+            r#"connection.transport must be one of smtp, sendmail, pickup, capture, got "fax""#,
         ),
         (
             "a password with a line break",
@@ -511,10 +515,47 @@ fn validation_errors_name_the_field_and_the_rule() {
             "connection.tls_ca_pem must hold one or more PEM certificates",
         ),
         (
-            "a proxy switched on",
-            conn("proxy", json!({"enabled": true})),
-            "connection.proxy.enabled",
-            "connection.proxy.enabled cannot be switched on",
+            "a proxy address without a port",
+            conn("proxy", json!({"enabled": true, "address": "proxy.acme.example"})),
+            "connection.proxy.port",
+            "connection.proxy.port is required when the proxy has an address",
+        ),
+        (
+            "an unknown proxy kind",
+            conn("proxy", json!({"enabled": true, "kind": "socks4"})),
+            "connection.proxy.kind",
+            r#"connection.proxy.kind must be one of socks5, http, got "socks4""#,
+        ),
+        (
+            "a proxy user without a password",
+            conn("proxy", json!({"enabled": true, "address": "p.example", "port": 1080, "username": "u"})),
+            "connection.proxy.password",
+            "connection.proxy.password is required when the proxy has a user name",
+        ),
+        (
+            "XOAUTH2 without a token",
+            json!({"connection": {"host": "h.example", "auth_enabled": true, "username": "u", "auth_mechanism": "xoauth2"}}),
+            "connection.oauth",
+            "connection.oauth needs an access_token",
+        ),
+        (
+            "a token endpoint over plain HTTP",
+            json!({"connection": {"host": "h.example", "auth_enabled": true, "username": "u", "auth_mechanism": "xoauth2",
+                                  "oauth": {"token_url": "http://127.0.0.1.evil.example/token", "client_id": "c", "refresh_token": "r"}}}),
+            "connection.oauth.token_url",
+            "connection.oauth.token_url must be an https:// URL",
+        ),
+        (
+            "a pickup transport without a directory",
+            json!({"connection": {"transport": "pickup"}}),
+            "connection.pickup_dir",
+            "connection.pickup_dir is required",
+        ),
+        (
+            "a pickup directory that is not absolute",
+            json!({"connection": {"transport": "pickup", "pickup_dir": "spool/pickup"}}),
+            "connection.pickup_dir",
+            "connection.pickup_dir must be an absolute path",
         ),
         (
             "a default sender address that is not an address",
@@ -557,14 +598,20 @@ fn the_limits_themselves_are_accepted() {
     let rows: [(&str, Value, Holds); 9] = [
         ("the shortest timeout", json!({"timeout_s": 10}), |c: &Connection| c.timeout.get() == 10),
         ("the longest timeout", json!({"timeout_s": 180}), |c: &Connection| c.timeout.get() == 180),
-        ("port 1", json!({"port": 1}), |c: &Connection| c.server.port.get() == 1),
-        ("port 65535", json!({"port": 65535}), |c: &Connection| c.server.port.get() == 65535),
-        ("no security", json!({"security": "none"}), |c: &Connection| c.server.security == Security::None),
-        ("STARTTLS", json!({"security": "starttls"}), |c: &Connection| c.server.security == Security::StartTls),
-        ("implicit TLS, in capitals", json!({"security": "TLS"}), |c: &Connection| c.server.security == Security::Tls),
-        ("an IPv6 address in brackets", json!({"host": "[::1]"}), |c: &Connection| c.server.host.as_str() == "::1"),
+        ("port 1", json!({"port": 1}), |c: &Connection| c.smtp().unwrap().port.get() == 1),
+        ("port 65535", json!({"port": 65535}), |c: &Connection| c.smtp().unwrap().port.get() == 65535),
+        ("no security", json!({"security": "none"}), |c: &Connection| c.smtp().unwrap().security == Security::None),
+        ("STARTTLS", json!({"security": "starttls"}), |c: &Connection| {
+            c.smtp().unwrap().security == Security::StartTls
+        }),
+        ("implicit TLS, in capitals", json!({"security": "TLS"}), |c: &Connection| {
+            c.smtp().unwrap().security == Security::Tls
+        }),
+        ("an IPv6 address in brackets", json!({"host": "[::1]"}), |c: &Connection| {
+            c.smtp().unwrap().host.as_str() == "::1"
+        }),
         ("a host name in capitals", json!({"host": "SMTP.Acme.Example"}), |c: &Connection| {
-            c.server.host.as_str() == "smtp.acme.example"
+            c.smtp().unwrap().host.as_str() == "smtp.acme.example"
         }),
     ];
     for (says, fields, holds) in rows {
@@ -620,6 +667,7 @@ fn explain_gives_every_value_with_its_source() {
             "rate_per_minute": {"value": null, "source": "company"},
             "tls_ca_pem": {"value": null, "source": "company"},
             "proxy": {"value": null, "source": "company"},
+            "oauth": {"value": null, "source": "company"},
         },
         "policy": {
             "default_sender_enabled": {"value": true, "source": "global"},
@@ -645,12 +693,19 @@ fn explain_names_every_field_of_the_document() {
         policy: Some(PolicyDoc::default()),
     })
     .unwrap();
-    // `enabled` is implied (only the block in force is shown); `password_set` is the password entry's `set`.
-    let implied = ["enabled", "password_set"];
+    // `enabled` is implied (only the block in force is shown); `password_set` is the password entry's `set`;
+    // the other transports' fields are shown only for them (below).
+    let implied = ["enabled", "password_set", "sendmail_command", "pickup_dir"];
     for block in ["connection", "policy"] {
         let fields = every_field[block].as_object().unwrap().keys().filter(|k| !implied.contains(&k.as_str()));
         let missing: Vec<&String> = fields.filter(|k| explained[block].get(k.as_str()).is_none()).collect();
         assert!(missing.is_empty(), "explain() leaves out {block}.{missing:?}");
+    }
+    for (transport, field) in [("sendmail", "sendmail_command"), ("pickup", "pickup_dir")] {
+        let company = Some(level(json!({"connection": {"transport": transport, "pickup_dir": "/var/spool/pickup"}})));
+        let explained = resolve(&None, &company, &None).explain();
+        assert!(explained["connection"].get(field).is_some(), "explain() leaves out {field} for {transport}");
+        assert!(explained["connection"].get("host").is_none(), "explain() shows host for {transport}");
     }
 }
 
@@ -863,6 +918,9 @@ fn any_connection() -> BoxedStrategy<ConnectionDoc> {
                     tls_verify,
                     tls_ca_pem,
                     proxy,
+                    oauth: None,
+                    sendmail_command: None,
+                    pickup_dir: None,
                 }
             },
         )
@@ -945,8 +1003,9 @@ proptest! {
             (None, conn) => prop_assert_eq!(conn, None),
             (Some(i), Some(conn)) => {
                 prop_assert_eq!(effective.connection.unwrap().source.as_str(), names[i]);
-                let login = conn.server.login.unwrap();
-                let seen = [conn.server.host.as_str().to_owned(), login.username, login.password.expose().to_owned()];
+                let server = conn.smtp().unwrap();
+                let login = server.login.as_ref().unwrap();
+                let seen = [server.host.as_str().to_owned(), login.username.clone(), login.password().unwrap().expose().to_owned()];
                 prop_assert_eq!(seen, [format!("smtp.{}.example", names[i]), format!("{}-user", names[i]), format!("{}-secret", names[i])]);
             }
             (Some(_), None) => prop_assert!(false, "an enabled level gave no connection"),

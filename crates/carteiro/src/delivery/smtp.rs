@@ -1,22 +1,24 @@
-//! One SMTP session: connect, TLS, EHLO, AUTH, then transactions. Every
+//! One SMTP session: connect (directly or through a proxy), TLS, EHLO, AUTH, then transactions. Every
 //! step is timed and recorded, so that delivery attempts and Test connection
 //! tell the same story. `timeout_s` bounds the connect and every command,
 //! including the greeting read, which the SMTP client library leaves unbounded.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use carteiro_core::Secret;
 use carteiro_core::delivery::{Failure, Reply, ReplyClass, Stage, Transaction};
-use carteiro_core::settings::{AuthMechanism, Connection, Login, Security, SmtpServer};
+use carteiro_core::settings::{Credential, Login, PasswordMechanism, Security, SmtpServer};
 use mail_send::{Credentials, SmtpClient};
 use rustls::pki_types::ServerName;
-use serde::Serialize;
 use smtp_proto::response::parser::ResponseReceiver;
-use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, EXT_PIPELINING, EXT_START_TLS, EhloResponse, Response};
+use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, AUTH_XOAUTH2, EXT_PIPELINING, EXT_START_TLS, EhloResponse, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::tls::TlsConfigs;
+use super::transcript::{Transcript, within};
+use super::{Means, Outgoing, Stop, connect, stopping, transfer_time};
 
 /// How long to wait for the answer to QUIT: only politeness depends on it.
 const QUIT_WAIT: Duration = Duration::from_secs(5);
@@ -24,37 +26,6 @@ const QUIT_WAIT: Duration = Duration::from_secs(5);
 pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> AsyncStream for T {}
 type Stream = Box<dyn AsyncStream>;
-
-/// One step of a session as an administrator reads it.
-#[derive(Debug, Clone, Serialize)]
-pub struct Step {
-    pub step: &'static str,
-    pub ok: bool,
-    pub ms: u64,
-    pub detail: String,
-}
-
-/// The steps of a session, in order.
-#[derive(Debug, Default)]
-pub struct Transcript {
-    pub steps: Vec<Step>,
-}
-
-impl Transcript {
-    fn record<T>(
-        &mut self,
-        stage: Stage,
-        started: Instant,
-        result: &Result<T, Failure>,
-        detail: impl FnOnce(&T) -> String,
-    ) {
-        let (ok, detail) = match result {
-            Ok(value) => (true, detail(value)),
-            Err(failure) => (false, failure.to_string()),
-        };
-        self.steps.push(Step { step: stage.as_str(), ok, ms: started.elapsed().as_millis() as u64, detail });
-    }
-}
 
 fn reply_of(response: &Response<String>) -> Reply {
     let [a, b, c] = response.esc;
@@ -84,64 +55,25 @@ fn failure(stage: Stage, error: mail_send::Error) -> Failure {
     }
 }
 
-async fn within<T>(
-    limit: Duration,
-    stage: Stage,
-    work: impl Future<Output = Result<T, Failure>>,
-) -> Result<T, Failure> {
-    tokio::time::timeout(limit, work).await.unwrap_or(Err(Failure::Timeout { stage }))
-}
-
 /// An open, authenticated session.
 pub struct Session {
     client: SmtpClient<Stream>,
     /// The server offers PIPELINING: the envelope goes in one write.
     pipelining: bool,
-    /// `host:port`, for the attempt record.
-    pub server: String,
 }
 
 impl Session {
-    /// Opens a session as `conn` says, recording each step in `log`.
+    /// Opens a session with `server`, each command bounded by `timeout`, recording each step in `log`.
     pub async fn open(
-        conn: &Connection,
-        tls: &TlsConfigs,
-        hostname: &str,
+        server: &SmtpServer,
+        timeout: Duration,
+        means: &Means<'_>,
         log: &mut Transcript,
     ) -> Result<Self, Failure> {
-        let server = &conn.server;
-        let timeout = Duration::from_secs(u64::from(conn.timeout.get()));
-        let display = format!("{}:{}", server.host, server.port.get());
-
-        let started = Instant::now();
-        let addresses = within(timeout, Stage::Dns, async {
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((server.host.as_str(), server.port.get()))
-                .await
-                .map_err(|e| Failure::Network {
-                    stage: Stage::Dns,
-                    detail: format!("cannot resolve {}: {e}", server.host),
-                })?
-                .collect();
-            if found.is_empty() {
-                return Err(Failure::Network { stage: Stage::Dns, detail: format!("{} has no address", server.host) });
-            }
-            Ok(found)
-        })
-        .await;
-        log.record(Stage::Dns, started, &addresses, |a| {
-            let list: Vec<String> = a.iter().map(|s| s.ip().to_string()).collect();
-            format!("{} → {}", server.host, list.join(", "))
-        });
-        let addresses = addresses?;
-
-        let started = Instant::now();
-        let tcp = within(timeout, Stage::Connect, connect_any(&addresses)).await;
-        log.record(Stage::Connect, started, &tcp, |(_, addr)| format!("connected to {addr}"));
-        let (tcp, _) = tcp?;
-
+        let tcp = connect::reach(server, timeout, log).await?;
         let mut stream: Stream = Box::new(tcp);
         if server.security == Security::Tls {
-            stream = handshake(stream, server, tls, timeout, log).await?;
+            stream = handshake(stream, server, means.tls, timeout, log).await?;
         }
         let mut client = SmtpClient { stream, timeout };
 
@@ -157,7 +89,7 @@ impl Session {
         log.record(Stage::Greeting, started, &greeting, ToString::to_string);
         greeting?;
 
-        let mut ehlo = say_ehlo(&mut client, hostname, log).await?;
+        let mut ehlo = say_ehlo(&mut client, means.hostname, log).await?;
 
         if server.security == Security::StartTls {
             let started = Instant::now();
@@ -174,18 +106,15 @@ impl Session {
             };
             log.record(Stage::StartTls, started, &ready, ToString::to_string);
             ready?;
-            client.stream = handshake(client.stream, server, tls, timeout, log).await?;
+            client.stream = handshake(client.stream, server, means.tls, timeout, log).await?;
             // The capabilities before TLS no longer hold (RFC 3207 §4.2).
-            ehlo = say_ehlo(&mut client, hostname, log).await?;
+            ehlo = say_ehlo(&mut client, means.hostname, log).await?;
         }
 
         if let Some(login) = &server.login {
-            let started = Instant::now();
-            let auth = authenticate(&mut client, login, &ehlo).await;
-            log.record(Stage::Auth, started, &auth, |reply| format!("logged in as {}: {reply}", login.username));
-            auth?;
+            log_in(&mut client, login, &ehlo, timeout, means, log).await?;
         }
-        Ok(Self { client, pipelining: ehlo.has_capability(EXT_PIPELINING), server: display })
+        Ok(Self { client, pipelining: ehlo.has_capability(EXT_PIPELINING) })
     }
 
     /// Sends several messages over this session, each its own transaction.
@@ -478,26 +407,58 @@ impl Session {
     }
 }
 
+/// Logs in as `login` says, recording the token step (XOAUTH2) and the AUTH step.
+async fn log_in(
+    client: &mut SmtpClient<Stream>,
+    login: &Login,
+    ehlo: &EhloResponse<String>,
+    timeout: Duration,
+    means: &Means<'_>,
+    log: &mut Transcript,
+) -> Result<(), Failure> {
+    let user = login.username.as_str();
+    let auth = match &login.credential {
+        Credential::Password { password, mechanism } => {
+            let started = Instant::now();
+            (started, authenticate(client, user, password, *mechanism, ehlo).await)
+        }
+        Credential::OAuth(oauth) => {
+            let started = Instant::now();
+            let bearer = means.tokens.token(oauth, timeout).await;
+            log.record(Stage::Token, started, &bearer, |b| b.source.clone());
+            let token = bearer?.token;
+            let started = Instant::now();
+            let auth = xoauth2(client, user, &token, ehlo).await;
+            if matches!(auth, Err(Failure::Reply { .. })) {
+                // A refused token is not asked for again from the cache.
+                means.tokens.forget(oauth);
+            }
+            (started, auth)
+        }
+    };
+    let (started, auth) = auth;
+    log.record(Stage::Auth, started, &auth, |reply| format!("logged in as {user}: {reply}"));
+    auth.map(drop)
+}
+
 /// AUTH PLAIN (preferred) or LOGIN, as the settings allow and the server
 /// offers, keeping the server's final reply for the record. The client
 /// library's own `authenticate` answers only yes or no.
 async fn authenticate(
     client: &mut SmtpClient<Stream>,
-    login: &Login,
+    username: &str,
+    password: &Secret,
+    mechanism: PasswordMechanism,
     ehlo: &EhloResponse<String>,
 ) -> Result<Reply, Failure> {
-    let allowed = match login.mechanism {
-        AuthMechanism::Auto => AUTH_PLAIN | AUTH_LOGIN,
-        AuthMechanism::Plain => AUTH_PLAIN,
-        AuthMechanism::Login => AUTH_LOGIN,
+    let allowed = match mechanism {
+        PasswordMechanism::Auto => AUTH_PLAIN | AUTH_LOGIN,
+        PasswordMechanism::Plain => AUTH_PLAIN,
+        PasswordMechanism::Login => AUTH_LOGIN,
     };
     let offered = allowed & ehlo.auth_mechanisms;
-    let mechanism =
-        [AUTH_PLAIN, AUTH_LOGIN].into_iter().find(|m| offered & m != 0).ok_or_else(|| Failure::Unsupported {
-            stage: Stage::Auth,
-            detail: "the server offers none of the authentication mechanisms allowed by the settings".to_owned(),
-        })?;
-    let credentials = Credentials::new(login.username.as_str(), login.password.expose());
+    let mechanism = [AUTH_PLAIN, AUTH_LOGIN].into_iter().find(|m| offered & m != 0).ok_or_else(not_offered)?;
+    let credentials = Credentials::new(username, password.expose());
     let encode = |challenge: &str| credentials.encode(mechanism, challenge).map_err(|e| failure(Stage::Auth, e));
     let first =
         if mechanism == AUTH_PLAIN { format!("AUTH PLAIN {}\r\n", encode("")?) } else { "AUTH LOGIN\r\n".to_owned() };
@@ -516,23 +477,45 @@ async fn authenticate(
     }
 }
 
-/// Asks sessions to stop: `soft`, start no new transaction; `hard`, abandon
-/// the one in progress now (its message then counts as in doubt).
-#[derive(Clone, Default)]
-pub struct Stop {
-    pub soft: tokio_util::sync::CancellationToken,
-    pub hard: tokio_util::sync::CancellationToken,
+/// AUTH XOAUTH2 with a bearer token. A refused token gets a 334 whose text
+/// is the provider's reason (base64 JSON); the client answers with an empty
+/// line and the server then sends its final refusal, which carries the reason.
+async fn xoauth2(
+    client: &mut SmtpClient<Stream>,
+    username: &str,
+    token: &Secret,
+    ehlo: &EhloResponse<String>,
+) -> Result<Reply, Failure> {
+    if ehlo.auth_mechanisms & AUTH_XOAUTH2 == 0 {
+        return Err(not_offered());
+    }
+    let credentials = Credentials::new_xoauth2(username, token.expose());
+    let encoded = credentials.encode(AUTH_XOAUTH2, "").map_err(|e| failure(Stage::Auth, e))?;
+    let reply =
+        client.cmd(format!("AUTH XOAUTH2 {encoded}\r\n").as_bytes()).await.map_err(|e| failure(Stage::Auth, e))?;
+    if reply.code == 235 {
+        return Ok(reply_of(&reply));
+    }
+    let (reply, reason) = match reply.code {
+        334 => {
+            let reason = BASE64.decode(reply.message.trim()).ok().and_then(|json| String::from_utf8(json).ok());
+            let last = client.cmd(b"\r\n").await.map_err(|e| failure(Stage::Auth, e))?;
+            (reply_of(&last), reason)
+        }
+        _ => (reply_of(&reply), None),
+    };
+    let reply = match reason {
+        Some(reason) => Reply::new(reply.code, format!("{} (the provider says: {})", reply.text, reason.trim())),
+        None => reply,
+    };
+    Err(Failure::Reply { stage: Stage::Auth, reply })
 }
 
-fn stopping(stage: Stage) -> Failure {
-    Failure::Network { stage, detail: "carteiro was stopping".to_owned() }
-}
-
-/// A message to send: its envelope and its bytes.
-pub struct Outgoing<'a> {
-    pub envelope_from: &'a str,
-    pub to: Vec<&'a str>,
-    pub raw: &'a [u8],
+fn not_offered() -> Failure {
+    Failure::Unsupported {
+        stage: Stage::Auth,
+        detail: "the server offers none of the authentication mechanisms allowed by the settings".to_owned(),
+    }
 }
 
 fn envelope_lines(o: &Outgoing<'_>) -> Vec<String> {
@@ -562,11 +545,6 @@ fn split_envelope(
     (mail, rcpt, replies.next())
 }
 
-/// Time for `size` bytes to travel at a pessimistic 64 KiB/s, on top of `timeout_s`.
-fn transfer_time(size: usize) -> Duration {
-    Duration::from_secs((size / (64 * 1024)) as u64)
-}
-
 /// After a timeout, a broken connection or a 421 (the server closing the
 /// channel) a session cannot carry another message.
 pub fn breaks_session(outcome: &Result<Transaction, Failure>) -> bool {
@@ -577,20 +555,6 @@ pub fn breaks_session(outcome: &Result<Transaction, Failure>) -> bool {
         Err(f) | Ok(Transaction { data: Some(Err(f)), .. }) => lost(f),
         Ok(t) => t.rcpt.iter().any(|r| r.as_ref().is_err_and(closing)),
     }
-}
-
-async fn connect_any(addresses: &[SocketAddr]) -> Result<(TcpStream, SocketAddr), Failure> {
-    let mut last = None;
-    for addr in addresses {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                let _ = stream.set_nodelay(true);
-                return Ok((stream, *addr));
-            }
-            Err(e) => last = Some(format!("{addr}: {e}")),
-        }
-    }
-    Err(Failure::Network { stage: Stage::Connect, detail: last.unwrap_or_default() })
 }
 
 /// The TLS handshake, verifying the server as the settings say; any problem
@@ -644,6 +608,9 @@ async fn say_ehlo(
         }
         if e.auth_mechanisms & AUTH_LOGIN != 0 {
             mechanisms.push("LOGIN");
+        }
+        if e.auth_mechanisms & AUTH_XOAUTH2 != 0 {
+            mechanisms.push("XOAUTH2");
         }
         if !mechanisms.is_empty() {
             offers.push(format!("AUTH {}", mechanisms.join(" ")));

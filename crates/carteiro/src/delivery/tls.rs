@@ -46,13 +46,14 @@ impl TlsConfigs {
         if let Some(config) = cache.get(&key) {
             return Ok(TlsConnector::from(config.clone()));
         }
-        let config = Arc::new(build(verify, extra_ca_pem)?);
+        let config = Arc::new(client_config(verify, extra_ca_pem)?);
         cache.insert(key, config.clone());
         Ok(TlsConnector::from(config))
     }
 }
 
-fn build(verify: bool, extra_ca_pem: Option<&str>) -> Result<ClientConfig, String> {
+/// A client configuration verifying servers against the public roots (and `extra_ca_pem`), unless `verify` is off.
+pub fn client_config(verify: bool, extra_ca_pem: Option<&str>) -> Result<ClientConfig, String> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

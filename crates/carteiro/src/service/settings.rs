@@ -1,5 +1,6 @@
 //! Reading, replacing and explaining the three levels of settings.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -12,9 +13,9 @@ use super::{Actor, ServiceError, ServiceResult, tenants};
 use crate::state::{AppState, now_ms};
 use crate::store::{AuditRow, LevelRow};
 
-/// What sealed passwords are bound to: moving one to another level makes it unreadable.
-fn password_aad(scope: &Scope) -> String {
-    format!("settings:{}:connection.password", scope.key())
+/// What a sealed secret is bound to: moved to another level or field, it no longer opens.
+fn secret_aad(scope: &Scope, path: &str) -> String {
+    format!("settings:{}:{path}", scope.key())
 }
 
 pub async fn load_level(state: &AppState, scope: &Scope) -> ServiceResult<Option<Level>> {
@@ -23,16 +24,18 @@ pub async fn load_level(state: &AppState, scope: &Scope) -> ServiceResult<Option
     };
     let doc: SettingsDoc =
         serde_json::from_str(&row.document).map_err(|e| anyhow::anyhow!("stored settings of {}: {e}", scope.key()))?;
-    let password = row
-        .sealed_password
-        .map(|sealed| {
-            state
+    let secrets = row
+        .sealed_secrets
+        .iter()
+        .map(|(path, sealed)| {
+            let secret = state
                 .keys
-                .open(&password_aad(scope), &sealed)
-                .with_context(|| format!("cannot read the settings of {}", scope.key()))
+                .open(&secret_aad(scope, path), sealed)
+                .with_context(|| format!("cannot read {path} of the settings of {}", scope.key()))?;
+            Ok((path.clone(), secret))
         })
-        .transpose()?;
-    let level = Level::parse_with_password(&doc, password.as_ref())
+        .collect::<anyhow::Result<BTreeMap<String, Secret>>>()?;
+    let level = Level::parse_stored(&doc, &secrets)
         .map_err(|e| anyhow::anyhow!("stored settings of {} no longer validate: {e}", scope.key()))?;
     Ok(Some(level))
 }
@@ -122,7 +125,11 @@ pub async fn save_level(
     }
     let row = LevelRow {
         document: serde_json::to_string(&level.to_doc()).map_err(anyhow::Error::from)?,
-        sealed_password: level.password().map(|p: &Secret| state.keys.seal(&password_aad(scope), p)),
+        sealed_secrets: level
+            .secrets()
+            .into_iter()
+            .map(|(path, secret)| (path.to_owned(), state.keys.seal(&secret_aad(scope, path), secret)))
+            .collect(),
     };
     let company = match scope {
         Scope::Global => None,

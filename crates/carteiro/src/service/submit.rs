@@ -105,7 +105,7 @@ async fn prepare(
     let ctx = SenderContext {
         policy: &effective.policy,
         company: company_mailbox.as_ref(),
-        login_username: connection.server.login.as_ref().map(|l| l.username.as_str()),
+        login_username: connection.login_username(),
     };
     let resolved = sender::resolve(&message.kind, message.from.as_ref(), message.reply_to.as_ref(), ctx)?;
 

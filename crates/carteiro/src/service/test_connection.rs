@@ -7,13 +7,14 @@ use carteiro_core::delivery::{Failure, Stage};
 use carteiro_core::id::{CompanySlug, UserRef};
 use carteiro_core::message::{Kind, NewMessage};
 use carteiro_core::sender::{self, SenderContext};
-use carteiro_core::settings::{Connection, Level, Scope, Security, SettingsDoc};
+use carteiro_core::settings::{Connection, Level, Scope, Security, SettingsDoc, Transport};
 use carteiro_core::{FieldError, FieldErrors};
 use serde::{Deserialize, Serialize};
 
 use super::{ServiceResult, settings, tenants};
 use crate::delivery::mime;
-use crate::delivery::smtp::{Session, Step, Transcript};
+use crate::delivery::transcript::{Step, Transcript};
+use crate::delivery::{Carrier, Outgoing};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -82,7 +83,7 @@ pub async fn run(
     let Some(connection) = effective.connection() else {
         return Ok(failed_before_connecting(
             "settings",
-            "no SMTP server is configured for this level: fill in the server, or enable specific e-mail sending",
+            "no connection is configured for this level: fill in the server, or enable specific e-mail sending",
         ));
     };
 
@@ -90,7 +91,7 @@ pub async fn run(
     let ctx = SenderContext {
         policy: &effective.policy,
         company: company_mailbox.as_ref(),
-        login_username: connection.server.login.as_ref().map(|l| l.username.as_str()),
+        login_username: connection.login_username(),
     };
     let resolved = match sender::resolve(&Kind::System, None, None, ctx) {
         Ok(resolved) => resolved,
@@ -107,9 +108,15 @@ pub async fn run(
 
     let mut log = Transcript::default();
     let result = async {
-        let mut session = Session::open(&connection, &state.tls, &state.delivery.hostname, &mut log).await?;
-        let transaction = session.send(resolved.envelope_from.as_str(), &[target.to.as_str()], &raw, &mut log).await;
-        session.close(&transaction).await;
+        let mut carrier = Carrier::open(&connection, &state.means(), &mut log).await?;
+        let outgoing = Outgoing {
+            id: &id,
+            envelope_from: resolved.envelope_from.as_str(),
+            to: vec![target.to.as_str()],
+            raw: &raw,
+        };
+        let transaction = carrier.send(&outgoing, &mut log).await;
+        carrier.close(&transaction).await;
         let transaction = transaction?;
         match (transaction.rcpt.into_iter().next(), transaction.data) {
             (Some(Err(reply)), _) => Err(Failure::Reply { stage: Stage::RcptTo, reply }),
@@ -158,8 +165,43 @@ fn test_message(target: &TestTarget) -> NewMessage {
 
 /// The likely cause of a failure and the change that fixes it, in words an administrator understands.
 pub fn hint(failure: &Failure, connection: &Connection) -> Option<String> {
-    let server = &connection.server;
+    let server = match &connection.transport {
+        Transport::Smtp(server) => server,
+        Transport::Sendmail { .. } => return sendmail_hint(failure),
+        Transport::Pickup { .. } => {
+            return Some("check that the pickup directory exists and that carteiro may write into it".to_owned());
+        }
+        Transport::Capture => return None,
+    };
     let hint = match failure {
+        Failure::Network { stage: Stage::Proxy, .. } | Failure::Timeout { stage: Stage::Proxy } => {
+            "the proxy cannot be reached: check its address and port, or that it runs".to_owned()
+        }
+        Failure::Refused { stage: Stage::Tunnel, detail } if detail.contains("user name") => {
+            "the proxy refused its login: check the proxy's user name and password".to_owned()
+        }
+        Failure::Refused { stage: Stage::Tunnel, .. } => format!(
+            "the proxy would not open a tunnel to {}:{}: ask its administrator to allow that destination and port",
+            server.host,
+            server.port.get()
+        ),
+        Failure::Settings { detail } if detail.contains("proxy") => {
+            "set the proxy's address in the settings, or fix the system's ALL_PROXY / HTTPS_PROXY variables".to_owned()
+        }
+        Failure::Refused { stage: Stage::Token, detail } if detail.contains("invalid_grant") => {
+            "the refresh token was revoked or has expired: authorise carteiro again with the provider and save the new refresh token".to_owned()
+        }
+        Failure::Refused { stage: Stage::Token, detail } if detail.contains("invalid_client") => {
+            "the provider does not accept this client id and secret: check them in the provider's console".to_owned()
+        }
+        Failure::Refused { stage: Stage::Token, .. } | Failure::Network { stage: Stage::Token, .. } | Failure::Timeout { stage: Stage::Token } => {
+            "no token could be obtained from the token endpoint: check its address and the client's settings".to_owned()
+        }
+        Failure::Reply { stage: Stage::Auth, .. }
+            if server.login.as_ref().is_some_and(|l| l.password().is_none()) =>
+        {
+            "the server refused the XOAUTH2 token: check that the user name is the account the token was issued for and that it has the SMTP scope".to_owned()
+        }
         Failure::Network { stage: Stage::Dns, .. } => {
             format!("the host name {} cannot be resolved: check its spelling and this machine's DNS", server.host)
         }
@@ -205,6 +247,18 @@ pub fn hint(failure: &Failure, connection: &Connection) -> Option<String> {
         _ => return None,
     };
     Some(hint)
+}
+
+fn sendmail_hint(failure: &Failure) -> Option<String> {
+    let hint = match failure {
+        Failure::Handoff { detail, .. } if detail.starts_with("cannot run") => {
+            "the sendmail program cannot be run: check connection.sendmail_command and that the MTA is installed"
+        }
+        Failure::Handoff { .. } => "the local MTA refused the message: its words above, and its log, say why",
+        Failure::Timeout { .. } => "sendmail did not finish in time: check that the local MTA is running",
+        _ => return None,
+    };
+    Some(hint.to_owned())
 }
 
 /// rustls' words when the peer answered a TLS hello with plain SMTP text.

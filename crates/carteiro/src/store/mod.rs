@@ -5,7 +5,7 @@
 mod commit;
 mod sqlite;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use carteiro_core::id::CompanySlug;
@@ -75,11 +75,12 @@ pub trait TenantStore: Send + Sync {
     async fn revoke_api_key(&self, company: &str, id: &str, now: i64) -> StoreResult<bool>;
 }
 
-/// A level as stored: the document without secrets, and the sealed password.
+/// A level as stored: the document without secrets, and each secret sealed,
+/// by field path (`connection.password`, `connection.oauth.refresh_token`…).
 #[derive(Debug, Clone)]
 pub struct LevelRow {
     pub document: String,
-    pub sealed_password: Option<String>,
+    pub sealed_secrets: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone)]

@@ -267,28 +267,32 @@ impl SettingsStore for SqliteStore {
     async fn level(&self, scope: &Scope) -> StoreResult<Option<LevelRow>> {
         let (company, user) = level_key(scope);
         let row =
-            sqlx::query("SELECT document, sealed_password FROM settings_levels WHERE company = $1 AND user_ref = $2")
+            sqlx::query("SELECT document, sealed_secrets FROM settings_levels WHERE company = $1 AND user_ref = $2")
                 .bind(company)
                 .bind(user)
                 .fetch_optional(&self.reader)
                 .await
                 .store()?;
-        Ok(row.map(|r| LevelRow { document: r.get("document"), sealed_password: r.get("sealed_password") }))
+        let Some(row) = row else { return Ok(None) };
+        let sealed: String = row.get("sealed_secrets");
+        let sealed_secrets = serde_json::from_str(&sealed)
+            .map_err(|e| anyhow::anyhow!("the sealed secrets of {} are not a JSON object: {e}", scope.key()))?;
+        Ok(Some(LevelRow { document: row.get("document"), sealed_secrets }))
     }
 
     async fn save_level(&self, scope: &Scope, row: &LevelRow, audit: &AuditRow) -> StoreResult<()> {
         let (company, user) = level_key(scope);
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
         sqlx::query(
-            "INSERT INTO settings_levels (company, user_ref, document, sealed_password, updated_at, updated_by)
+            "INSERT INTO settings_levels (company, user_ref, document, sealed_secrets, updated_at, updated_by)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (company, user_ref) DO UPDATE SET document = excluded.document,
-               sealed_password = excluded.sealed_password, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+               sealed_secrets = excluded.sealed_secrets, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
         )
         .bind(company)
         .bind(user)
         .bind(&row.document)
-        .bind(&row.sealed_password)
+        .bind(serde_json::to_string(&row.sealed_secrets).map_err(anyhow::Error::from)?)
         .bind(audit.at)
         .bind(&audit.actor)
         .execute(&mut *tx)
@@ -304,7 +308,7 @@ impl SettingsStore for SqliteStore {
     }
 
     async fn has_sealed_secrets(&self) -> StoreResult<bool> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM settings_levels WHERE sealed_password IS NOT NULL)")
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM settings_levels WHERE sealed_secrets <> '{}')")
             .fetch_one(&self.reader)
             .await
             .store()

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use self::lanes::Lane;
 use self::route::{LaneKey, Route, Routes};
 use self::session::{Ended, Job};
-use crate::delivery::smtp::Stop;
+use crate::delivery::Stop;
 use crate::state::{AppState, now_ms};
 
 /// The shortest pause between two rounds, so that a busy queue cannot spin the loop.
@@ -247,7 +247,7 @@ impl Worker {
         for (key, lane) in &mut self.lanes {
             if lane.is_paused(now) && !lane.queue.is_empty() {
                 let (_, failure) = lane.paused.clone().expect("paused");
-                deferrals.push((key.clone(), lane.drain(), failure, lane.route.server()));
+                deferrals.push((key.clone(), lane.drain(), failure, lane.route.connection.destination()));
             }
         }
         // Round robin, one bundle per lane per pass, starting from a different lane each time.

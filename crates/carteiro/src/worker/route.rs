@@ -36,13 +36,6 @@ pub struct Route {
     pub version: u64,
 }
 
-impl Route {
-    /// `host:port`, as attempts name the server.
-    pub fn server(&self) -> String {
-        format!("{}:{}", self.connection.server.host, self.connection.server.port.get())
-    }
-}
-
 /// The route of a (company, user), or why there is none (a settings problem,
 /// recorded on the message as a deferred attempt).
 pub type Routing = Result<Arc<Route>, Failure>;
@@ -84,14 +77,14 @@ async fn resolve(state: &AppState, company: &str, user: Option<&str>) -> anyhow:
     let effective = &resolved.effective;
     let Some(connection) = effective.connection() else {
         return Ok(Err(Failure::Settings {
-            detail: "no SMTP server is configured for this company any more".to_owned(),
+            detail: "no connection is configured for this company any more".to_owned(),
         }));
     };
     let mailbox = resolved.company.mailbox();
     let envelope_from = sender::envelope_from(SenderContext {
         policy: &effective.policy,
         company: mailbox.as_ref(),
-        login_username: connection.server.login.as_ref().map(|l| l.username.as_str()),
+        login_username: connection.login_username(),
     })
     .map(|a| a.as_str().to_owned());
     let bundle = effective
@@ -103,21 +96,15 @@ async fn resolve(state: &AppState, company: &str, user: Option<&str>) -> anyhow:
     Ok(Ok(Arc::new(Route { lane, connection, envelope_from, bundle, version })))
 }
 
-/// A digest of every field of a connection, its password included.
+/// A digest of every field of a connection, its secrets included.
 fn fingerprint(connection: &Connection) -> String {
     use sha2::{Digest, Sha256};
-    let s = &connection.server;
-    let login = s.login.as_ref().map(|l| (l.username.as_str(), l.password.expose(), l.mechanism.as_str()));
-    let described = format!(
-        "{}|{}|{}|{:?}|{}|{:?}|{}|{:?}",
-        s.host,
-        s.port.get(),
-        s.security.as_str(),
-        login,
-        s.tls_verify,
-        s.tls_ca_pem,
-        connection.timeout.get(),
-        connection.limits
-    );
-    hex::encode(&Sha256::digest(described.as_bytes())[..16])
+    let mut hash = Sha256::new();
+    // `Debug` shows every field but the secrets, which follow it.
+    hash.update(format!("{connection:?}").as_bytes());
+    for secret in connection.secrets() {
+        hash.update((secret.expose().len() as u64).to_be_bytes());
+        hash.update(secret.expose().as_bytes());
+    }
+    hex::encode(&hash.finalize()[..16])
 }

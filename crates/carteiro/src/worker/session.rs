@@ -1,4 +1,4 @@
-//! One SMTP session carrying a bundle of one lane's messages (a bundle of
+//! One carrier (an SMTP session, or a local transport) carrying a bundle of one lane's messages (a bundle of
 //! one when the lane does not bundle): each message is its own transaction,
 //! recorded chunk by chunk. When the connection breaks, what was not tried
 //! goes back to the queue untried; a message whose end of data went out
@@ -12,7 +12,9 @@ use carteiro_core::delivery::{Failure, RecipientState, Transaction};
 
 use super::outcome::{Tried, attempt_result};
 use super::route::Route;
-use crate::delivery::smtp::{Outgoing, Session, Stop, Transcript, breaks_session};
+use crate::delivery::smtp::breaks_session;
+use crate::delivery::transcript::Transcript;
+use crate::delivery::{Carrier, Outgoing, Stop};
 use crate::state::{AppState, now_ms};
 use crate::store::{AttemptResult, ClaimedMessage, Parcel, RecipientRow};
 
@@ -48,10 +50,11 @@ pub enum Ended {
 pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>, stop: Stop) -> Ended {
     let mut log = Transcript::default();
     let opened = Instant::now();
-    let mut session = match Session::open(&route.connection, &state.tls, &state.delivery.hostname, &mut log).await {
-        Ok(session) => session,
+    let destination = route.connection.destination();
+    let mut carrier = match Carrier::open(&route.connection, &state.means(), &mut log).await {
+        Ok(carrier) => carrier,
         Err(failure) => {
-            record_failure(&state, &route.server(), &jobs, &failure, opened.elapsed()).await;
+            record_failure(&state, &destination, &jobs, &failure, opened.elapsed()).await;
             return Ended::Unreachable(failure);
         }
     };
@@ -77,6 +80,7 @@ pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>, stop: S
         let outgoing: Vec<Outgoing<'_>> = sending
             .iter()
             .map(|(job, parcel)| Outgoing {
+                id: &job.message.id,
                 envelope_from: job.envelope_from(),
                 to: pending(&parcel.recipients).map(|r| r.address.as_str()).collect(),
                 raw: &parcel.raw,
@@ -84,7 +88,7 @@ pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>, stop: S
             .collect();
         let at = now_ms();
         let started = Instant::now();
-        let outcomes = session.send_all(&outgoing, &stop).await;
+        let outcomes = carrier.send_all(&outgoing, &stop).await;
         // The chunk's messages share its time: they went out together.
         let ms = (started.elapsed().as_millis() / outcomes.len().max(1) as u128) as i64;
         let tried = outcomes.len();
@@ -92,13 +96,8 @@ pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>, stop: S
         for ((job, parcel), outcome) in sending.iter().zip(outcomes) {
             delivered_any |= matches!(&outcome, Ok(Transaction { data: Some(Ok(_)), .. }));
             last = Some(outcome.clone());
-            let tried = Tried {
-                at,
-                ms,
-                server: session.server.clone(),
-                envelope_from: job.envelope_from().to_owned(),
-                outcome,
-            };
+            let tried =
+                Tried { at, ms, server: destination.clone(), envelope_from: job.envelope_from().to_owned(), outcome };
             push_result(&state, &mut results, &mut untried, job, &parcel.recipients, tried);
         }
         untried.extend(sending.iter().skip(tried).map(|(job, _)| (*job).clone()));
@@ -111,7 +110,7 @@ pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>, stop: S
             Ended::Unreachable(outcome.expect_err("matched an error"))
         }
         Some(outcome) => {
-            session.close(&outcome).await;
+            carrier.close(&outcome).await;
             Ended::Done
         }
         None => Ended::Done,

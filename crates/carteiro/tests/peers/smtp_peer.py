@@ -1,23 +1,35 @@
 #!/usr/bin/env python3
 """Scriptable SMTP server peer for carteiro's integration tests.
 
-Prints one JSON event per line on stdout ("ready", "message", "data_refused").
+Prints one JSON event per line on stdout ("ready", "message", "data_refused",
+and "auth" for each XOAUTH2 attempt when XOAUTH2 is on).
 Stops cleanly on SIGTERM, SIGINT or when stdin is closed.
+
+XOAUTH2 (--xoauth2 USER:TOKEN, repeatable, and/or --tokens-file PATH) works as
+Gmail's: the client sends base64("user=USER\x01auth=Bearer TOKEN\x01\x01") as the
+initial response (or after an empty 334); a listed pair gets 235, anything else
+a 334 with the base64 of a JSON error, and after the client's empty line
+"535 5.7.8 Username and Password not accepted (scripted XOAUTH2)". The tokens
+file (one USER:TOKEN a line) is read again at each AUTH, so a test can rotate
+or revoke tokens while the peer runs; its pairs are accepted besides those of
+--xoauth2.
 """
 import argparse
 import asyncio
 import base64
+import binascii
 import json
 import logging
 import os
 import queue
+import re
 import signal
 import ssl
 import sys
 import threading
 import warnings
 
-from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, LoginPassword
 
 DATA_SIZE_LIMIT = 50 * 1024 * 1024
 
@@ -52,6 +64,11 @@ class EventWriter:
 emit = EventWriter()
 
 
+XOAUTH2_ERROR = {"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"}
+XOAUTH2_REFUSED = "535 5.7.8 Username and Password not accepted (scripted XOAUTH2)"
+XOAUTH2_RESPONSE = re.compile(rb"\Auser=([^\x01]*)\x01auth=Bearer ([^\x01]*)\x01\x01\Z")
+
+
 def reply_text(code, stage):
     if 200 <= code < 300:
         return f"{code} 2.0.0 OK (scripted)"
@@ -68,10 +85,55 @@ class Handler:
         self.data_replies = list(args.data_replies)
         self.messages_seen = 0
 
+    def xoauth2_tokens(self):
+        """The accepted (user, token) pairs: --xoauth2's and, read now, the tokens file's."""
+        pairs = set(self.args.xoauth2)
+        if self.args.tokens_file:
+            try:
+                with open(self.args.tokens_file, encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+            except FileNotFoundError:
+                lines = []
+            for line in lines:
+                line = line.strip()
+                if line and not line.startswith("#") and ":" in line:
+                    user, _, token = line.partition(":")
+                    pairs.add((user, token))
+        return pairs
+
+    async def auth_XOAUTH2(self, server, args):
+        """The XOAUTH2 mechanism, as Gmail answers it (aiosmtpd calls auth_<NAME> handler methods)."""
+        if len(args) == 1 or args[1] == "=":
+            # No initial response (or an empty one): ask for it with an empty challenge.
+            response = await server.challenge_auth("")
+            if response is MISSING:  # "*" or bad base64, already answered
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                response = base64.b64decode(args[1], validate=True)
+            except binascii.Error:
+                return AuthResult(success=False, handled=False, message="501 5.5.2 Can't decode base64")
+        match = XOAUTH2_RESPONSE.match(response)
+        if not match:
+            emit(event="auth", mechanism="XOAUTH2", user=None, token=None, ok=False)
+            return AuthResult(success=False, handled=False,
+                              message="501 5.5.2 malformed XOAUTH2 response (scripted)")
+        user, token = (part.decode("utf-8", "replace") for part in match.groups())
+        ok = (user, token) in self.xoauth2_tokens()
+        emit(event="auth", mechanism="XOAUTH2", user=user, token=token, ok=ok)
+        if ok:
+            server.session.auth_mechanism = "XOAUTH2"
+            return AuthResult(success=True, auth_data=LoginPassword(user.encode(), token.encode()))
+        # The error comes as a challenge; the client answers with an empty line.
+        answer = await server.challenge_auth(json.dumps(XOAUTH2_ERROR, separators=(",", ":")))
+        if answer is MISSING:
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False, message=XOAUTH2_REFUSED)
+
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         # Using this hook means aiosmtpd leaves setting host_name to us.
         session.host_name = hostname
-        if not self.args.auth:
+        if not self.args.auth and not xoauth2_enabled(self.args):
             # Otherwise aiosmtpd would still advertise AUTH after STARTTLS.
             responses = [r for r in responses if not r.startswith("250-AUTH")]
         if self.args.pipelining:
@@ -107,10 +169,15 @@ class Handler:
             rcpt_tos=envelope.rcpt_tos,
             data_b64=base64.b64encode(envelope.original_content).decode("ascii"),
             auth_user=auth.login.decode("utf-8", "replace") if auth else None,
+            auth_mechanism=getattr(session, "auth_mechanism", None),
             tls=self.args.mode == "implicit" or session.ssl is not None,
             session=session.peer[1] if session.peer else None,
         )
         return "250 2.0.0 OK: queued"
+
+
+def xoauth2_enabled(args):
+    return bool(args.xoauth2 or args.tokens_file)
 
 
 def make_authenticator(user, password):
@@ -118,6 +185,8 @@ def make_authenticator(user, password):
         ok = (isinstance(auth_data, LoginPassword)
               and auth_data.login == user.encode()
               and auth_data.password == password.encode())
+        if ok:
+            session.auth_mechanism = mechanism
         # handled=False makes aiosmtpd answer 535 itself; handled=True would
         # send nothing and leave the client waiting.
         return AuthResult(success=ok, handled=ok, auth_data=auth_data if ok else None)
@@ -129,6 +198,13 @@ def rcpt_reply(value):
     if not sep or not addr or not code.isdigit() or not 200 <= int(code) <= 599:
         raise argparse.ArgumentTypeError(f"expected ADDR=CODE, got {value!r}")
     return addr.lower(), int(code)
+
+
+def user_token(value):
+    user, sep, token = value.partition(":")
+    if not sep or not user or not token:
+        raise argparse.ArgumentTypeError(f"expected USER:TOKEN, got {value!r}")
+    return user, token
 
 
 def data_replies(value):
@@ -147,6 +223,10 @@ def parse_args():
     p.add_argument("--key")
     p.add_argument("--auth", metavar="USER:PASS")
     p.add_argument("--require-auth", action="store_true")
+    p.add_argument("--xoauth2", type=user_token, action="append", default=[], metavar="USER:TOKEN",
+                   help="offer AUTH XOAUTH2 and accept this user and bearer token (repeatable)")
+    p.add_argument("--tokens-file", metavar="PATH",
+                   help="offer AUTH XOAUTH2 and accept the USER:TOKEN lines of this file, read at each AUTH")
     p.add_argument("--rcpt-reply", type=rcpt_reply, action="append", default=[],
                    metavar="ADDR=CODE")
     p.add_argument("--data-replies", type=data_replies, default=[], metavar="CODE,...")
@@ -182,11 +262,16 @@ async def serve(args):
         auth_required=args.require_auth,
         loop=loop,
     )
+    excluded = []
     if args.auth:
         user, _, password = args.auth.partition(":")
         smtp_kwargs["authenticator"] = make_authenticator(user, password)
     else:
-        smtp_kwargs["auth_exclude_mechanism"] = ["PLAIN", "LOGIN"]
+        excluded += ["PLAIN", "LOGIN"]
+    if not xoauth2_enabled(args):
+        excluded.append("XOAUTH2")
+    if excluded:
+        smtp_kwargs["auth_exclude_mechanism"] = excluded
 
     server = await loop.create_server(
         lambda: SMTP(handler, **smtp_kwargs), args.host, args.port,

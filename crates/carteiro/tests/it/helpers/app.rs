@@ -55,7 +55,7 @@ impl Carteiro {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             base: String::new(),
-            http: reqwest::Client::new(),
+            http: super::http_client(),
             token: String::new(),
         };
         app.launch().await;

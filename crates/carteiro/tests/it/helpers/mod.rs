@@ -2,13 +2,24 @@
 
 pub mod app;
 pub mod certs;
+pub mod oauth;
 pub mod peers;
+pub mod proxies;
 
 pub use app::{Carteiro, Company};
 pub use certs::TestCertificates;
+pub use oauth::{TokenEndpoint, TokenOptions, TokenRequest};
 pub use peers::{PeerMessage, SilentServer, SmtpPeer, SmtpSink};
+pub use proxies::{HttpProxy, SocksProxy};
 
 use std::time::{Duration, Instant};
+
+/// An HTTP client for the tests. carteiro's HTTP client brings its own TLS
+/// settings, so the process has no default TLS provider until one is chosen here.
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
 
 /// Waits for `check` to return `Some`, trying every few milliseconds, up to `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T

@@ -1,0 +1,178 @@
+//! The transports that hand a message to this machine instead of an SMTP
+//! server: a local MTA's `sendmail`, a pickup directory an MTA watches, or
+//! carteiro's own store (capture, for development and staging).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use carteiro_core::delivery::{Failure, Reply, Stage, Transaction};
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use super::transcript::Transcript;
+use super::{Outgoing, transfer_time};
+
+/// The most of `sendmail`'s error output kept in an attempt.
+const MAX_STDERR: usize = 2000;
+
+/// sysexits.h codes after which the same message will never be taken:
+/// EX_DATAERR, EX_NOUSER, EX_NOHOST. Anything else (EX_TEMPFAIL, a missing
+/// binary, a usage error from the settings) can be fixed, and is retried.
+const PERMANENT_EXITS: [i32; 3] = [65, 67, 68];
+
+#[derive(Debug, Clone)]
+pub enum Local {
+    /// The program and its arguments, run without a shell.
+    Sendmail {
+        command: Vec<String>,
+    },
+    Pickup {
+        dir: PathBuf,
+    },
+    Capture,
+}
+
+impl Local {
+    /// Hands one message over within `timeout` (plus time for its size), recording the step in `log`.
+    pub async fn send(
+        &self,
+        o: &Outgoing<'_>,
+        timeout: Duration,
+        log: &mut Transcript,
+    ) -> Result<Transaction, Failure> {
+        let started = Instant::now();
+        let limit = timeout + transfer_time(o.raw.len());
+        let handed = match self {
+            Self::Sendmail { command } => tokio::time::timeout(limit, sendmail(command, o))
+                .await
+                .unwrap_or_else(|_| Err(Failure::Timeout { stage: Stage::Handoff })),
+            Self::Pickup { dir } => pickup(dir, o).await,
+            Self::Capture => {
+                Ok(Reply::new(250, format!("kept in carteiro (capture): read it at /api/v1/messages/{}/raw", o.id)))
+            }
+        };
+        log.record(Stage::Handoff, started, &handed, ToString::to_string);
+        let reply = handed?;
+        Ok(Transaction { rcpt: o.to.iter().map(|_| Ok(reply.clone())).collect(), data: Some(Ok(reply)) })
+    }
+}
+
+/// Pipes the message to `sendmail`. `-t` (recipients from the headers) is
+/// dropped: the recipients go on the command line, so that Bcc recipients and
+/// those already delivered are handled by carteiro, not by headers; the
+/// envelope sender goes with `-f`.
+async fn sendmail(command: &[String], o: &Outgoing<'_>) -> Result<Reply, Failure> {
+    let (program, args) = command
+        .split_first()
+        .ok_or_else(|| Failure::Settings { detail: "connection.sendmail_command is empty".to_owned() })?;
+    let mut args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "-t").collect();
+    if !args.contains(&"-i") {
+        // A line holding only "." must not end the message.
+        args.push("-i");
+    }
+    args.extend(["-f", o.envelope_from, "--"]);
+    args.extend(o.to.iter().copied());
+
+    let mut child = Command::new(program)
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Failure::Handoff { permanent: false, detail: format!("cannot run {program}: {e}") })?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // sendmail reads lines with the local convention: LF, not SMTP's CRLF.
+    let input = lf_lines(o.raw);
+    let write = async move {
+        let written = stdin.write_all(&input).await;
+        drop(stdin);
+        written
+    };
+    let (written, output) = tokio::join!(write, child.wait_with_output());
+    let output =
+        output.map_err(|e| Failure::Handoff { permanent: false, detail: format!("{program} did not finish: {e}") })?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr.trim();
+    let said = match stderr.char_indices().nth(MAX_STDERR) {
+        Some((cut, _)) => format!(": {}…", &stderr[..cut]),
+        None if stderr.is_empty() => String::new(),
+        None => format!(": {stderr}"),
+    };
+    match (output.status.code(), written) {
+        (Some(0), Ok(())) => Ok(Reply::new(250, format!("{program} took the message (exit status 0){said}"))),
+        (Some(0), Err(e)) => Err(Failure::Handoff {
+            permanent: false,
+            detail: format!("{program} exited 0 before reading the whole message: {e}"),
+        }),
+        (Some(code), _) => Err(Failure::Handoff {
+            permanent: PERMANENT_EXITS.contains(&code),
+            detail: format!("{program} exited with status {code}{said}"),
+        }),
+        (None, _) => {
+            Err(Failure::Handoff { permanent: false, detail: format!("{program} was killed by a signal{said}") })
+        }
+    }
+}
+
+fn lf_lines(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, &byte) in raw.iter().enumerate() {
+        if !(byte == b'\r' && raw.get(i + 1) == Some(&b'\n')) {
+            out.push(byte);
+        }
+    }
+    out
+}
+
+/// Writes `{id}.eml` into `dir` so that a watcher never sees half a file: a
+/// hidden temporary file, flushed to disk, then renamed. The envelope leads
+/// as `X-Sender`/`X-Receiver` lines, the pickup convention of the MTAs that
+/// read such directories (IIS, Exchange, hMailServer).
+async fn pickup(dir: &Path, o: &Outgoing<'_>) -> Result<Reply, Failure> {
+    let mut content = format!("X-Sender: {}\r\n", o.envelope_from).into_bytes();
+    for to in &o.to {
+        content.extend_from_slice(format!("X-Receiver: {to}\r\n").as_bytes());
+    }
+    content.extend_from_slice(o.raw);
+    let (dir, id) = (dir.to_owned(), o.id.to_owned());
+    let written = tokio::task::spawn_blocking(move || write_atomically(&dir, &id, &content)).await;
+    let written =
+        written.map_err(|e| Failure::Handoff { permanent: false, detail: format!("the writer stopped: {e}") })?;
+    match written {
+        Ok(path) => Ok(Reply::new(250, format!("written to {}", path.display()))),
+        Err((path, e)) => {
+            Err(Failure::Handoff { permanent: false, detail: format!("cannot write {}: {e}", path.display()) })
+        }
+    }
+}
+
+fn write_atomically(dir: &Path, id: &str, content: &[u8]) -> Result<PathBuf, (PathBuf, std::io::Error)> {
+    let temporary = dir.join(format!(".{id}.eml.tmp"));
+    let path = dir.join(format!("{id}.eml"));
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&temporary)?;
+        file.write_all(content)?;
+        file.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&temporary);
+        return Err((temporary, e));
+    }
+    std::fs::rename(&temporary, &path).map_err(|e| (path.clone(), e))?;
+    // The rename itself must survive a crash too.
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| (dir.to_owned(), e))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crlf_becomes_lf_and_lone_bytes_stay() {
+        assert_eq!(lf_lines(b"a\r\nb\rc\n\r\n"), b"a\nb\rc\n\n");
+    }
+}
