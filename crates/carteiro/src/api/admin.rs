@@ -207,6 +207,15 @@ pub async fn get_company_message(
     Ok(Json(messages::message(&state, &company, &id).await?))
 }
 
+pub async fn get_company_message_raw(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path((slug, id)): Path<(String, String)>,
+) -> ApiResult<impl axum::response::IntoResponse> {
+    let company = admin.require_company(&slug)?;
+    Ok(super::messages::rfc822(messages::raw(&state, &company, &id).await?))
+}
+
 pub async fn test_connection(
     State(state): State<AppState>,
     admin: AdminAuth,

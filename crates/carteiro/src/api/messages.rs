@@ -3,7 +3,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use carteiro_core::FieldError;
 use carteiro_core::message::MessageIn;
 use carteiro_core::status::MessageStatus;
@@ -77,6 +78,19 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> ApiResult<Json<MessageOut>> {
     Ok(Json(service::message(&state, &company, &id).await?))
+}
+
+pub async fn raw(
+    State(state): State<AppState>,
+    CompanyKey(company): CompanyKey,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(rfc822(service::raw(&state, &company, &id).await?))
+}
+
+/// A message's bytes as a response.
+pub fn rfc822(raw: Vec<u8>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "message/rfc822")], raw)
 }
 
 pub async fn cancel(

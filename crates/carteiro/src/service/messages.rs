@@ -119,6 +119,16 @@ pub async fn message(state: &AppState, company: &CompanySlug, id: &str) -> Servi
     Ok(out)
 }
 
+/// The message as built (RFC 5322 bytes): what a capture connection keeps for viewing.
+pub async fn raw(state: &AppState, company: &CompanySlug, id: &str) -> ServiceResult<Vec<u8>> {
+    state.store.message(company.as_str(), id).await?.ok_or_else(|| not_found(id))?;
+    state
+        .store
+        .raw(id)
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("the body of message {id} is no longer kept")))
+}
+
 pub async fn list(state: &AppState, company: &CompanySlug, filter: &MessageFilter) -> ServiceResult<Vec<MessageOut>> {
     Ok(state.store.list_messages(company.as_str(), filter).await?.into_iter().map(MessageOut::from).collect())
 }

@@ -9,6 +9,7 @@ mod delivery;
 mod lanes;
 mod messages_api;
 mod protocol;
+mod proxies;
 mod secrets;
 mod settings_api;
 mod test_connection;
