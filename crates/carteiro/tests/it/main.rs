@@ -8,6 +8,7 @@ mod crash;
 mod delivery;
 mod lanes;
 mod messages_api;
+mod oauth;
 mod protocol;
 mod proxies;
 mod secrets;
