@@ -14,3 +14,4 @@ mod proxies;
 mod secrets;
 mod settings_api;
 mod test_connection;
+mod transports;

@@ -4,12 +4,14 @@ pub mod app;
 pub mod certs;
 pub mod oauth;
 pub mod peers;
+pub mod postfix;
 pub mod proxies;
 
 pub use app::{Carteiro, Company};
 pub use certs::TestCertificates;
 pub use oauth::{TokenEndpoint, TokenOptions, TokenRequest};
 pub use peers::{PeerMessage, SilentServer, SmtpPeer, SmtpSink};
+pub use postfix::Postfix;
 pub use proxies::{HttpProxy, SocksProxy};
 
 use std::time::{Duration, Instant};

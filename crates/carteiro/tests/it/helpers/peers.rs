@@ -19,7 +19,7 @@ fn repo_root() -> PathBuf {
 }
 
 /// The Python that has aiosmtpd: `CARTEIRO_TEST_PYTHON`, else the test venv the test command makes.
-fn python() -> PathBuf {
+pub fn python() -> PathBuf {
     match std::env::var_os("CARTEIRO_TEST_PYTHON") {
         Some(p) => PathBuf::from(p),
         None => repo_root().join(".venv-test/bin/python"),
