@@ -47,7 +47,7 @@ impl Local {
         let handed = match self {
             Self::Sendmail { command } => tokio::time::timeout(limit, sendmail(command, o))
                 .await
-                .unwrap_or_else(|_| Err(Failure::Timeout { stage: Stage::Handoff })),
+                .unwrap_or(Err(Failure::Timeout { stage: Stage::Handoff })),
             Self::Pickup { dir } => pickup(dir, o).await,
             Self::Capture => {
                 Ok(Reply::new(250, format!("kept in carteiro (capture): read it at /api/v1/messages/{}/raw", o.id)))

@@ -326,4 +326,7 @@ async fn a_refused_data_is_reset_so_the_next_message_in_the_session_goes_through
     let second = app.wait_for_status(&acme, &ids[1], "sent", Duration::from_secs(20)).await;
     assert_eq!(second["attempts"].as_array().unwrap().len(), 1, "{second:#}");
     app.wait_for_status(&acme, &ids[0], "sent", Duration::from_secs(20)).await;
+    let seen = seen.lock().unwrap().clone();
+    let delivered: Vec<&String> = seen.iter().filter(|line| line.starts_with("DELIVERED")).collect();
+    assert_eq!(delivered.len(), 2, "each message delivered once: {seen:?}");
 }

@@ -9,7 +9,7 @@ pub mod proxies;
 
 pub use app::{Carteiro, Company};
 pub use certs::TestCertificates;
-pub use oauth::{TokenEndpoint, TokenOptions, TokenRequest};
+pub use oauth::{TokenEndpoint, TokenOptions};
 pub use peers::{PeerMessage, SilentServer, SmtpPeer, SmtpSink};
 pub use postfix::Postfix;
 pub use proxies::{HttpProxy, SocksProxy};

@@ -36,8 +36,6 @@ const USER_MARK: &str = "carteiro test SOCKS user";
 pub struct SocksProxy {
     process: Process,
     pub port: u16,
-    /// The user name and password it requires, if any.
-    pub credentials: Option<(String, String)>,
     /// Held while the proxy runs: the user's password stays the same.
     _user_lock: Option<File>,
 }
@@ -78,12 +76,7 @@ impl SocksProxy {
         })
         .await;
         let port = process.port;
-        Self {
-            process,
-            port,
-            credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
-            _user_lock: user_lock,
-        }
+        Self { process, port, _user_lock: user_lock }
     }
 
     /// `socks5://127.0.0.1:PORT`.
@@ -94,10 +87,6 @@ impl SocksProxy {
     /// Dante's log and what it wrote on standard output and error.
     pub fn logs(&self) -> String {
         self.process.logs()
-    }
-
-    pub fn log_dir(&self) -> &Path {
-        self.process.dir.path()
     }
 
     /// How many tunnels Dante opened to `port` (on any address): the
@@ -122,7 +111,6 @@ impl SocksProxy {
 pub struct HttpProxy {
     process: Process,
     pub port: u16,
-    pub credentials: Option<(String, String)>,
 }
 
 impl HttpProxy {
@@ -167,21 +155,12 @@ impl HttpProxy {
         })
         .await;
         let port = process.port;
-        Self { process, port, credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())) }
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        Self { process, port }
     }
 
     /// tinyproxy's log and what it wrote on standard output and error.
     pub fn logs(&self) -> String {
         self.process.logs()
-    }
-
-    pub fn log_dir(&self) -> &Path {
-        self.process.dir.path()
     }
 
     /// How many tunnels tinyproxy opened (or tried to open) to `port`, once the
@@ -196,12 +175,6 @@ impl HttpProxy {
             .filter(|target| target.ends_with(&suffix))
             .count()
     }
-
-    /// How many `CONNECT` requests for `port` it received, refused ones included.
-    pub fn requests_to(&self, port: u16) -> usize {
-        let needle = format!(":{port} HTTP/");
-        self.process.main_log().lines().filter(|line| line.contains("): CONNECT ") && line.contains(&needle)).count()
-    }
 }
 
 /// A daemon in the foreground, its files in a temporary directory, stopped on drop.
@@ -209,7 +182,7 @@ struct Process {
     name: &'static str,
     child: Option<Child>,
     port: u16,
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     /// The daemon's own log file(s), then its standard output and error.
     logs: Vec<PathBuf>,
 }
@@ -239,7 +212,7 @@ impl Process {
                     panic!("cannot start {name} ({e}): run the test command of the README, which installs it")
                 });
             logs.push(output);
-            let mut process = Self { name, child: Some(child), port, dir, logs };
+            let mut process = Self { name, child: Some(child), port, _dir: dir, logs };
             match process.wait_listening().await {
                 Ok(()) => return process,
                 Err(failure) => {
