@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{DeliveryConfig, MessageArgs, ServeArgs, StoreArgs, WorkerArgs, delivery_config};
 use crate::service::test_connection::{TestConnectionIn, run as run_test};
-use crate::service::{auth, settings, submit};
+use crate::service::{auth, config_file, settings, submit};
 use crate::startup::{App, app_state, open_store, shutdown_on_signals};
 use crate::state::AppState;
 
@@ -42,7 +42,7 @@ pub enum Command {
     Send(SendArgs),
     /// Connect to the SMTP server of a level, send a test e-mail, and show every step.
     TestConnection(TestArgs),
-    /// Read the layered settings.
+    /// Read the layered settings; export them to a TOML file and import them back.
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Manage administrators.
@@ -133,6 +133,29 @@ pub enum ConfigCommand {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Write every settings level (global, each company, each user) and the companies as TOML.
+    Export {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Include the secrets (passwords, tokens), sealed with the master key: an import opens
+        /// them only on an installation with the same key. Without it, secrets are left out.
+        #[arg(long)]
+        with_secrets: bool,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Apply a TOML file of levels (as `config export` writes it): every level is checked
+    /// first, and either all are saved in one transaction or, on any error, none.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The file (`-` for standard input).
+        file: PathBuf,
+        /// Check the file and show what would change, without changing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -205,6 +228,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&explained)?);
             Ok(())
         }
+        Command::Config(ConfigCommand::Export { store, with_secrets, out }) => {
+            let state = app_state(&store, master_key, defaults()?).await?;
+            let text = config_file::export(&state, with_secrets).await.map_err(service_error)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+                    println!("carteiro: wrote the configuration to {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Import { store, file, dry_run }) => {
+            let state = app_state(&store, master_key, defaults()?).await?;
+            import(&state, &read_input(&file)?, dry_run).await
+        }
         Command::Admin(AdminCommand::Create { store, username, company, password_stdin }) => {
             let state = app_state(&store, master_key, defaults()?).await?;
             let company = company.map(|c| CompanySlug::parse("--company", &c)).transpose()?;
@@ -221,6 +260,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `config import`: every change listed, then applied (or, with `dry_run`, not).
+async fn import(state: &AppState, text: &str, dry_run: bool) -> anyhow::Result<()> {
+    let plan = config_file::plan(state, text).await.map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let changes = plan.changes();
+    for change in &changes {
+        println!("{change}");
+    }
+    if plan.is_empty() {
+        println!("carteiro: nothing to change: the stored settings already match the file");
+    } else if dry_run {
+        println!("carteiro: dry run: {} changes in {}; nothing was changed", changes.len(), plan.summary());
+    } else {
+        config_file::apply(state, &plan, None).await.map_err(service_error)?;
+        println!("carteiro: applied {} changes in {}", changes.len(), plan.summary());
+    }
+    Ok(())
 }
 
 fn service_error(e: crate::service::ServiceError) -> anyhow::Error {

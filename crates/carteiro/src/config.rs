@@ -114,6 +114,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub worker: WorkerArgs,
 
+    /// A TOML file of settings levels (as `config export` writes it) applied on start, unless it
+    /// is the same file as last time: values changed since in the console or the API are then kept.
+    #[arg(long, env = "CARTEIRO_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// On SIGINT/SIGTERM, how long to let messages being sent finish before giving them back to the queue, in seconds.
     #[arg(long, env = "CARTEIRO_SHUTDOWN_GRACE_S", default_value_t = 10.0)]
     pub shutdown_grace_s: f64,

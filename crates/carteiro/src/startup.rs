@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{DeliveryConfig, ServeArgs, StoreArgs};
 use crate::crypto::MasterKey;
 use crate::service::auth;
+use crate::service::config_file::{self, OnStart};
 use crate::state::AppState;
 use crate::store::{SqliteStore, Store};
 use crate::worker::Worker;
@@ -71,6 +72,9 @@ impl App {
         let state = app_state(&args.store, master_key, delivery).await?;
         let generated_admin_password =
             auth::ensure_first_admin(&state, admin_password).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(path) = &args.config {
+            apply_config_file(&state, path).await?;
+        }
         let listener =
             TcpListener::bind(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         anyhow::ensure!(
@@ -98,6 +102,20 @@ impl App {
         tracing::info!("carteiro stopped");
         Ok(())
     }
+}
+
+/// `serve --config`: applies the file unless it is the one applied last time.
+async fn apply_config_file(state: &AppState, path: &std::path::Path) -> anyhow::Result<()> {
+    match config_file::apply_on_start(state, path).await? {
+        OnStart::Unchanged => tracing::info!(
+            file = %path.display(),
+            "the configuration file is the one applied before: the settings as they are now are kept"
+        ),
+        OnStart::Applied { changes, summary } => {
+            tracing::info!(file = %path.display(), changes, "applied the configuration file ({summary} changed)")
+        }
+    }
+    Ok(())
 }
 
 /// Fires on SIGINT or SIGTERM.

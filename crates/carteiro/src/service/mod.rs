@@ -3,6 +3,7 @@
 //! documents of SPEC §7, and they never format HTTP.
 
 pub mod auth;
+pub mod config_file;
 pub mod messages;
 pub mod settings;
 pub mod submit;

@@ -6,15 +6,15 @@ use std::sync::Arc;
 use anyhow::Context;
 use carteiro_core::id::{CompanySlug, UserRef};
 use carteiro_core::settings::{Effective, Level, Levels, Scope, SettingsDoc};
-use carteiro_core::{FieldError, FieldErrors, Secret};
+use carteiro_core::{FieldError, Secret};
 use serde_json::{Value, json};
 
-use super::{Actor, ServiceError, ServiceResult, tenants};
+use super::{Actor, ServiceResult, tenants};
 use crate::state::{AppState, now_ms};
 use crate::store::{AuditRow, LevelRow};
 
 /// What a sealed secret is bound to: moved to another level or field, it no longer opens.
-fn secret_aad(scope: &Scope, path: &str) -> String {
+pub(crate) fn secret_aad(scope: &Scope, path: &str) -> String {
     format!("settings:{}:{path}", scope.key())
 }
 
@@ -123,14 +123,7 @@ pub async fn save_level(
         // Nothing changed: nothing to store or to audit.
         return Ok(level.to_doc());
     }
-    let row = LevelRow {
-        document: serde_json::to_string(&level.to_doc()).map_err(anyhow::Error::from)?,
-        sealed_secrets: level
-            .secrets()
-            .into_iter()
-            .map(|(path, secret)| (path.to_owned(), state.keys.seal(&secret_aad(scope, path), secret)))
-            .collect(),
-    };
+    let row = level_row(state, scope, &level)?;
     let company = match scope {
         Scope::Global => None,
         Scope::Company(c) | Scope::User(c, _) => Some(c.as_str().to_owned()),
@@ -148,14 +141,26 @@ pub async fn save_level(
     Ok(level.to_doc())
 }
 
+/// A level as stored: its document without secrets, each secret sealed for its place.
+pub(crate) fn level_row(state: &AppState, scope: &Scope, level: &Level) -> ServiceResult<LevelRow> {
+    Ok(LevelRow {
+        document: serde_json::to_string(&level.to_doc()).map_err(anyhow::Error::from)?,
+        sealed_secrets: level
+            .secrets()
+            .into_iter()
+            .map(|(path, secret)| (path.to_owned(), state.keys.seal(&secret_aad(scope, path), secret)))
+            .collect(),
+    })
+}
+
 /// The extra certificate authority must be a certificate rustls can load.
-fn check_ca_certificates(level: &Level) -> ServiceResult<()> {
+pub(crate) fn check_ca_certificates(level: &Level) -> Result<(), FieldError> {
     let Some(pem) = level.connection.as_ref().and_then(|c| c.tls_ca_pem.as_deref()) else {
         return Ok(());
     };
-    crate::delivery::tls::roots_with(Some(pem)).map(drop).map_err(|why| {
-        FieldError::new("connection.tls_ca_pem", format!("connection.tls_ca_pem cannot be read: {why}")).into()
-    })
+    crate::delivery::tls::roots_with(Some(pem))
+        .map(drop)
+        .map_err(|why| FieldError::new("connection.tls_ca_pem", format!("connection.tls_ca_pem cannot be read: {why}")))
 }
 
 /// A level that switches the default sender on needs an address, its own or inherited.
@@ -168,17 +173,26 @@ async fn check_default_sender(state: &AppState, scope: &Scope, level: &Level) ->
         Scope::Company(c) => levels_for(state, Some(c), None).await?,
         Scope::User(c, u) => levels_for(state, Some(c), Some(u)).await?,
     };
-    let slot = match scope {
+    levels[slot(scope)] = Some(level.clone());
+    Ok(default_sender_address_in(&levels)?)
+}
+
+/// Where a level of this scope sits among the levels of a (company, user), most general first.
+pub(crate) fn slot(scope: &Scope) -> usize {
+    match scope {
         Scope::Global => 0,
         Scope::Company(_) => 1,
         Scope::User(..) => 2,
-    };
-    levels[slot] = Some(level.clone());
-    if resolve(&levels).policy.default_sender_address.value.is_none() {
-        return Err(ServiceError::Invalid(FieldErrors::from(FieldError::new(
+    }
+}
+
+/// Levels in force that switch the default sender on must give it an address at some level.
+pub(crate) fn default_sender_address_in(levels: &[Option<Level>; 3]) -> Result<(), FieldError> {
+    if resolve(levels).policy.default_sender_address.value.is_none() {
+        return Err(FieldError::new(
             "policy.default_sender_address",
             "policy.default_sender_address is required when the default sender is enabled",
-        ))));
+        ));
     }
     Ok(())
 }

@@ -46,31 +46,42 @@ impl Company {
     }
 }
 
+/// A company's name and own address, checked as `POST /companies` checks them.
+pub struct Identity {
+    pub name: DisplayName,
+    pub email: Option<EmailAddress>,
+}
+
+impl Identity {
+    /// A blank e-mail address is none; the name is required.
+    pub fn parse(name: &str, email: Option<&str>) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let name = match DisplayName::parse("name", name) {
+            Ok(Some(name)) => Some(name),
+            Ok(None) => {
+                errors.push(FieldError::new("name", "name must not be empty"));
+                None
+            }
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
+        let email = email.filter(|e| !e.trim().is_empty()).and_then(|e| errors.check(EmailAddress::parse("email", e)));
+        match name {
+            Some(name) if errors.is_empty() => Ok(Self { name, email }),
+            _ => Err(errors),
+        }
+    }
+}
+
 pub async fn create_company(state: &AppState, actor: &Actor, input: &CompanyIn) -> ServiceResult<CompanyOut> {
     let mut errors = FieldErrors::default();
     let slug = errors.check(CompanySlug::parse("slug", input.slug.trim()));
-    let name = match DisplayName::parse("name", &input.name) {
-        Ok(Some(name)) => Some(name),
-        Ok(None) => {
-            errors.push(FieldError::new("name", "name must not be empty"));
-            None
-        }
-        Err(e) => {
-            errors.push(e);
-            None
-        }
-    };
-    let email = input
-        .email
-        .as_deref()
-        .filter(|e| !e.trim().is_empty())
-        .and_then(|e| errors.check(EmailAddress::parse("email", e)));
-    let (Some(slug), Some(name)) = (slug, name) else {
+    let identity = Identity::parse(&input.name, input.email.as_deref()).map_err(|e| errors.0.extend(e.0)).ok();
+    let (Some(slug), Some(Identity { name, email })) = (slug, identity) else {
         return Err(errors.into());
     };
-    if !errors.is_empty() {
-        return Err(errors.into());
-    }
     let row = CompanyRow {
         slug: slug.as_str().to_owned(),
         name: name.as_str().to_owned(),

@@ -94,9 +94,30 @@ pub struct AuditRow {
     pub fields: Vec<String>,
 }
 
+/// What an import of a configuration file writes, all in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigWrite {
+    /// When, and by whom (`config import`): the levels' `updated_at` and `updated_by`.
+    pub at: i64,
+    pub actor: String,
+    /// Companies to create, or whose name and e-mail address to replace (`created_at` is kept).
+    pub companies: Vec<CompanyRow>,
+    /// Levels that replace the stored ones.
+    pub levels: Vec<(Scope, LevelRow)>,
+    pub audit: Vec<AuditRow>,
+    /// The SHA-256 (hex) of the file `serve --config` applied, remembered so that the same file is not applied twice.
+    pub file_sha256: Option<String>,
+}
+
 #[async_trait]
 pub trait SettingsStore: Send + Sync {
     async fn level(&self, scope: &Scope) -> StoreResult<Option<LevelRow>>;
+    /// The (company, user) of every stored level: `("", "")` is the global one, `(slug, "")` a company's.
+    async fn level_keys(&self) -> StoreResult<Vec<(String, String)>>;
+    /// Writes companies, levels, audit entries and the applied file's hash in one transaction.
+    async fn apply_config(&self, write: &ConfigWrite) -> StoreResult<()>;
+    /// The SHA-256 of the configuration file `serve --config` applied last, if any.
+    async fn applied_config_sha256(&self) -> StoreResult<Option<String>>;
     /// Replaces a level and records the audit entry, in one transaction.
     async fn save_level(&self, scope: &Scope, row: &LevelRow, audit: &AuditRow) -> StoreResult<()>;
     async fn record_audit(&self, audit: &AuditRow) -> StoreResult<()>;

@@ -262,6 +262,32 @@ async fn insert_audit(conn: &mut sqlx::SqliteConnection, audit: &AuditRow) -> St
     Ok(())
 }
 
+async fn upsert_level(
+    conn: &mut sqlx::SqliteConnection,
+    scope: &Scope,
+    row: &LevelRow,
+    at: i64,
+    by: &str,
+) -> StoreResult<()> {
+    let (company, user) = level_key(scope);
+    sqlx::query(
+        "INSERT INTO settings_levels (company, user_ref, document, sealed_secrets, updated_at, updated_by)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (company, user_ref) DO UPDATE SET document = excluded.document,
+           sealed_secrets = excluded.sealed_secrets, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+    )
+    .bind(company)
+    .bind(user)
+    .bind(&row.document)
+    .bind(serde_json::to_string(&row.sealed_secrets).map_err(anyhow::Error::from)?)
+    .bind(at)
+    .bind(by)
+    .execute(conn)
+    .await
+    .store()?;
+    Ok(())
+}
+
 #[async_trait]
 impl SettingsStore for SqliteStore {
     async fn level(&self, scope: &Scope) -> StoreResult<Option<LevelRow>> {
@@ -281,25 +307,56 @@ impl SettingsStore for SqliteStore {
     }
 
     async fn save_level(&self, scope: &Scope, row: &LevelRow, audit: &AuditRow) -> StoreResult<()> {
-        let (company, user) = level_key(scope);
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
-        sqlx::query(
-            "INSERT INTO settings_levels (company, user_ref, document, sealed_secrets, updated_at, updated_by)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (company, user_ref) DO UPDATE SET document = excluded.document,
-               sealed_secrets = excluded.sealed_secrets, updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-        )
-        .bind(company)
-        .bind(user)
-        .bind(&row.document)
-        .bind(serde_json::to_string(&row.sealed_secrets).map_err(anyhow::Error::from)?)
-        .bind(audit.at)
-        .bind(&audit.actor)
-        .execute(&mut *tx)
-        .await
-        .store()?;
+        upsert_level(&mut tx, scope, row, audit.at, &audit.actor).await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await.store()
+    }
+
+    async fn level_keys(&self) -> StoreResult<Vec<(String, String)>> {
+        sqlx::query_as("SELECT company, user_ref FROM settings_levels ORDER BY company, user_ref")
+            .fetch_all(&self.reader)
+            .await
+            .store()
+    }
+
+    async fn apply_config(&self, write: &ConfigWrite) -> StoreResult<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
+        for company in &write.companies {
+            sqlx::query(
+                "INSERT INTO companies (slug, name, email, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (slug) DO UPDATE SET name = excluded.name, email = excluded.email",
+            )
+            .bind(&company.slug)
+            .bind(&company.name)
+            .bind(&company.email)
+            .bind(company.created_at)
+            .execute(&mut *tx)
+            .await
+            .store()?;
+        }
+        for (scope, row) in &write.levels {
+            upsert_level(&mut tx, scope, row, write.at, &write.actor).await?;
+        }
+        for audit in &write.audit {
+            insert_audit(&mut tx, audit).await?;
+        }
+        if let Some(sha256) = &write.file_sha256 {
+            sqlx::query(
+                "INSERT INTO config_file (id, sha256, applied_at) VALUES (1, $1, $2)
+                 ON CONFLICT (id) DO UPDATE SET sha256 = excluded.sha256, applied_at = excluded.applied_at",
+            )
+            .bind(sha256)
+            .bind(write.at)
+            .execute(&mut *tx)
+            .await
+            .store()?;
+        }
+        tx.commit().await.store()
+    }
+
+    async fn applied_config_sha256(&self) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT sha256 FROM config_file WHERE id = 1").fetch_optional(&self.reader).await.store()
     }
 
     async fn record_audit(&self, audit: &AuditRow) -> StoreResult<()> {
@@ -837,6 +894,55 @@ mod tests {
             .await
             .unwrap();
         (dir, store)
+    }
+
+    #[tokio::test]
+    async fn config_file_import_writes_companies_levels_audit_and_the_file_hash_together() {
+        let (_dir, store) = store().await;
+        let audit = |target: &str| AuditRow {
+            at: 7,
+            actor: "config import".into(),
+            action: "settings.update".into(),
+            company: None,
+            target: target.into(),
+            fields: vec!["policy.default_sender_name".into()],
+        };
+        let level =
+            LevelRow { document: "{}".into(), sealed_secrets: [("connection.password".into(), "v1:x".into())].into() };
+        let acme = CompanySlug::parse("slug", "acme").unwrap();
+        let write = ConfigWrite {
+            at: 7,
+            actor: "config import".into(),
+            companies: vec![
+                CompanyRow { slug: "acme".into(), name: "ACME Ltda".into(), email: None, created_at: 99 },
+                CompanyRow {
+                    slug: "beta".into(),
+                    name: "Beta".into(),
+                    email: Some("b@beta.example".into()),
+                    created_at: 7,
+                },
+            ],
+            levels: vec![(Scope::Global, level.clone()), (Scope::Company(acme), level)],
+            audit: vec![audit("global"), audit("company:acme")],
+            file_sha256: Some("abc".into()),
+        };
+        assert_eq!(store.applied_config_sha256().await.unwrap(), None);
+
+        store.apply_config(&write).await.unwrap();
+
+        let acme = store.company("acme").await.unwrap().unwrap();
+        assert_eq!(
+            (acme.name.as_str(), acme.created_at),
+            ("ACME Ltda", 0),
+            "an existing company keeps its creation time"
+        );
+        assert_eq!(store.company("beta").await.unwrap().unwrap().email.as_deref(), Some("b@beta.example"));
+        assert_eq!(store.level_keys().await.unwrap(), [("".to_owned(), "".to_owned()), ("acme".into(), "".into())]);
+        assert_eq!(store.level(&Scope::Global).await.unwrap().unwrap().sealed_secrets["connection.password"], "v1:x");
+        assert_eq!(store.audit_log(None, 10).await.unwrap().len(), 2);
+        assert_eq!(store.applied_config_sha256().await.unwrap().as_deref(), Some("abc"));
+        store.apply_config(&ConfigWrite { file_sha256: Some("def".into()), ..ConfigWrite::default() }).await.unwrap();
+        assert_eq!(store.applied_config_sha256().await.unwrap().as_deref(), Some("def"));
     }
 
     #[tokio::test]

@@ -268,11 +268,11 @@ async fn on_sigterm_the_sends_that_outlast_the_grace_period_are_in_doubt_and_ret
         "{logs}"
     );
 
-    // The slow server is gone; the next one answers at once.
+    // The slow server is gone; the next one, on the same port, answers at once.
+    let port = slow.port.to_string();
     drop(slow);
-    let mut peer = SmtpPeer::plain().await;
+    let mut peer = SmtpPeer::start(&["--port", &port]).await;
     app.restart().await;
-    app.use_server(peer.port).await;
     let mut arrivals = Arrivals::default();
     arrivals.wait_for(&mut peer, ids.len(), Duration::from_secs(20)).await;
     expect_all_sent(&app, &acme, &ids).await;

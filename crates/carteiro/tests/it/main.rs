@@ -4,6 +4,7 @@
 mod helpers;
 
 mod cli;
+mod config_file;
 mod crash;
 mod delivery;
 mod lanes;
