@@ -22,6 +22,12 @@ impl Reply {
             _ => ReplyClass::Temporary,
         }
     }
+
+    /// A refusal of the message for good. Not 530 (authentication or
+    /// STARTTLS required): that is the settings' fault, whatever the command.
+    pub fn refuses_for_good(&self) -> bool {
+        self.class() == ReplyClass::Permanent && self.code != 530
+    }
 }
 
 impl fmt::Display for Reply {
@@ -119,7 +125,7 @@ impl Failure {
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::Reply { stage: Stage::MailFrom | Stage::RcptTo | Stage::Data | Stage::DataEnd, reply } => {
-                reply.class() == ReplyClass::Permanent
+                reply.refuses_for_good()
             }
             Self::Handoff { permanent, .. } => *permanent,
             _ => false,
@@ -257,11 +263,8 @@ pub fn recipient_results(attempt: &Result<Transaction, Failure>, count: usize) -
             .iter()
             .map(|rcpt| match (rcpt, &t.data) {
                 (Err(refused), _) => {
-                    let state = if refused.class() == ReplyClass::Permanent {
-                        RecipientState::Failed
-                    } else {
-                        RecipientState::Pending
-                    };
+                    let state =
+                        if refused.refuses_for_good() { RecipientState::Failed } else { RecipientState::Pending };
                     RecipientResult::from_reply(state, refused)
                 }
                 (Ok(_), Some(Ok(accepted))) => RecipientResult::from_reply(RecipientState::Sent, accepted),
@@ -338,6 +341,9 @@ mod tests {
         assert!(!Failure::Timeout { stage: Stage::DataEnd }.is_permanent());
         assert!(!Failure::Tls { detail: "bad name".into() }.is_permanent());
         assert!(!Failure::Network { stage: Stage::Connect, detail: "refused".into() }.is_permanent());
+        let auth_required = Reply::new(530, "5.7.57 Client not authenticated to send mail");
+        assert!(!Failure::Reply { stage: Stage::MailFrom, reply: auth_required.clone() }.is_permanent());
+        assert!(!Failure::Reply { stage: Stage::RcptTo, reply: auth_required }.is_permanent());
         assert!(Failure::Handoff { permanent: true, detail: "sendmail exited with status 67".into() }.is_permanent());
         assert!(!Failure::Handoff { permanent: false, detail: "sendmail exited with status 75".into() }.is_permanent());
         assert!(!Failure::Refused { stage: Stage::Token, detail: "invalid_grant".into() }.is_permanent());

@@ -102,10 +102,18 @@ impl Carrier {
         results
     }
 
-    /// Ends the session after `outcome`.
-    pub async fn close(self, outcome: &Result<Transaction, Failure>) {
+    /// Whether it can carry another message (a local transport always can).
+    pub fn is_usable(&self) -> bool {
+        match self {
+            Self::Smtp(session) => session.is_usable(),
+            Self::Local { .. } => true,
+        }
+    }
+
+    /// Ends the session.
+    pub async fn close(self) {
         if let Self::Smtp(session) = self {
-            session.close(outcome).await;
+            session.close().await;
         }
     }
 }

@@ -2,6 +2,8 @@
 //! (RFC 6749 refresh token or client credentials grant) and cached until
 //! shortly before they expire, so that sessions of one connection share one
 //! token and the endpoint is asked once per lifetime, not once per message.
+//! The endpoint is reached the way the SMTP server is: directly, or through
+//! the connection's proxy.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use carteiro_core::Secret;
 use carteiro_core::delivery::{Failure, Stage};
-use carteiro_core::settings::OAuth;
+use carteiro_core::settings::{OAuth, Proxy, ProxyAt, ProxyKind};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -17,6 +19,8 @@ use sha2::{Digest, Sha256};
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 /// A token is renewed this long before it expires, at most a tenth of its lifetime.
 const RENEW_AHEAD: Duration = Duration::from_secs(60);
+/// No token is kept longer, whatever the endpoint says.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 struct Cached {
     token: Secret,
@@ -33,21 +37,48 @@ pub struct Bearer {
 
 /// The tokens of every connection that uses a token endpoint.
 pub struct Tokens {
-    http: reqwest::Client,
+    /// For connections without a proxy.
+    direct: reqwest::Client,
     /// One slot per (endpoint, client, grant): concurrent sessions wait for one request.
     slots: Mutex<HashMap<[u8; 32], Slot>>,
 }
 
 impl Default for Tokens {
     fn default() -> Self {
-        let tls = super::tls::client_config(true, None).expect("the public roots load");
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .user_agent(concat!("carteiro/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("an HTTP client with a preconfigured TLS backend builds");
-        Self { http, slots: Mutex::default() }
+        let direct = client(None).expect("an HTTP client without a proxy builds");
+        Self { direct, slots: Mutex::default() }
     }
+}
+
+/// An HTTP client for token endpoints: through `proxy` (the system's
+/// variables when it has no address), else directly. Redirects are not
+/// followed: they would carry the client's secrets elsewhere.
+fn client(proxy: Option<&Proxy>) -> Result<reqwest::Client, Failure> {
+    let tls = super::tls::client_config(true, None).map_err(|detail| Failure::Tls { detail })?;
+    let builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("carteiro/", env!("CARGO_PKG_VERSION")));
+    let builder = match proxy.map(|p| (p.kind, &p.at)) {
+        None => builder.no_proxy(),
+        // reqwest reads ALL_PROXY, HTTPS_PROXY and NO_PROXY itself.
+        Some((_, ProxyAt::System)) => builder,
+        Some((kind, ProxyAt::Address { host, port, login })) => {
+            let scheme = match kind {
+                ProxyKind::Socks5 => "socks5h",
+                ProxyKind::Http => "http",
+            };
+            let host = host.as_str();
+            let authority = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
+            let unusable = |e: reqwest::Error| Failure::Settings { detail: format!("the proxy cannot be used: {e}") };
+            let mut proxy = reqwest::Proxy::all(format!("{scheme}://{authority}:{}", port.get())).map_err(unusable)?;
+            if let Some((user, password)) = login {
+                proxy = proxy.basic_auth(user, password.expose());
+            }
+            builder.proxy(proxy)
+        }
+    };
+    builder.build().map_err(|e| Failure::Settings { detail: format!("no HTTP client for the token endpoint: {e}") })
 }
 
 /// What a token endpoint answers (RFC 6749 §5.1, §5.2).
@@ -65,8 +96,15 @@ struct Refusal {
 }
 
 impl Tokens {
-    /// The bearer token to present now, asking the endpoint within `timeout` when none is cached.
-    pub async fn token(&self, oauth: &OAuth, timeout: Duration) -> Result<Bearer, Failure> {
+    /// The bearer token to present now, asking the endpoint (through `proxy`,
+    /// if any) when none is cached; within `timeout`, waiting included.
+    pub async fn token(&self, oauth: &OAuth, proxy: Option<&Proxy>, timeout: Duration) -> Result<Bearer, Failure> {
+        tokio::time::timeout(timeout, self.obtain(oauth, proxy))
+            .await
+            .unwrap_or(Err(Failure::Timeout { stage: Stage::Token }))
+    }
+
+    async fn obtain(&self, oauth: &OAuth, proxy: Option<&Proxy>) -> Result<Bearer, Failure> {
         let url = match oauth {
             OAuth::Static { access_token } => {
                 return Ok(Bearer { token: access_token.clone(), source: "the access token in the settings".into() });
@@ -82,24 +120,30 @@ impl Tokens {
                 source: format!("a cached token from {url}, renewed in {left} s"),
             });
         }
-        let fresh = tokio::time::timeout(timeout, self.request(oauth))
-            .await
-            .unwrap_or(Err(Failure::Timeout { stage: Stage::Token }))?;
+        let fresh = match proxy {
+            None => self.request(&self.direct, oauth).await?,
+            Some(_) => self.request(&client(proxy)?, oauth).await?,
+        };
         let token = fresh.token.clone();
         *cached = Some(fresh);
         Ok(Bearer { token, source: format!("a new token from {url}") })
     }
 
-    /// Drops the cached token of `oauth`: the server refused it, the next session asks for a new one.
-    pub fn forget(&self, oauth: &OAuth) {
-        self.slots.lock().expect("token slots lock").remove(&key(oauth));
+    /// Drops `refused` from the cache of `oauth` (unless a newer token took
+    /// its place meanwhile): the next session asks for a new one.
+    pub async fn forget(&self, oauth: &OAuth, refused: &Secret) {
+        let slot = self.slot(oauth);
+        let mut cached = slot.lock().await;
+        if cached.as_ref().is_some_and(|c| c.token == *refused) {
+            *cached = None;
+        }
     }
 
     fn slot(&self, oauth: &OAuth) -> Slot {
         self.slots.lock().expect("token slots lock").entry(key(oauth)).or_default().clone()
     }
 
-    async fn request(&self, oauth: &OAuth) -> Result<Cached, Failure> {
+    async fn request(&self, http: &reqwest::Client, oauth: &OAuth) -> Result<Cached, Failure> {
         let (url, form): (&str, Vec<(&str, &str)>) = match oauth {
             OAuth::Static { .. } => unreachable!("a static token is never requested"),
             OAuth::Refresh { token_url, client_id, client_secret, refresh_token } => {
@@ -129,7 +173,7 @@ impl Tokens {
             stage: Stage::Token,
             detail: format!("the token endpoint {url} cannot be reached: {}", without_url(e)),
         };
-        let response = self.http.post(url).form(&form).send().await.map_err(network)?;
+        let response = http.post(url).form(&form).send().await.map_err(network)?;
         let status = response.status();
         let body = response.bytes().await.map_err(network)?;
         if !status.is_success() {
@@ -139,7 +183,7 @@ impl Tokens {
             stage: Stage::Token,
             detail: format!("the token endpoint {url} answered {status} without an access_token"),
         })?;
-        let lifetime = granted.expires_in.as_ref().and_then(seconds).unwrap_or(DEFAULT_LIFETIME);
+        let lifetime = granted.expires_in.as_ref().and_then(seconds).unwrap_or(DEFAULT_LIFETIME).min(MAX_LIFETIME);
         let ahead = RENEW_AHEAD.min(lifetime / 10);
         Ok(Cached { token: Secret::new(granted.access_token), renew_at: asked + lifetime - ahead })
     }

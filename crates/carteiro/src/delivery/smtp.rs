@@ -9,7 +9,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use carteiro_core::Secret;
 use carteiro_core::delivery::{Failure, Reply, ReplyClass, Stage, Transaction};
-use carteiro_core::settings::{Credential, Login, PasswordMechanism, Security, SmtpServer};
+use carteiro_core::settings::{Credential, Login, PasswordMechanism, Proxy, Security, SmtpServer};
 use mail_send::{Credentials, SmtpClient};
 use rustls::pki_types::ServerName;
 use smtp_proto::response::parser::ResponseReceiver;
@@ -60,6 +60,9 @@ pub struct Session {
     client: SmtpClient<Stream>,
     /// The server offers PIPELINING: the envelope goes in one write.
     pipelining: bool,
+    /// Client and server are in step: every command sent has had its reply
+    /// read. Once not, the session carries nothing more.
+    usable: bool,
 }
 
 impl Session {
@@ -112,9 +115,9 @@ impl Session {
         }
 
         if let Some(login) = &server.login {
-            log_in(&mut client, login, &ehlo, timeout, means, log).await?;
+            log_in(&mut client, login, server.proxy.as_ref(), &ehlo, timeout, means, log).await?;
         }
-        Ok(Self { client, pipelining: ehlo.has_capability(EXT_PIPELINING) })
+        Ok(Self { client, pipelining: ehlo.has_capability(EXT_PIPELINING), usable: true })
     }
 
     /// Sends several messages over this session, each its own transaction.
@@ -137,15 +140,22 @@ impl Session {
             let mut log = Transcript::default();
             let result = tokio::select! {
                 result = self.send(o.envelope_from, &o.to, o.raw, &mut log) => result,
-                () = stop.hard.cancelled() => Err(stopping(Stage::DataEnd)),
+                () = stop.hard.cancelled() => {
+                    self.usable = false;
+                    Err(stopping(Stage::DataEnd))
+                }
             };
-            let broken = breaks_session(&result);
             results.push(result);
-            if broken {
+            if !self.usable {
                 break;
             }
         }
         results
+    }
+
+    /// Whether the session can carry another message.
+    pub fn is_usable(&self) -> bool {
+        self.usable
     }
 
     async fn send_pipelined(&mut self, outgoing: &[Outgoing<'_>], stop: &Stop) -> Vec<Result<Transaction, Failure>> {
@@ -154,6 +164,7 @@ impl Session {
         let lines = envelope_lines(first).concat();
         let limit = self.client.timeout;
         if let Err(failure) = self.write(None, &lines, Stage::MailFrom).await {
+            self.usable = false;
             results.push(Err(failure));
             return results;
         }
@@ -165,6 +176,7 @@ impl Session {
                 // Its data never went out. The first message of a session counts the failure
                 // (so that a server that always fails is retried on the schedule); a later one
                 // is given back untried.
+                self.usable = false;
                 if i == 0 {
                     results.push(Err(failure));
                 }
@@ -210,9 +222,10 @@ impl Session {
                     Ok(Transaction { rcpt, data: Some(data) })
                 }
             };
-            let broken = breaks_session(&result) || closing;
+            // A failed read leaves replies owed to what was written: out of step.
+            self.usable &= !(breaks_session(&result) || closing || failure.is_some());
             results.push(result);
-            if broken || next.is_none() {
+            if !self.usable || next.is_none() {
                 break;
             }
             if reset && !got.is_empty() {
@@ -297,6 +310,18 @@ impl Session {
         raw: &[u8],
         log: &mut Transcript,
     ) -> Result<Transaction, Failure> {
+        let result = self.transact(envelope_from, recipients, raw, log).await;
+        self.usable &= !breaks_session(&result);
+        result
+    }
+
+    async fn transact(
+        &mut self,
+        envelope_from: &str,
+        recipients: &[&str],
+        raw: &[u8],
+        log: &mut Transcript,
+    ) -> Result<Transaction, Failure> {
         let started = Instant::now();
         let mut lines = vec![format!("MAIL FROM:<{envelope_from}>\r\n")];
         lines.extend(recipients.iter().map(|to| format!("RCPT TO:<{to}>\r\n")));
@@ -344,7 +369,7 @@ impl Session {
         log.record(Stage::Data, started, &data, |r| format!("message accepted: {r}"));
         if matches!(&data, Err(Failure::Reply { stage: Stage::Data, .. })) {
             // DATA refused: the transaction is still open on the server's side.
-            let _ = self.client.rset().await;
+            self.reset().await;
         }
         Ok(Transaction { rcpt, data: Some(data) })
     }
@@ -367,10 +392,18 @@ impl Session {
     /// Ends a transaction that will carry no message. A server that said 354
     /// to a pipelined DATA anyway gets an empty message's end first.
     async fn abandon(&mut self, pipelined_go: Option<Reply>) {
-        if pipelined_go.is_some_and(|go| go.code == 354) {
-            let _ = self.client.cmd(b".\r\n").await;
+        if pipelined_go.is_some_and(|go| go.code == 354) && self.client.cmd(b".\r\n").await.is_err() {
+            self.usable = false;
+            return;
         }
-        let _ = self.client.rset().await;
+        self.reset().await;
+    }
+
+    /// RSET; a session whose RSET went unanswered is out of step.
+    async fn reset(&mut self) {
+        if self.client.rset().await.is_err() {
+            self.usable = false;
+        }
     }
 
     /// DATA (unless already answered in a pipelined group), then the message and its final reply.
@@ -397,20 +430,22 @@ impl Session {
         }
     }
 
-    /// Ends the session after `outcome`: QUIT (bounded) when the connection
-    /// is still in step, else just drop it: after a timeout or a broken
-    /// connection, waiting for another answer only holds the slot.
-    pub async fn close(mut self, outcome: &Result<Transaction, Failure>) {
-        if !breaks_session(outcome) {
+    /// Ends the session: QUIT (bounded) when the connection is still in step,
+    /// else just drop it: after a timeout or a broken connection, waiting for
+    /// another answer only holds the slot.
+    pub async fn close(mut self) {
+        if self.usable {
             let _ = tokio::time::timeout(QUIT_WAIT, self.client.cmd(b"QUIT\r\n")).await;
         }
     }
 }
 
-/// Logs in as `login` says, recording the token step (XOAUTH2) and the AUTH step.
+/// Logs in as `login` says, recording the token step (XOAUTH2, its endpoint
+/// reached through `proxy` when there is one) and the AUTH step.
 async fn log_in(
     client: &mut SmtpClient<Stream>,
     login: &Login,
+    proxy: Option<&Proxy>,
     ehlo: &EhloResponse<String>,
     timeout: Duration,
     means: &Means<'_>,
@@ -424,14 +459,14 @@ async fn log_in(
         }
         Credential::OAuth(oauth) => {
             let started = Instant::now();
-            let bearer = means.tokens.token(oauth, timeout).await;
+            let bearer = means.tokens.token(oauth, proxy, timeout).await;
             log.record(Stage::Token, started, &bearer, |b| b.source.clone());
             let token = bearer?.token;
             let started = Instant::now();
             let auth = xoauth2(client, user, &token, ehlo).await;
             if matches!(auth, Err(Failure::Reply { .. })) {
-                // A refused token is not asked for again from the cache.
-                means.tokens.forget(oauth);
+                // A refused token is not taken from the cache again.
+                means.tokens.forget(oauth, &token).await;
             }
             (started, auth)
         }

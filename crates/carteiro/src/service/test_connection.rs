@@ -116,7 +116,7 @@ pub async fn run(
             raw: &raw,
         };
         let transaction = carrier.send(&outgoing, &mut log).await;
-        carrier.close(&transaction).await;
+        carrier.close().await;
         let transaction = transaction?;
         match (transaction.rcpt.into_iter().next(), transaction.data) {
             (Some(Err(reply)), _) => Err(Failure::Reply { stage: Stage::RcptTo, reply }),

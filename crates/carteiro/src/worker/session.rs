@@ -61,8 +61,7 @@ pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>, stop: S
     let mut untried: Vec<Job> = Vec::new();
     let (mut last, mut delivered_any) = (None, false);
     for chunk in chunks(&jobs) {
-        let broken = last.as_ref().is_some_and(breaks_session);
-        if broken || stop.soft.is_cancelled() {
+        if !carrier.is_usable() || stop.soft.is_cancelled() {
             untried.extend_from_slice(chunk);
             continue;
         }
@@ -109,8 +108,8 @@ pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>, stop: S
         Some(outcome @ Err(_)) if !delivered_any && breaks_session(&outcome) => {
             Ended::Unreachable(outcome.expect_err("matched an error"))
         }
-        Some(outcome) => {
-            carrier.close(&outcome).await;
+        Some(_) => {
+            carrier.close().await;
             Ended::Done
         }
         None => Ended::Done,

@@ -195,3 +195,22 @@ async fn a_static_token_is_presented_as_is_and_a_refusal_carries_the_providers_w
     assert!(detail.contains("535") && detail.contains(r#"the provider says: {"status":"401""#), "{detail}");
     assert!(report["hint"].as_str().unwrap().contains("XOAUTH2 token"), "{report:#}");
 }
+
+#[tokio::test]
+async fn the_token_endpoint_is_reached_through_the_connections_proxy() {
+    let certs = TestCertificates::for_localhost();
+    let endpoint = TokenEndpoint::start().await;
+    let mut peer = peer(&certs, &endpoint.peer_args()).await;
+    let proxy = HttpProxy::start(None).await;
+    let app = Carteiro::start().await;
+    let mut settings = xoauth2(&certs, peer.port, &endpoint.options.user, refresh_grant(&endpoint));
+    settings["connection"]["proxy"] =
+        json!({"enabled": true, "kind": "http", "address": "127.0.0.1", "port": proxy.port});
+
+    let report = test_connection(&app, settings).await;
+    assert_eq!(report["ok"], true, "{report:#}\n{}", proxy.logs());
+    peer.next_message(WAIT).await;
+    let endpoint_port: u16 = endpoint.url.rsplit(':').next().unwrap().trim_end_matches("/token").parse().unwrap();
+    assert_eq!(proxy.connections_to(endpoint_port), 1, "the token request went through the proxy:\n{}", proxy.logs());
+    assert_eq!(proxy.connections_to(peer.port), 1, "so did the SMTP session:\n{}", proxy.logs());
+}
