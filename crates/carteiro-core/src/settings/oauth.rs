@@ -169,9 +169,36 @@ fn check_token_url(url: &str) -> Result<(), FieldError> {
         let host = authority.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()));
         matches!(host.map_or(authority, |(host, _)| host), "127.0.0.1" | "localhost" | "[::1]")
     });
+    let authority =
+        url.split_once("://").map_or("", |(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    if authority.contains('@') {
+        // A password there would be shown wherever the URL is.
+        return Err(FieldError::new(
+            field,
+            format!("{field} must not hold a user name or password: put them in client_id and client_secret"),
+        ));
+    }
     if url.starts_with("https://") || local {
         Ok(())
     } else {
         Err(FieldError::new(field, format!("{field} must be an https:// URL, got {url:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_token_url;
+
+    #[test]
+    fn token_urls_are_https_or_this_machine_and_hold_no_login() {
+        assert!(check_token_url("https://oauth2.googleapis.com/token").is_ok());
+        assert!(check_token_url("http://127.0.0.1:9000/token").is_ok());
+        assert!(check_token_url("http://[::1]/token").is_ok());
+        assert!(check_token_url("http://oauth.example/token").is_err());
+        assert!(check_token_url("http://127.0.0.1.evil.example/token").is_err());
+        let refused = check_token_url("https://client:s3cret@oauth.example/token").unwrap_err();
+        assert!(
+            refused.message.contains("must not hold a user name or password") && !refused.message.contains("s3cret")
+        );
     }
 }

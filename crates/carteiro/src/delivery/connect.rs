@@ -43,7 +43,7 @@ async fn direct(server: &SmtpServer, timeout: Duration, log: &mut Transcript) ->
     let addresses = addresses?;
 
     let started = Instant::now();
-    let tcp = within(timeout, Stage::Connect, connect_any(&addresses, Stage::Connect)).await;
+    let tcp = connect_any(&addresses, timeout, Stage::Connect).await;
     log.record(Stage::Connect, started, &tcp, |(_, addr)| format!("connected to {addr}"));
     tcp.map(|(tcp, _)| tcp)
 }
@@ -60,17 +60,26 @@ pub async fn lookup(host: &str, port: u16, stage: Stage) -> Result<Vec<SocketAdd
     Ok(found)
 }
 
-/// The first of `addresses` that accepts a connection.
-pub async fn connect_any(addresses: &[SocketAddr], stage: Stage) -> Result<(TcpStream, SocketAddr), Failure> {
-    let mut last = None;
+/// The first of `addresses` that accepts a connection within `timeout`,
+/// each given an equal share of it: an address that silently drops packets
+/// (often the IPv6 one) must not use up the time of the next.
+pub async fn connect_any(
+    addresses: &[SocketAddr],
+    timeout: Duration,
+    stage: Stage,
+) -> Result<(TcpStream, SocketAddr), Failure> {
+    let share = timeout / u32::try_from(addresses.len().max(1)).unwrap_or(u32::MAX);
+    let mut refused = None;
     for addr in addresses {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
+        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return Ok((stream, *addr));
             }
-            Err(e) => last = Some(format!("{addr}: {e}")),
+            Ok(Err(e)) => refused = Some(format!("{addr}: {e}")),
+            Err(_) => {}
         }
     }
-    Err(Failure::Network { stage, detail: last.unwrap_or_default() })
+    // An address that said no tells more than one that said nothing.
+    Err(refused.map_or(Failure::Timeout { stage }, |detail| Failure::Network { stage, detail }))
 }

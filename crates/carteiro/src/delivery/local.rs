@@ -11,16 +11,17 @@ use carteiro_core::delivery::{Failure, Reply, Stage, Transaction};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use super::transcript::Transcript;
+use super::transcript::{Transcript, within};
 use super::{Outgoing, transfer_time};
 
 /// The most of `sendmail`'s error output kept in an attempt.
 const MAX_STDERR: usize = 2000;
 
 /// sysexits.h codes after which the same message will never be taken:
-/// EX_DATAERR, EX_NOUSER, EX_NOHOST. Anything else (EX_TEMPFAIL, a missing
-/// binary, a usage error from the settings) can be fixed, and is retried.
-const PERMANENT_EXITS: [i32; 3] = [65, 67, 68];
+/// EX_DATAERR, EX_NOUSER. Anything else can pass or be fixed, and is
+/// retried: EX_TEMPFAIL, a missing binary, a usage error from the settings,
+/// EX_NOHOST (also what a relay whose name does not resolve gives).
+const PERMANENT_EXITS: [i32; 2] = [65, 67];
 
 #[derive(Debug, Clone)]
 pub enum Local {
@@ -44,15 +45,15 @@ impl Local {
     ) -> Result<Transaction, Failure> {
         let started = Instant::now();
         let limit = timeout + transfer_time(o.raw.len());
-        let handed = match self {
-            Self::Sendmail { command } => tokio::time::timeout(limit, sendmail(command, o))
-                .await
-                .unwrap_or(Err(Failure::Timeout { stage: Stage::Handoff })),
-            Self::Pickup { dir } => pickup(dir, o).await,
-            Self::Capture => {
-                Ok(Reply::new(250, format!("kept in carteiro (capture): read it at /api/v1/messages/{}/raw", o.id)))
+        let handed = within(limit, Stage::Handoff, async {
+            match self {
+                Self::Sendmail { command } => sendmail(command, o).await,
+                Self::Pickup { dir } => pickup(dir, o).await,
+                // The message's bytes are already stored (GET /api/v1/messages/{id}/raw).
+                Self::Capture => Ok(Reply::new(250, "kept in carteiro (capture): nothing leaves")),
             }
-        };
+        })
+        .await;
         log.record(Stage::Handoff, started, &handed, ToString::to_string);
         let reply = handed?;
         Ok(Transaction { rcpt: o.to.iter().map(|_| Ok(reply.clone())).collect(), data: Some(Ok(reply)) })
@@ -129,8 +130,9 @@ fn lf_lines(raw: &[u8]) -> Vec<u8> {
 
 /// Writes `{id}.eml` into `dir` so that a watcher never sees half a file: a
 /// hidden temporary file, flushed to disk, then renamed. The envelope leads
-/// as `X-Sender`/`X-Receiver` lines, the pickup convention of the MTAs that
-/// read such directories (IIS, Exchange, hMailServer).
+/// as `X-Sender`/`X-Receiver` lines (what IIS's pickup directory and
+/// Exchange's replay directory read), so that Bcc recipients, whom no
+/// header names, are not lost to a reader that honours them.
 async fn pickup(dir: &Path, o: &Outgoing<'_>) -> Result<Reply, Failure> {
     let mut content = format!("X-Sender: {}\r\n", o.envelope_from).into_bytes();
     for to in &o.to {
@@ -150,10 +152,11 @@ async fn pickup(dir: &Path, o: &Outgoing<'_>) -> Result<Reply, Failure> {
 }
 
 fn write_atomically(dir: &Path, id: &str, content: &[u8]) -> Result<PathBuf, (PathBuf, std::io::Error)> {
-    let temporary = dir.join(format!(".{id}.eml.tmp"));
+    // Unique: an earlier attempt of the same message (a lost lease) may still be writing.
+    let temporary = dir.join(format!(".{id}.{}.tmp", uuid::Uuid::now_v7()));
     let path = dir.join(format!("{id}.eml"));
     let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&temporary)?;
+        let mut file = std::fs::File::create_new(&temporary)?;
         file.write_all(content)?;
         file.sync_all()
     };

@@ -52,18 +52,58 @@ pub fn endpoint(proxy: &Proxy, host: &Host, port: Port) -> Result<Option<Endpoin
             login: login.clone(),
             from_system: false,
         })),
-        ProxyAt::System => from_system(&Matcher::from_env(), host, port),
+        ProxyAt::System => from_system(&SystemProxy::from_env(), host, port),
+    }
+}
+
+/// The system's proxy variables, upper case first, as curl reads them.
+#[derive(Debug, Default)]
+struct SystemProxy {
+    https: Option<String>,
+    all: Option<String>,
+    no: Option<String>,
+}
+
+impl SystemProxy {
+    fn from_env() -> Self {
+        let var =
+            |names: [&str; 2]| names.into_iter().find_map(|n| std::env::var(n).ok().filter(|v| !v.trim().is_empty()));
+        Self {
+            https: var(["HTTPS_PROXY", "https_proxy"]),
+            all: var(["ALL_PROXY", "all_proxy"]),
+            no: var(["NO_PROXY", "no_proxy"]),
+        }
+    }
+
+    fn matcher(&self) -> Matcher {
+        let some = |v: &Option<String>| v.clone().unwrap_or_default();
+        Matcher::builder().https(some(&self.https)).all(some(&self.all)).no(some(&self.no)).build()
+    }
+
+    /// `NO_PROXY` covers `uri`.
+    fn bypasses(&self, uri: &http::Uri) -> bool {
+        let probe =
+            Matcher::builder().all("http://probe.invalid".to_owned()).no(self.no.clone().unwrap_or_default()).build();
+        probe.intercept(uri).is_none()
     }
 }
 
 /// SMTP is no HTTP, but curl's rules for an `https://` address are the ones
 /// an administrator expects: `HTTPS_PROXY`, else `ALL_PROXY`, minus `NO_PROXY`.
-fn from_system(matcher: &Matcher, host: &Host, port: Port) -> Result<Option<Endpoint>, Failure> {
+/// A variable that is set but cannot be read is said, not silently skipped.
+fn from_system(system: &SystemProxy, host: &Host, port: Port) -> Result<Option<Endpoint>, Failure> {
     let target = format!("https://{}", authority(host.as_str(), port.get()));
     let uri: http::Uri = target.parse().map_err(|e| Failure::Settings {
         detail: format!("{} cannot be named as a proxy target: {e}", host.as_str()),
     })?;
-    let Some(intercept) = matcher.intercept(&uri) else { return Ok(None) };
+    let Some(intercept) = system.matcher().intercept(&uri) else {
+        if (system.https.is_some() || system.all.is_some()) && !system.bypasses(&uri) {
+            return Err(Failure::Settings {
+                detail: "the system's HTTPS_PROXY or ALL_PROXY is set but is not a proxy address carteiro can read (scheme://[user:password@]host:port, special characters percent-encoded)".to_owned(),
+            });
+        }
+        return Ok(None);
+    };
     let proxy = intercept.uri();
     let unusable =
         |why: &str| Failure::Settings { detail: format!("the system's proxy variables name {proxy}: {why}") };
@@ -107,7 +147,7 @@ pub async fn tunnel(
     let started = Instant::now();
     let reached = within(timeout, Stage::Proxy, async {
         let addresses = lookup(&endpoint.host, endpoint.port, Stage::Proxy).await?;
-        connect_any(&addresses, Stage::Proxy).await
+        connect_any(&addresses, timeout, Stage::Proxy).await
     })
     .await;
     log.record(Stage::Proxy, started, &reached, |(_, addr)| {
@@ -233,9 +273,13 @@ mod tests {
     }
 
     fn system(all: &str, no: &str, host: &str) -> Option<Endpoint> {
-        let matcher = Matcher::builder().all(all).no(no).build();
+        let system = SystemProxy {
+            all: Some(all.to_owned()).filter(|a| !a.is_empty()),
+            no: Some(no.to_owned()),
+            ..SystemProxy::default()
+        };
         let (host, port) = target(host);
-        from_system(&matcher, &host, port).unwrap()
+        from_system(&system, &host, port).unwrap()
     }
 
     #[test]
@@ -267,9 +311,21 @@ mod tests {
 
     #[test]
     fn a_system_proxy_of_another_kind_is_refused_in_words() {
-        let matcher = Matcher::builder().all("https://proxy.acme.example:443").build();
+        let system = SystemProxy { all: Some("https://proxy.acme.example:443".into()), ..SystemProxy::default() };
         let (host, port) = target("smtp.example.com");
-        let refused = from_system(&matcher, &host, port).err().unwrap();
+        let refused = from_system(&system, &host, port).err().unwrap();
         assert!(refused.to_string().contains("socks5:// or http://"), "{refused}");
+    }
+
+    #[test]
+    fn a_system_proxy_that_cannot_be_read_is_said_unless_no_proxy_covers_the_host() {
+        let (host, port) = target("smtp.example.com");
+        let unreadable = SystemProxy { all: Some("socks://proxy.acme.example:1080".into()), ..SystemProxy::default() };
+        let refused = from_system(&unreadable, &host, port).err().unwrap();
+        assert!(refused.to_string().contains("not a proxy address carteiro can read"), "{refused}");
+        let covered = SystemProxy { no: Some("example.com".into()), ..unreadable };
+        assert!(from_system(&covered, &host, port).unwrap().is_none());
+        let https_first = SystemProxy { https: Some("http://127.0.0.1:3128".into()), ..covered };
+        assert!(from_system(&https_first, &target("smtp.acme.example").0, port).unwrap().is_some());
     }
 }
