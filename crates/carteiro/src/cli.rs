@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{DeliveryConfig, MessageArgs, ServeArgs, StoreArgs, WorkerArgs, delivery_config};
 use crate::service::test_connection::{TestConnectionIn, run as run_test};
-use crate::service::{auth, config_file, settings, submit};
+use crate::service::{Actor, auth, config_file, settings, submit};
 use crate::startup::{App, app_state, open_store, shutdown_on_signals};
 use crate::state::AppState;
 
@@ -355,7 +355,7 @@ async fn test_connection(args: TestArgs, master_key: Option<&str>) -> anyhow::Re
     };
     let input = TestConnectionIn { company: args.company, user: args.user, settings, to: args.to };
     let target = input.target().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let report = run_test(&state, &target, input.settings.as_ref()).await.map_err(service_error)?;
+    let report = run_test(&state, &Actor::Cli, &target, input.settings.as_ref()).await.map_err(service_error)?;
     for step in &report.steps {
         println!("{} {:<9} {:>6} ms  {}", if step.ok { "ok  " } else { "FAIL" }, step.step, step.ms, step.detail);
     }

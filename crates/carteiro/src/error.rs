@@ -58,6 +58,9 @@ impl From<ServiceError> for ApiError {
     fn from(error: ServiceError) -> Self {
         match error {
             ServiceError::Invalid(errors) => Self::invalid(errors),
+            ServiceError::Forbidden(errors) => {
+                Self { status: StatusCode::FORBIDDEN, code: "forbidden", ..Self::invalid(errors) }
+            }
             ServiceError::NotFound(message) => Self::new(StatusCode::NOT_FOUND, "not_found", message),
             ServiceError::Conflict(message) => Self::new(StatusCode::CONFLICT, "conflict", message),
             ServiceError::Unprocessable { code, field, message } => {

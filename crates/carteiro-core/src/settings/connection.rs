@@ -177,6 +177,16 @@ pub struct LaneLimits {
     pub rate_per_minute: Option<u32>,
 }
 
+/// One value of a connection block that acts on the carteiro host itself
+/// (see [`ConnectionBlock::host_reach`]): `why` completes "only a platform
+/// administrator may …".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostReach {
+    pub field: &'static str,
+    pub value: String,
+    pub why: &'static str,
+}
+
 /// The stored secrets a connection document may keep by leaving them blank.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct KeptSecrets<'a> {
@@ -382,6 +392,44 @@ impl ConnectionBlock {
             tls_ca_pem: self.tls_ca_pem.clone(),
             proxy: self.proxy.as_ref().and_then(ProxyBlock::proxy),
         })
+    }
+
+    /// The values that make carteiro act on its own host rather than only
+    /// reach a mail server: a program it runs, a directory it writes into, a
+    /// token endpoint over plain http (which only loopback may be). Listed
+    /// whether the block is switched on or off: switching on needs no new value.
+    pub fn host_reach(&self) -> Vec<HostReach> {
+        let mut reach = Vec::new();
+        if matches!(self.transport, TransportKind::Sendmail | TransportKind::Pickup) {
+            reach.push(HostReach {
+                field: "connection.transport",
+                value: self.transport.as_str().to_owned(),
+                why: "choose the sendmail or pickup transport: they run a program or write files on the carteiro host",
+            });
+        }
+        if let Some(command) = &self.sendmail_command {
+            reach.push(HostReach {
+                field: "connection.sendmail_command",
+                value: command.clone(),
+                why: "set connection.sendmail_command: it is a program carteiro runs on its host",
+            });
+        }
+        if let Some(dir) = &self.pickup_dir {
+            reach.push(HostReach {
+                field: "connection.pickup_dir",
+                value: dir.clone(),
+                why: "set connection.pickup_dir: carteiro writes files into that directory on its host",
+            });
+        }
+        let token_url = self.oauth.as_ref().and_then(|o| o.token_url.as_deref());
+        if let Some(url) = token_url.filter(|url| !url.starts_with("https://")) {
+            reach.push(HostReach {
+                field: "connection.oauth.token_url",
+                value: url.to_owned(),
+                why: "set a connection.oauth.token_url that is not https://: plain http reaches ports on the carteiro host",
+            });
+        }
+        reach
     }
 
     /// Every secret of the block, by its path in the document.

@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 pub use connection::{
-    Connection, ConnectionBlock, Credential, LaneLimits, Login, PasswordMechanism, SmtpServer, Transport, TransportKind,
+    Connection, ConnectionBlock, Credential, HostReach, LaneLimits, Login, PasswordMechanism, SmtpServer, Transport,
+    TransportKind,
 };
 pub use doc::{ConnectionDoc, OAuthDoc, PolicyDoc, ProxyDoc, SettingsDoc, WriteOnly};
 pub use oauth::OAuth;

@@ -795,6 +795,42 @@ fn changed_fields_name_what_changed_and_never_a_secret_value() {
     assert!(!created.iter().any(|f| f.contains("password_set") || f.contains("secret")), "{created:?}");
 }
 
+// ------------------------------------------------------- the host itself
+
+#[test]
+fn host_reach_lists_what_runs_writes_or_calls_on_the_carteiro_host_and_nothing_else() {
+    let reach = |connection: Value| -> Vec<(&'static str, String)> {
+        let level = level(json!({ "connection": connection }));
+        level.connection.unwrap().host_reach().into_iter().map(|r| (r.field, r.value)).collect()
+    };
+    let oauth = |token_url: &str| {
+        json!({"host": "smtp.gmail.com", "auth_enabled": true, "auth_mechanism": "xoauth2", "username": "relay@acme.example",
+               "oauth": {"token_url": token_url, "client_id": "c", "client_secret": "s", "refresh_token": "r"}})
+    };
+
+    assert_eq!(reach(json!({"host": "smtp.acme.example"})), []);
+    assert_eq!(reach(json!({"transport": "capture"})), []);
+    assert_eq!(reach(oauth("https://oauth2.googleapis.com/token")), []);
+    assert_eq!(reach(json!({"transport": "sendmail"})), [("connection.transport", "sendmail".to_owned())]);
+    assert_eq!(
+        reach(json!({"transport": "sendmail", "sendmail_command": "/bin/sh -c id"})),
+        [("connection.transport", "sendmail".to_owned()), ("connection.sendmail_command", "/bin/sh -c id".to_owned())]
+    );
+    assert_eq!(
+        reach(json!({"transport": "pickup", "pickup_dir": "/etc"})),
+        [("connection.transport", "pickup".to_owned()), ("connection.pickup_dir", "/etc".to_owned())]
+    );
+    // Set beside another transport, or in a block switched off, they are still there to be used later.
+    assert_eq!(
+        reach(json!({"enabled": false, "host": "smtp.acme.example", "pickup_dir": "/var/spool/x"})),
+        [("connection.pickup_dir", "/var/spool/x".to_owned())]
+    );
+    assert_eq!(
+        reach(oauth("http://127.0.0.1:9000/token")),
+        [("connection.oauth.token_url", "http://127.0.0.1:9000/token".to_owned())]
+    );
+}
+
 // ------------------------------------------------------------- properties
 
 fn patch_strategy() -> impl Strategy<Value = PolicyPatch> {

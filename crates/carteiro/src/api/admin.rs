@@ -33,7 +33,7 @@ pub async fn login(State(state): State<AppState>, ApiJson(input): ApiJson<LoginI
 }
 
 fn actor(admin: &AdminAuth) -> Actor {
-    Actor::Admin(admin.0.username.clone())
+    Actor::Admin(admin.0.clone())
 }
 
 fn user_ref(user_id: &str) -> ApiResult<UserRef> {
@@ -228,7 +228,7 @@ pub async fn test_connection(
         }
         None => admin.require_platform()?,
     }
-    Ok(Json(test_connection::run(&state, &target, input.settings.as_ref()).await?))
+    Ok(Json(test_connection::run(&state, &actor(&admin), &target, input.settings.as_ref()).await?))
 }
 
 #[derive(Deserialize)]

@@ -26,6 +26,10 @@ pub enum ServiceError {
     /// The request is valid but cannot be carried out as things stand.
     #[error("{message}")]
     Unprocessable { code: &'static str, field: Option<String>, message: String },
+    /// The request is valid but not this caller's to make (a company
+    /// administrator choosing what only a platform administrator may), by field.
+    #[error("{0}")]
+    Forbidden(FieldErrors),
     #[error("the user name or password is wrong")]
     BadCredentials,
     #[error("{0}")]
@@ -58,10 +62,12 @@ impl From<FieldErrors> for ServiceError {
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
 
-/// Who is acting, for the audit log.
+/// Who is acting: for the audit log, and for what only the platform may do.
 #[derive(Debug, Clone)]
 pub enum Actor {
-    Admin(String),
+    /// An administrator through the API, with the scope they manage.
+    Admin(auth::Admin),
+    /// The operator at the host's command line (or its configuration file).
     Cli,
     System,
 }
@@ -69,9 +75,19 @@ pub enum Actor {
 impl Actor {
     pub fn label(&self) -> String {
         match self {
-            Self::Admin(name) => format!("admin:{name}"),
+            Self::Admin(admin) => format!("admin:{}", admin.username),
             Self::Cli => "cli".to_owned(),
             Self::System => "carteiro".to_owned(),
+        }
+    }
+
+    /// Whether it may make carteiro act on its own host (run a program, write
+    /// files, call a local port): the operator and platform administrators
+    /// may; a company administrator, a tenant, may not.
+    pub fn may_act_on_the_host(&self) -> bool {
+        match self {
+            Self::Admin(admin) => admin.is_platform(),
+            Self::Cli | Self::System => true,
         }
     }
 }

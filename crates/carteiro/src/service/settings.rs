@@ -9,7 +9,7 @@ use carteiro_core::settings::{Effective, Level, Levels, Scope, SettingsDoc};
 use carteiro_core::{FieldError, Secret};
 use serde_json::{Value, json};
 
-use super::{Actor, ServiceResult, tenants};
+use super::{Actor, ServiceError, ServiceResult, tenants};
 use crate::state::{AppState, now_ms};
 use crate::store::{AuditRow, LevelRow};
 
@@ -115,6 +115,7 @@ pub async fn save_level(
     ensure_scope_exists(state, scope).await?;
     let stored = load_level(state, scope).await?;
     let level = Level::parse(doc, stored.as_ref())?;
+    check_host_reach(actor, &level, stored.as_ref())?;
     check_ca_certificates(&level)?;
     check_default_sender(state, scope, &level).await?;
 
@@ -151,6 +152,33 @@ pub(crate) fn level_row(state: &AppState, scope: &Scope, level: &Level) -> Servi
             .map(|(path, secret)| (path.to_owned(), state.keys.seal(&secret_aad(scope, path), secret)))
             .collect(),
     })
+}
+
+/// A level whose connection acts on the carteiro host itself (the sendmail or
+/// pickup transport, `sendmail_command`, `pickup_dir`, a token endpoint over
+/// plain http) is the operator's and the platform administrators' to choose: a
+/// company administrator is a tenant, and would otherwise run programs, write
+/// files or call local ports on the host. Checked on save and on Test
+/// connection with unsaved settings, before anything is stored or run.
+///
+/// A value equal to the one already stored at this level is let through: a
+/// company administrator can still save the policy of a level whose pickup
+/// directory a platform administrator chose, and test it, without being able
+/// to change where it points (the stored value is in force at delivery
+/// anyway). Any new or changed such value is refused, field by field.
+pub(crate) fn check_host_reach(actor: &Actor, level: &Level, stored: Option<&Level>) -> ServiceResult<()> {
+    if actor.may_act_on_the_host() {
+        return Ok(());
+    }
+    let reach = |level: Option<&Level>| level.and_then(|l| l.connection.as_ref()).map(|c| c.host_reach());
+    let kept = reach(stored).unwrap_or_default();
+    let refused: Vec<FieldError> = reach(Some(level))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| !kept.contains(r))
+        .map(|r| FieldError::new(r.field, format!("{}: only a platform administrator may {}", r.field, r.why)))
+        .collect();
+    if refused.is_empty() { Ok(()) } else { Err(ServiceError::Forbidden(carteiro_core::FieldErrors(refused))) }
 }
 
 /// The extra certificate authority must be a certificate rustls can load.

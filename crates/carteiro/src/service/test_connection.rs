@@ -11,7 +11,7 @@ use carteiro_core::settings::{Connection, Level, Scope, Security, SettingsDoc, T
 use carteiro_core::{FieldError, FieldErrors};
 use serde::{Deserialize, Serialize};
 
-use super::{ServiceResult, settings, tenants};
+use super::{Actor, ServiceResult, settings, tenants};
 use crate::delivery::mime;
 use crate::delivery::transcript::{Step, Transcript};
 use crate::delivery::{Carrier, Outgoing};
@@ -60,8 +60,12 @@ impl TestConnectionIn {
     }
 }
 
+/// Tests the levels of `target` as stored, or with `unsaved` in place of the
+/// most specific one; `actor` may test unsaved values that act on the
+/// carteiro host only when it may save them ([`settings::check_host_reach`]).
 pub async fn run(
     state: &AppState,
+    actor: &Actor,
     target: &TestTarget,
     unsaved: Option<&SettingsDoc>,
 ) -> ServiceResult<TestConnectionOut> {
@@ -77,7 +81,9 @@ pub async fn run(
             _ => (Scope::Global, 0),
         };
         let stored = settings::load_level(state, &scope).await?;
-        levels[slot] = Some(Level::parse(doc, stored.as_ref())?);
+        let level = Level::parse(doc, stored.as_ref())?;
+        settings::check_host_reach(actor, &level, stored.as_ref())?;
+        levels[slot] = Some(level);
     }
     let effective = settings::resolve(&levels);
     let Some(connection) = effective.connection() else {

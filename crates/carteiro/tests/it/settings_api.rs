@@ -657,3 +657,205 @@ async fn a_company_admin_manages_their_own_company_only() {
         .collect();
     assert_eq!(theirs, [json!("user:acme:42"), json!("company:acme")]);
 }
+
+// ---------------------------------------------------------------- the host itself
+
+/// A company administrator of acme, logged in: their token.
+async fn acme_admin_token(app: &Carteiro) -> String {
+    let (status, created) = app
+        .admin(
+            Method::POST,
+            "/api/v1/companies/acme/admins",
+            Some(json!({"username": "gerente.acme", "password": "senha-do-gerente-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    app.login("gerente.acme", "senha-do-gerente-1").await.expect("the company admin logs in")
+}
+
+/// A stand-in `sendmail` that takes the message and leaves `marker` behind: proof that it ran.
+fn marking_sendmail(dir: &std::path::Path, marker: &std::path::Path) -> String {
+    let path = dir.join("sendmail-that-marks");
+    std::fs::write(&path, format!("#!/bin/sh\ncat >/dev/null\ntouch '{}'\nexit 0\n", marker.display())).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+}
+
+fn host_policy() -> Value {
+    json!({"default_sender_enabled": true, "default_sender_name": "ACME", "default_sender_address": "noreply@acme.example"})
+}
+
+/// Levels that would make carteiro act on its own host, each with the field a refusal must name.
+fn host_reaching_levels(
+    sendmail: &str,
+    pickup: &std::path::Path,
+    token_url: &str,
+) -> Vec<(&'static str, Value, &'static str)> {
+    vec![
+        (
+            "the sendmail transport",
+            json!({"connection": {"transport": "sendmail", "sendmail_command": sendmail}, "policy": host_policy()}),
+            "connection.transport",
+        ),
+        (
+            "the pickup transport",
+            json!({"connection": {"transport": "pickup", "pickup_dir": pickup}, "policy": host_policy()}),
+            "connection.transport",
+        ),
+        (
+            "a sendmail_command kept beside smtp",
+            json!({"connection": {"host": "smtp.acme.example", "sendmail_command": sendmail}, "policy": host_policy()}),
+            "connection.sendmail_command",
+        ),
+        (
+            "a token endpoint over plain http",
+            json!({"connection": {"host": "smtp.acme.example", "port": 587, "security": "starttls", "auth_enabled": true,
+                                  "auth_mechanism": "xoauth2", "username": "relay@acme.example",
+                                  "oauth": {"token_url": token_url, "client_id": "carteiro-test-client",
+                                            "client_secret": "carteiro-test-client-secret",
+                                            "refresh_token": "carteiro-test-refresh-token"}},
+                   "policy": host_policy()}),
+            "connection.oauth.token_url",
+        ),
+    ]
+}
+
+/// What is wrong with a refusal for lack of the platform role, if anything.
+fn forbidden_problem(case: &str, answer: &(StatusCode, Value), field: &str) -> Option<String> {
+    let (status, body) = answer;
+    let error = &body["error"];
+    let message = error["message"].as_str().unwrap_or_default();
+    if *status != StatusCode::FORBIDDEN {
+        Some(format!("{case}: expected 403, got {status} with {body}"))
+    } else if error["code"] != "forbidden" || error["field"] != field {
+        Some(format!("{case}: expected code \"forbidden\" naming {field:?}, got {body}"))
+    } else if !message.contains(field) || !message.contains("only a platform administrator may") {
+        Some(format!("{case}: the message must name {field:?} and the rule: {message:?}"))
+    } else {
+        None
+    }
+}
+
+#[tokio::test]
+async fn a_company_admin_may_not_make_carteiro_run_programs_write_files_or_call_local_ports() {
+    let app = Carteiro::start().await;
+    app.create_company("acme").await;
+    let token = acme_admin_token(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("sendmail-ran");
+    let sendmail = marking_sendmail(dir.path(), &marker);
+    let pickup = dir.path().join("pickup");
+    std::fs::create_dir(&pickup).unwrap();
+    let endpoint = TokenEndpoint::start().await;
+    let cases = host_reaching_levels(&sendmail, &pickup, &endpoint.url);
+    // Each level holds a plain SMTP level of the company's own.
+    for path in [ACME, ANA] {
+        put(&app, path, valid_level()).await;
+    }
+    let levels_before = [get(&app, ACME).await, get(&app, ANA).await];
+    let audit_before = audit(&app).await.1.len();
+
+    let mut problems = Vec::new();
+    for (case, doc, field) in &cases {
+        for (level, path) in [("company", ACME), ("user", ANA)] {
+            let answer = app.call(Method::PUT, path, Some(token.as_str()), Some(doc.clone())).await;
+            problems.extend(forbidden_problem(&format!("saving {case} at the {level} level"), &answer, field));
+        }
+        for (level, target) in
+            [("company", json!({"company": "acme"})), ("user", json!({"company": "acme", "user": "42"}))]
+        {
+            let mut request = target;
+            request["settings"] = doc.clone();
+            request["to"] = json!("admin@example.com");
+            let answer = app.call(Method::POST, "/api/v1/test-connection", Some(token.as_str()), Some(request)).await;
+            problems.extend(forbidden_problem(&format!("testing {case} unsaved at the {level} level"), &answer, field));
+        }
+    }
+
+    assert!(problems.is_empty(), "{} problems:\n{}", problems.len(), problems.join("\n"));
+    assert_eq!([get(&app, ACME).await, get(&app, ANA).await], levels_before, "no level changed");
+    assert_eq!(audit(&app).await.1.len(), audit_before, "nothing was audited: nothing was saved");
+    assert!(!marker.exists(), "the sendmail program ran");
+    assert_eq!(files_in(&pickup), Vec::<String>::new(), "a file was written into the pickup directory");
+    assert!(endpoint.requests().is_empty(), "the token endpoint was called: {:?}", endpoint.requests());
+
+    // The same settings are the platform administrator's to choose for that company.
+    for (case, doc, _) in &cases {
+        for path in [ACME, ANA] {
+            let (status, body) = app.admin(Method::PUT, path, Some(doc.clone())).await;
+            assert_eq!(status, StatusCode::OK, "{case} at {path}: {body}");
+        }
+    }
+    // And to test: the program and the directory were really in reach, so their silence above means something.
+    for (doc, what) in [(&cases[0].1, "sendmail"), (&cases[1].1, "pickup")] {
+        let request = json!({"company": "acme", "settings": doc, "to": "admin@example.com"});
+        let (status, body) = app.admin(Method::POST, "/api/v1/test-connection", Some(request)).await;
+        assert_eq!((status, &body["ok"]), (StatusCode::OK, &json!(true)), "{what}: {body:#}");
+    }
+    assert!(marker.exists(), "the platform administrator's test ran the sendmail program");
+    assert_eq!(files_in(&pickup).len(), 1, "the platform administrator's test wrote one file: {:?}", files_in(&pickup));
+}
+
+#[tokio::test]
+async fn a_company_admin_keeps_the_platform_s_choice_of_transport_but_cannot_change_it() {
+    let app = Carteiro::start().await;
+    app.create_company("acme").await;
+    let token = acme_admin_token(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (pickup, elsewhere) = (dir.path().join("pickup"), dir.path().join("elsewhere"));
+    std::fs::create_dir(&pickup).unwrap();
+    std::fs::create_dir(&elsewhere).unwrap();
+    let marker = dir.path().join("sendmail-ran");
+    let sendmail = marking_sendmail(dir.path(), &marker);
+    put(&app, ACME, json!({"connection": {"transport": "pickup", "pickup_dir": pickup}, "policy": host_policy()}))
+        .await;
+    let as_manager =
+        |method: Method, path: &'static str, body: Value| app.call(method, path, Some(token.as_str()), Some(body));
+
+    // Saving the level as read back, with another policy, keeps the pickup directory the platform chose.
+    let (status, mut doc) = app.call(Method::GET, ACME, Some(token.as_str()), None).await;
+    assert_eq!(status, StatusCode::OK, "{doc}");
+    doc["policy"]["default_sender_name"] = json!("ACME Ltda");
+    let (status, saved) = as_manager(Method::PUT, ACME, doc.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{saved}");
+    assert_eq!(
+        (&saved["connection"]["pickup_dir"], &saved["policy"]["default_sender_name"]),
+        (&json!(pickup), &json!("ACME Ltda"))
+    );
+    // Testing it as it stands uses the directory the platform chose.
+    let request = json!({"company": "acme", "settings": doc, "to": "admin@example.com"});
+    let (status, report) = as_manager(Method::POST, "/api/v1/test-connection", request).await;
+    assert_eq!((status, &report["ok"]), (StatusCode::OK, &json!(true)), "{report:#}");
+    assert_eq!(files_in(&pickup).len(), 1);
+
+    // Pointing it elsewhere, or at a program, is refused and changes nothing.
+    let before = get(&app, ACME).await;
+    let mut moved = doc.clone();
+    moved["connection"]["pickup_dir"] = json!(elsewhere);
+    let sendmail_level =
+        json!({"connection": {"transport": "sendmail", "sendmail_command": sendmail}, "policy": host_policy()});
+    for (case, changed, field) in
+        [("another pickup_dir", moved, "connection.pickup_dir"), ("sendmail", sendmail_level, "connection.transport")]
+    {
+        let answer = as_manager(Method::PUT, ACME, changed.clone()).await;
+        let problem = forbidden_problem(case, &answer, field);
+        assert!(problem.is_none(), "{}", problem.unwrap_or_default());
+        let request = json!({"company": "acme", "settings": changed, "to": "admin@example.com"});
+        let answer = as_manager(Method::POST, "/api/v1/test-connection", request).await;
+        let problem = forbidden_problem(case, &answer, field);
+        assert!(problem.is_none(), "{}", problem.unwrap_or_default());
+    }
+    assert_eq!(get(&app, ACME).await, before);
+    assert!(files_in(&elsewhere).is_empty() && !marker.exists(), "nothing ran and nothing was written elsewhere");
+
+    // Leaving for an SMTP server is theirs to do; coming back is not.
+    let (status, body) = as_manager(Method::PUT, ACME, valid_level()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer = as_manager(Method::PUT, ACME, doc).await;
+    let problem = forbidden_problem("back to pickup", &answer, "connection.transport");
+    assert!(problem.is_none(), "{}", problem.unwrap_or_default());
+}
