@@ -68,13 +68,11 @@ async fn sendmail(command: &[String], o: &Outgoing<'_>) -> Result<Reply, Failure
     let (program, args) = command
         .split_first()
         .ok_or_else(|| Failure::Settings { detail: "connection.sendmail_command is empty".to_owned() })?;
-    let mut args: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "-t").collect();
-    if !args.contains(&"-i") {
-        // A line holding only "." must not end the message.
-        args.push("-i");
-    }
-    args.extend(["-f", o.envelope_from, "--"]);
-    args.extend(o.to.iter().copied());
+    let mut args: Vec<String> = args.iter().filter_map(|a| without_t(a)).collect();
+    // A line holding only "." must not end the message.
+    args.push("-i".to_owned());
+    args.extend(["-f", o.envelope_from, "--"].map(str::to_owned));
+    args.extend(o.to.iter().map(|to| (*to).to_owned()));
 
     let mut child = Command::new(program)
         .args(&args)
@@ -115,6 +113,19 @@ async fn sendmail(command: &[String], o: &Outgoing<'_>) -> Result<Reply, Failure
         (None, _) => {
             Err(Failure::Handoff { permanent: false, detail: format!("{program} was killed by a signal{said}") })
         }
+    }
+}
+
+/// `arg` without the `-t` flag, alone (`-t`) or among other flags that take
+/// no value (`-ti`, `-it`); `None` when nothing is left.
+fn without_t(arg: &str) -> Option<String> {
+    let flags = arg.strip_prefix('-').filter(|f| !f.is_empty() && f.chars().all(|c| c == 't' || c == 'i'));
+    match flags {
+        Some(flags) => {
+            let kept: String = flags.chars().filter(|c| *c != 't').collect();
+            (!kept.is_empty()).then(|| format!("-{kept}"))
+        }
+        None => Some(arg.to_owned()),
     }
 }
 
@@ -173,6 +184,16 @@ fn write_atomically(dir: &Path, id: &str, content: &[u8]) -> Result<PathBuf, (Pa
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_t_flag_goes_alone_or_in_a_cluster_and_the_rest_stays() {
+        assert_eq!(without_t("-t"), None);
+        assert_eq!(without_t("-ti").as_deref(), Some("-i"));
+        assert_eq!(without_t("-it").as_deref(), Some("-i"));
+        assert_eq!(without_t("-oi").as_deref(), Some("-oi"));
+        assert_eq!(without_t("-C/etc/postfix-out").as_deref(), Some("-C/etc/postfix-out"));
+        assert_eq!(without_t("--").as_deref(), Some("--"));
+    }
 
     #[test]
     fn crlf_becomes_lf_and_lone_bytes_stay() {
