@@ -69,8 +69,10 @@ async fn sendmail(command: &[String], o: &Outgoing<'_>) -> Result<Reply, Failure
         .split_first()
         .ok_or_else(|| Failure::Settings { detail: "connection.sendmail_command is empty".to_owned() })?;
     let mut args: Vec<String> = args.iter().filter_map(|a| without_t(a)).collect();
-    // A line holding only "." must not end the message.
-    args.push("-i".to_owned());
+    if !args.iter().any(|a| a == "-i" || a == "-oi") {
+        // A line holding only "." must not end the message.
+        args.push("-i".to_owned());
+    }
     args.extend(["-f", o.envelope_from, "--"].map(str::to_owned));
     args.extend(o.to.iter().map(|to| (*to).to_owned()));
 
