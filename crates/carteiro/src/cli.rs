@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{DeliveryConfig, MessageArgs, ServeArgs, StoreArgs, WorkerArgs, delivery_config};
 use crate::service::test_connection::{TestConnectionIn, run as run_test};
 use crate::service::{Actor, auth, config_file, settings, submit};
-use crate::startup::{App, app_state, open_store, shutdown_on_signals};
+use crate::startup::{App, app_state, shutdown_on_signals};
 use crate::state::AppState;
 
 #[derive(Debug, Parser)]
@@ -214,7 +214,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             app.run_until_stopped(shutdown_on_signals()).await
         }
         Command::Migrate(store) => {
-            open_store(&store).await?;
+            crate::store::open(&store).await?;
             println!("carteiro: the database is up to date");
             Ok(())
         }

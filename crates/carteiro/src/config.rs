@@ -16,9 +16,18 @@ pub struct StoreArgs {
     #[arg(long, env = "CARTEIRO_DATA_DIR", default_value = "./carteiro-data")]
     pub data_dir: PathBuf,
 
-    /// Database URL. Default: the SQLite file `carteiro.db` in the data directory.
+    /// Database URL: `postgres://user:password@host:port/database` to share one PostgreSQL
+    /// database between several instances. Default: the SQLite file `carteiro.db` in the data directory.
     #[arg(long, env = "CARTEIRO_DATABASE_URL")]
     pub database_url: Option<String>,
+
+    /// Most connections this instance opens to PostgreSQL (besides one that listens for wake-ups).
+    #[arg(long, env = "CARTEIRO_DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub database_max_connections: u32,
+
+    /// Longest a PostgreSQL statement may run before the server cancels it, in milliseconds; 0 for no limit.
+    #[arg(long, env = "CARTEIRO_DATABASE_STATEMENT_TIMEOUT_MS", default_value_t = 30_000)]
+    pub database_statement_timeout_ms: u64,
 }
 
 /// What a message may be, and how carteiro names itself in it.

@@ -1,10 +1,9 @@
 //! Building carteiro from its configuration, and running it until stopped.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -13,32 +12,7 @@ use crate::crypto::MasterKey;
 use crate::service::auth;
 use crate::service::config_file::{self, OnStart};
 use crate::state::AppState;
-use crate::store::{SqliteStore, Store};
 use crate::worker::Worker;
-
-fn ensure_data_dir(args: &StoreArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))
-}
-
-/// Opens the store named by the arguments and applies its migrations.
-pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = match args.database_url.as_deref() {
-        None => {
-            ensure_data_dir(args)?;
-            Arc::new(SqliteStore::open(&args.data_dir.join("carteiro.db")).await?)
-        }
-        Some(url) if url.starts_with("sqlite:") => Arc::new(SqliteStore::open_url(url).await?),
-        Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
-            bail!(
-                "PostgreSQL is not supported by this version of carteiro yet; leave --database-url out to use the embedded SQLite database"
-            )
-        }
-        Some(_) => bail!("--database-url must start with sqlite: (or leave it out for the embedded database)"),
-    };
-    store.migrate().await.context("cannot apply the database migrations")?;
-    Ok(store)
-}
 
 /// The state every command works with: store, master key, delivery settings.
 pub async fn app_state(
@@ -46,8 +20,10 @@ pub async fn app_state(
     master_key: Option<&str>,
     delivery: DeliveryConfig,
 ) -> anyhow::Result<AppState> {
-    let store = open_store(args).await?;
-    ensure_data_dir(args)?;
+    let store = crate::store::open(args).await?;
+    // The master key's file lives in the data directory, whichever the database.
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
     let may_create_key = !store.has_sealed_secrets().await.map_err(anyhow::Error::from)?;
     let keys = MasterKey::load_or_create(master_key, &args.data_dir, may_create_key)?;
     Ok(AppState::new(store, keys, delivery))
@@ -92,6 +68,9 @@ impl App {
     /// accepting, lets sends finish or gives them back, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let worker = tokio::spawn(Worker::new(self.state.clone()).run(shutdown.clone(), self.grace));
+        // Other instances on the same database ring this worker's bell (PostgreSQL's NOTIFY).
+        let (store, wake, stop) = (self.state.store.clone(), self.state.wake.clone(), shutdown.clone());
+        let wakeups = tokio::spawn(async move { store.relay_wakeups(wake, stop).await });
         let router = crate::api::router(self.state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
         tracing::info!(address = %self.local_addr(), "carteiro is listening");
         axum::serve(self.listener, router)
@@ -99,6 +78,7 @@ impl App {
             .await
             .context("the HTTP server failed")?;
         worker.await.context("the worker panicked")?;
+        wakeups.await.context("the wake-up listener panicked")?;
         tracing::info!("carteiro stopped");
         Ok(())
     }

@@ -3,16 +3,52 @@
 //! values; the services turn them into core types. Times are Unix milliseconds.
 
 mod commit;
+mod postgres;
 mod sqlite;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::{Context, bail, ensure};
 use async_trait::async_trait;
 use carteiro_core::id::CompanySlug;
 use carteiro_core::settings::Scope;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 pub use commit::{FinishAttempts, Grouped, InsertMessages, StartSending};
+pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::SqliteStore;
+
+use crate::config::StoreArgs;
+
+/// Opens the store the arguments name and applies its migrations: PostgreSQL for a
+/// `postgres://` `--database-url`, SQLite for a `sqlite:` one, and without one the
+/// embedded SQLite file `carteiro.db` in the data directory.
+pub async fn open(args: &StoreArgs) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match args.database_url.as_deref() {
+        None => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
+            Arc::new(SqliteStore::open(&args.data_dir.join("carteiro.db")).await?)
+        }
+        Some(url) if url.starts_with("sqlite:") => Arc::new(SqliteStore::open_url(url).await?),
+        Some(url) if url.starts_with("postgres:") || url.starts_with("postgresql:") => {
+            ensure!(args.database_max_connections >= 1, "--database-max-connections must be at least 1, got 0");
+            let settings = PostgresSettings {
+                max_connections: args.database_max_connections,
+                statement_timeout: Duration::from_millis(args.database_statement_timeout_ms),
+            };
+            Arc::new(PostgresStore::open(url, &settings).await?)
+        }
+        Some(_) => bail!(
+            "--database-url must start with postgres:// (or sqlite:); leave it out for the embedded SQLite database"
+        ),
+    };
+    store.migrate().await.context("cannot apply the database migrations")?;
+    Ok(store)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -300,4 +336,9 @@ pub trait Store: TenantStore + SettingsStore + MessageStore {
     async fn migrate(&self) -> StoreResult<()>;
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+    /// Rings `wake` whenever another process sharing this store (another instance) makes
+    /// messages due, until `stop` fires, so that this worker need not wait for its next poll;
+    /// the poll stays, for whatever goes unheard. The default hears nothing: on the embedded
+    /// store the poll finds what another process (`carteiro send`) submitted.
+    async fn relay_wakeups(&self, _wake: Arc<Notify>, _stop: CancellationToken) {}
 }

@@ -90,12 +90,19 @@ async fn migrate_on_an_empty_directory_creates_an_up_to_date_database() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
 
-    let said = succeeded(&carteiro(&["migrate", "--data-dir", data.to_str().unwrap()]).await);
+    let store = store::args(&data);
+    let mut args = vec!["migrate", "--data-dir", data.to_str().unwrap()];
+    args.extend(store.iter().map(String::as_str));
+
+    let said = succeeded(&carteiro(&args).await);
 
     assert!(said.contains("the database is up to date"), "{said}");
-    assert!(data.join("carteiro.db").is_file(), "the SQLite file is in the data directory");
-    let again = succeeded(&carteiro(&["migrate", "--data-dir", data.to_str().unwrap()]).await);
+    if !store::on_postgres() {
+        assert!(data.join("carteiro.db").is_file(), "the SQLite file is in the data directory");
+    }
+    let again = succeeded(&carteiro(&args).await);
     assert!(again.contains("the database is up to date"), "migrating twice is harmless: {again}");
+    store::drop_database(&data);
 }
 
 #[tokio::test]
@@ -290,8 +297,10 @@ async fn test_connection_fails_with_a_hint_when_nothing_listens() {
 }
 
 #[tokio::test]
-async fn serve_refuses_postgresql_with_a_clear_sentence() {
+async fn serve_on_an_unreachable_postgresql_stops_with_a_clear_sentence_and_no_password() {
     let dir = tempfile::tempdir().unwrap();
+    let port = free_port().to_string();
+    let url = format!("postgres://carteiro:pg-s3cr3t-9921@127.0.0.1:{port}/carteiro");
 
     let output = carteiro(&[
         "serve",
@@ -300,12 +309,13 @@ async fn serve_refuses_postgresql_with_a_clear_sentence() {
         "--data-dir",
         dir.path().to_str().unwrap(),
         "--database-url",
-        "postgres://carteiro@localhost/carteiro",
+        &url,
     ])
     .await;
 
     let error = failed(&output);
-    assert!(error.contains("PostgreSQL is not supported"), "{error}");
+    assert!(error.contains("PostgreSQL") && error.contains(&format!("127.0.0.1:{port}")), "{error}");
+    assert!(!error.contains("pg-s3cr3t-9921"), "the password stays out of the error: {error}");
 }
 
 #[tokio::test]

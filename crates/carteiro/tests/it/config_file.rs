@@ -35,6 +35,7 @@ async fn carteiro_cli(data_dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(crate::helpers::store::args(data_dir))
         .env("CARTEIRO_HOSTNAME", "carteiro.test")
         .env("CARTEIRO_MASTER_KEY", master_key())
         .stdin(Stdio::null())
@@ -528,6 +529,7 @@ async fn config_file_given_by_environment_that_is_invalid_stops_serve_with_every
 
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_carteiro"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()])
+        .args(crate::helpers::store::args(&data))
         .env("CARTEIRO_CONFIG", &file)
         .env("CARTEIRO_HOSTNAME", "carteiro.test")
         .env("CARTEIRO_ADMIN_PASSWORD", "admin-password-for-tests")

@@ -12,6 +12,7 @@ mod messages_api;
 mod oauth;
 mod protocol;
 mod proxies;
+mod scale_out;
 mod secrets;
 mod settings_api;
 mod test_connection;

@@ -177,6 +177,7 @@ async fn carteiro_cli(data_dir: &Path, args: &[&str], env: &[(&str, &str)], stdi
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
+        .args(crate::helpers::store::args(data_dir))
         .env("CARTEIRO_HOSTNAME", "carteiro.test")
         .env("RUST_LOG", VERBOSE)
         .envs(env.iter().copied())
@@ -368,10 +369,7 @@ async fn scenario() -> Evidence {
         "the CLI's test logged in"
     );
 
-    let database = ["carteiro.db", "carteiro.db-wal"]
-        .into_iter()
-        .filter_map(|name| std::fs::read(data_dir.join(name)).ok().map(|bytes| (name.to_owned(), bytes)))
-        .collect();
+    let database = store::contents(&data_dir);
     Evidence { responses: api.responses, logs: app.logs(), cli, database }
 }
 
@@ -416,7 +414,7 @@ async fn stored_passwords_are_sealed_in_the_database_and_its_wal() {
     let evidence = scenario().await;
 
     let names: Vec<&str> = evidence.database.iter().map(|(name, _)| name.as_str()).collect();
-    assert!(names.contains(&"carteiro.db"), "the database file exists: {names:?}");
+    assert!(names.iter().any(|n| *n == "carteiro.db" || n.starts_with("pg_dump")), "the database was read: {names:?}");
     let all: Vec<u8> = evidence.database.iter().flat_map(|(_, bytes)| bytes.iter().copied()).collect();
     assert!(
         all.windows(USER_ACCOUNT.len()).any(|w| w == USER_ACCOUNT.as_bytes()),
@@ -488,6 +486,7 @@ impl Relaunched {
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
+            .args(crate::helpers::store::args(data_dir))
             .args(["--poll-ms", "50", "--retry-first-delay-s", "0.2", "--retry-max-delay-s", "1", "--lease-s", "3"])
             .env("CARTEIRO_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("CARTEIRO_HOSTNAME", "carteiro.test")

@@ -28,11 +28,23 @@ const TEST_FLAGS: &[&str] = &[
 pub struct Carteiro {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    database: Database,
     extra: Vec<String>,
     env: Vec<(String, String)>,
     pub base: String,
     pub http: reqwest::Client,
     pub token: String,
+}
+
+/// Where an instance keeps its data.
+#[derive(Debug, Clone)]
+pub enum Database {
+    /// The suite's store for its own data directory (see `store`).
+    Own,
+    /// The database of another instance's data directory: instances of one installation.
+    SharedWith(PathBuf),
+    /// A PostgreSQL database the test runs itself.
+    Url(String),
 }
 
 /// A company and one of its API keys.
@@ -49,9 +61,15 @@ impl Carteiro {
 
     /// Starts with extra `serve` flags and environment variables.
     pub async fn start_with(extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_on(Database::Own, extra, env).await
+    }
+
+    /// Starts on `database`, with extra `serve` flags and environment variables.
+    pub async fn start_on(database: Database, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut app = Self {
             child: None,
             dir: tempfile::tempdir().unwrap(),
+            database,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             base: String::new(),
@@ -61,6 +79,14 @@ impl Carteiro {
         app.launch().await;
         app.token = app.login("admin", ADMIN_PASSWORD).await.expect("the first administrator can log in");
         app
+    }
+
+    fn store_args(&self) -> Vec<String> {
+        match &self.database {
+            Database::Own => super::store::args(&self.data_dir()),
+            Database::SharedWith(dir) => super::store::args(dir),
+            Database::Url(url) => vec!["--database-url".to_owned(), url.clone()],
+        }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -82,6 +108,7 @@ impl Carteiro {
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(self.data_dir())
+            .args(self.store_args())
             .args(TEST_FLAGS)
             .args(&self.extra)
             .env("CARTEIRO_ADMIN_PASSWORD", ADMIN_PASSWORD)
@@ -254,6 +281,8 @@ impl Carteiro {
             .args(args)
             .arg("--data-dir")
             .arg(self.data_dir())
+            .args(self.store_args())
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("CARTEIRO_HOSTNAME", "carteiro.test")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -267,6 +296,17 @@ impl Carteiro {
             .await
             .expect("the CLI finishes")
             .unwrap()
+    }
+}
+
+impl Drop for Carteiro {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+        if let Database::Own = self.database {
+            super::store::drop_database(&self.data_dir());
+        }
     }
 }
 

@@ -1,13 +1,17 @@
 //! What the tests stand on: a carteiro process, real SMTP peers, certificates.
 
 pub mod app;
+pub mod arrivals;
 pub mod certs;
 pub mod oauth;
 pub mod peers;
 pub mod postfix;
+pub mod postgres;
 pub mod proxies;
+pub mod store;
 
-pub use app::{Carteiro, Company};
+pub use app::{Carteiro, Company, Database};
+pub use arrivals::{Arrivals, numbered_messages, submit_batch};
 pub use certs::TestCertificates;
 pub use oauth::{TokenEndpoint, TokenOptions};
 pub use peers::{PeerMessage, SilentServer, SmtpPeer, SmtpSink};
