@@ -4,6 +4,10 @@
 //! measured as one JSON line: acceptance rate, time until the sink had
 //! everything, end-to-end rate and carteiro's peak RSS.
 //!
+//! Given several `--url`s (instances sharing one PostgreSQL database), the
+//! submissions are spread over them: batch requests in turn, single-submission
+//! clients each on one; the run is configured through the first.
+//!
 //! `carteiro-bench wait` only waits for the sink to count N messages, for the
 //! runs that other tools feed.
 //!
@@ -36,9 +40,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct Args {
-    /// carteiro's base URL.
-    #[arg(long)]
-    url: String,
+    /// carteiro's base URL; repeat it for instances sharing one database.
+    #[arg(long, required = true)]
+    url: Vec<String>,
     /// The password of carteiro's `admin`, to configure the run.
     #[arg(long)]
     admin_password: String,
@@ -69,9 +73,9 @@ struct Args {
     /// smtp-sink's standard output (run with `-c`).
     #[arg(long)]
     sink_out: PathBuf,
-    /// carteiro's process id, for its peak RSS.
-    #[arg(long)]
-    pid: u32,
+    /// carteiro's process id, for its peak RSS; repeat it for several instances (their peaks are added).
+    #[arg(long, required = true)]
+    pid: Vec<u32>,
     /// Only measure acceptance: schedule the messages a day ahead and do not wait for the sink.
     #[arg(long)]
     accept_only: bool,
@@ -141,7 +145,7 @@ async fn post(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> a
 
 /// Points carteiro's global level at the sink and makes a company; its API key.
 async fn configure(client: &reqwest::Client, args: &Args) -> anyhow::Result<String> {
-    let api = format!("{}/api/v1", args.url);
+    let api = format!("{}/api/v1", args.url[0]);
     let login: Value = client
         .post(format!("{api}/login"))
         .json(&json!({"username": "admin", "password": args.admin_password}))
@@ -171,12 +175,13 @@ async fn configure(client: &reqwest::Client, args: &Args) -> anyhow::Result<Stri
 async fn submit(client: &reqwest::Client, args: &Args, key: &str, send_at: Option<String>) -> anyhow::Result<()> {
     match args.mode {
         Mode::Batch => {
-            let url = format!("{}/api/v1/messages/batch", args.url);
-            for start in (0..args.count).step_by(args.batch) {
+            let urls: Vec<String> = args.url.iter().map(|u| format!("{u}/api/v1/messages/batch")).collect();
+            for (request, start) in (0..args.count).step_by(args.batch).enumerate() {
+                let url = &urls[request % urls.len()];
                 let messages: Vec<Value> = (start..(start + args.batch).min(args.count))
                     .map(|n| message(n, args.size, send_at.as_deref()))
                     .collect();
-                let answer = post(client, &url, key, &json!({"messages": messages})).await?;
+                let answer = post(client, url, key, &json!({"messages": messages})).await?;
                 let refused = answer["results"]
                     .as_array()
                     .context("results")?
@@ -187,12 +192,12 @@ async fn submit(client: &reqwest::Client, args: &Args, key: &str, send_at: Optio
             }
         }
         Mode::Single => {
-            let url = Arc::new(format!("{}/api/v1/messages", args.url));
             let next = Arc::new(AtomicUsize::new(0));
             let mut clients = Vec::new();
-            for _ in 0..args.clients {
-                let (client, url, key, next, count, size) =
-                    (client.clone(), url.clone(), key.to_owned(), next.clone(), args.count, args.size);
+            for c in 0..args.clients {
+                let url = format!("{}/api/v1/messages", args.url[c % args.url.len()]);
+                let (client, key, next, count, size) =
+                    (client.clone(), key.to_owned(), next.clone(), args.count, args.size);
                 let send_at = send_at.clone();
                 clients.push(tokio::spawn(async move {
                     loop {
@@ -259,7 +264,7 @@ async fn main() -> anyhow::Result<()> {
             "accept_per_s": n / accepted.as_secs_f64(),
             "delivered_s": delivered.as_secs_f64(),
             "e2e_per_s": n / delivered.as_secs_f64(),
-            "peak_rss_mib": peak_rss_kib(args.pid)? as f64 / 1024.0,
+            "peak_rss_mib": args.pid.iter().map(|&pid| peak_rss_kib(pid)).sum::<anyhow::Result<u64>>()? as f64 / 1024.0,
         })
     );
     Ok(())

@@ -9,6 +9,7 @@ pub mod delivery;
 pub mod error;
 pub mod id;
 pub mod message;
+pub mod rate;
 pub mod retry;
 pub mod secret;
 pub mod sender;

@@ -328,6 +328,10 @@ pub trait MessageStore: Send + Sync {
     async fn release_messages(&self, ids: &[String], claims: &[String], due_at: i64) -> StoreResult<u64>;
     /// Gives back every message held by these claims (clean shutdown).
     async fn release_claims(&self, claims: &[String], now: i64) -> StoreResult<u64>;
+    /// Takes up to `wanted` messages' worth from the rate of `lane`
+    /// (`per_minute`, see `carteiro_core::rate`), whichever instance asks:
+    /// how many it got, and the tokens left.
+    async fn take_rate(&self, lane: &str, per_minute: u32, wanted: u32, now: i64) -> StoreResult<(u32, f64)>;
 }
 
 /// Everything carteiro keeps.

@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use carteiro_core::id::CompanySlug;
+use carteiro_core::rate;
 use carteiro_core::settings::Scope;
 use carteiro_core::status::MessageStatus;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
@@ -717,6 +718,34 @@ impl MessageStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .store()
+    }
+
+    async fn take_rate(&self, lane: &str, per_minute: u32, wanted: u32, now: i64) -> StoreResult<(u32, f64)> {
+        let mut tx = self.pool.begin().await.store()?;
+        // The row is made once, then locked: instances drawing at the same moment take turns.
+        let full = rate::full(per_minute, now);
+        sqlx::query("INSERT INTO lane_rates (lane, tokens, at) VALUES ($1, $2, $3) ON CONFLICT (lane) DO NOTHING")
+            .bind(lane)
+            .bind(full.tokens)
+            .bind(full.at)
+            .execute(&mut *tx)
+            .await
+            .store()?;
+        let (tokens, at): (f64, i64) = sqlx::query_as("SELECT tokens, at FROM lane_rates WHERE lane = $1 FOR UPDATE")
+            .bind(lane)
+            .fetch_one(&mut *tx)
+            .await
+            .store()?;
+        let (got, after) = rate::take(rate::Bucket { tokens, at }, per_minute, wanted, now);
+        sqlx::query("UPDATE lane_rates SET tokens = $2, at = $3 WHERE lane = $1")
+            .bind(lane)
+            .bind(after.tokens)
+            .bind(after.at)
+            .execute(&mut *tx)
+            .await
+            .store()?;
+        tx.commit().await.store()?;
+        Ok((got, after.tokens))
     }
 
     async fn extend_leases(&self, claims: &[String], lease_until: i64) -> StoreResult<u64> {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use carteiro_core::id::CompanySlug;
+use carteiro_core::rate;
 use carteiro_core::settings::Scope;
 use carteiro_core::status::MessageStatus;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -567,6 +568,26 @@ impl MessageStore for SqliteStore {
         };
         tx.commit().await.store()?;
         Ok(outcome)
+    }
+
+    async fn take_rate(&self, lane: &str, per_minute: u32, wanted: u32, now: i64) -> StoreResult<(u32, f64)> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
+        let stored: Option<(f64, i64)> = sqlx::query_as("SELECT tokens, at FROM lane_rates WHERE lane = $1")
+            .bind(lane)
+            .fetch_optional(&mut *tx)
+            .await
+            .store()?;
+        let bucket = stored.map_or(rate::full(per_minute, now), |(tokens, at)| rate::Bucket { tokens, at });
+        let (got, after) = rate::take(bucket, per_minute, wanted, now);
+        sqlx::query("INSERT INTO lane_rates (lane, tokens, at) VALUES ($1, $2, $3) ON CONFLICT (lane) DO UPDATE SET tokens = $2, at = $3")
+            .bind(lane)
+            .bind(after.tokens)
+            .bind(after.at)
+            .execute(&mut *tx)
+            .await
+            .store()?;
+        tx.commit().await.store()?;
+        Ok((got, after.tokens))
     }
 
     async fn release_expired_leases(&self, now: i64) -> StoreResult<u64> {

@@ -21,7 +21,7 @@ pub struct Lane {
     pub sessions: usize,
     /// Bundling: when the current collection window closes.
     flush_at: Option<Instant>,
-    rate: Option<TokenBucket>,
+    rate: Option<Rate>,
     /// The server was unreachable: until when messages are deferred without trying, and why.
     pub paused: Option<(Instant, Failure)>,
     pub idle_since: Instant,
@@ -29,7 +29,7 @@ pub struct Lane {
 
 impl Lane {
     pub fn new(route: Arc<Route>) -> Self {
-        let rate = route.connection.limits.rate_per_minute.map(TokenBucket::per_minute);
+        let rate = route.connection.limits.rate_per_minute.map(Rate::new);
         Self {
             route,
             queue: VecDeque::new(),
@@ -57,23 +57,58 @@ impl Lane {
         self.queue.drain(..).collect()
     }
 
-    /// The next bundle to send now, if the lane may start a session: a free
-    /// session slot, a bundle ready (bundling: its window closed or a full
-    /// bundle waiting) and the rate allowing at least one message.
-    pub fn next_bundle(&mut self, now: Instant, max_sessions: usize) -> Option<Vec<Job>> {
+    /// How many messages the lane would send now, the rate aside: a free
+    /// session slot and a bundle ready (bundling: its window closed or a full
+    /// bundle waiting).
+    fn ready(&self, now: Instant, max_sessions: usize) -> Option<usize> {
         let max_sessions = usize::from(self.route.connection.limits.max_sessions).min(max_sessions);
         if self.queue.is_empty() || self.sessions >= max_sessions || self.is_paused(now) {
             return None;
         }
-        let size = match self.route.bundle {
-            None => 1,
+        match self.route.bundle {
+            None => Some(1),
             Some(_) if self.queue.len() >= BUNDLE_MAX || self.flush_at.is_none_or(|at| at <= now) => {
-                self.queue.len().min(BUNDLE_MAX)
+                Some(self.queue.len().min(BUNDLE_MAX))
             }
-            Some(_) => return None,
-        };
+            Some(_) => None,
+        }
+    }
+
+    /// What to ask the store's rate for, when the lane is ready but its
+    /// allowance is spent: (per minute, how many messages).
+    pub fn rate_request(&self, now: Instant, max_sessions: usize) -> Option<(u32, usize)> {
+        let rate = self.rate.as_ref().filter(|r| r.allowance == 0 && r.ask_at <= now)?;
+        Some((rate.per_minute, self.ready(now, max_sessions)?))
+    }
+
+    /// The store granted `got` of the `wanted` messages, leaving `tokens` in the bucket.
+    pub fn granted(&mut self, got: usize, wanted: usize, tokens: f64, now: Instant) {
+        if let Some(rate) = &mut self.rate {
+            rate.allowance += got;
+            if got < wanted {
+                let wait = carteiro_core::rate::until_next(tokens, rate.per_minute).max(1);
+                rate.ask_at = now + Duration::from_millis(wait as u64);
+            }
+        }
+    }
+
+    /// The rate could not be asked: ask again a little later.
+    pub fn ask_rate_again(&mut self, at: Instant) {
+        if let Some(rate) = &mut self.rate {
+            rate.ask_at = at;
+        }
+    }
+
+    /// The next bundle to send now, if the lane may start a session: ready,
+    /// and within what the rate allowed.
+    pub fn next_bundle(&mut self, now: Instant, max_sessions: usize) -> Option<Vec<Job>> {
+        let size = self.ready(now, max_sessions)?;
         let size = match &mut self.rate {
-            Some(bucket) => bucket.take(size, now),
+            Some(rate) => {
+                let size = size.min(rate.allowance);
+                rate.allowance -= size;
+                size
+            }
             None => size,
         };
         if size == 0 {
@@ -99,7 +134,7 @@ impl Lane {
             return None;
         }
         let paused = self.paused.as_ref().map(|(until, _)| *until);
-        let rate = self.rate.as_ref().map(|b| b.next_token(now));
+        let rate = self.rate.as_ref().filter(|r| r.allowance == 0).map(|r| r.ask_at);
         [paused, self.flush_at, rate].into_iter().flatten().filter(|at| *at > now).max()
     }
 
@@ -112,61 +147,17 @@ impl Lane {
     }
 }
 
-/// The lane's rate: `per_minute` messages a minute, in bursts of up to ten
-/// seconds' worth (so a bundle can still carry several). A bucket of a few
-/// lines: the rate-limit crates count one cell at a time, where a bundle takes many.
-struct TokenBucket {
-    per_second: f64,
-    capacity: f64,
-    tokens: f64,
-    at: Instant,
+/// The lane's rate. Its bucket is in the store, shared by every instance
+/// (see `carteiro_core::rate`); the lane holds what it was granted and not
+/// yet sent, and when to ask again once that is spent.
+struct Rate {
+    per_minute: u32,
+    allowance: usize,
+    ask_at: Instant,
 }
 
-impl TokenBucket {
-    fn per_minute(per_minute: u32) -> Self {
-        let per_second = f64::from(per_minute) / 60.0;
-        let capacity = (per_second * 10.0).max(1.0);
-        Self { per_second, capacity, tokens: capacity, at: Instant::now() }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
-        self.at = now;
-    }
-
-    /// Takes up to `wanted` whole tokens; how many it got.
-    fn take(&mut self, wanted: usize, now: Instant) -> usize {
-        self.refill(now);
-        let got = (self.tokens.floor() as usize).min(wanted);
-        self.tokens -= got as f64;
-        got
-    }
-
-    /// When the bucket next holds a whole token.
-    fn next_token(&self, now: Instant) -> Instant {
-        let missing = (1.0 - self.tokens).max(0.0);
-        (self.at + Duration::from_secs_f64(missing / self.per_second)).max(now)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_bucket_allows_the_rate_and_no_more() {
-        let start = Instant::now();
-        let mut bucket = TokenBucket::per_minute(120);
-        bucket.at = start;
-        assert_eq!(bucket.take(100, start), 20, "ten seconds' worth at once");
-        assert_eq!(bucket.take(10, start), 0);
-        assert_eq!(bucket.take(10, start + Duration::from_millis(500)), 1);
-        assert_eq!(bucket.next_token(start + Duration::from_millis(500)), start + Duration::from_millis(1000));
-        let mut slow = TokenBucket::per_minute(6);
-        slow.at = start;
-        assert_eq!(slow.take(5, start), 1, "a burst of at least one");
-        assert_eq!(slow.take(5, start + Duration::from_secs(9)), 0);
-        assert_eq!(slow.take(5, start + Duration::from_secs(10)), 1);
+impl Rate {
+    fn new(per_minute: u32) -> Self {
+        Self { per_minute, allowance: 0, ask_at: Instant::now() }
     }
 }

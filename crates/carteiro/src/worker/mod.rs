@@ -138,6 +138,7 @@ impl Worker {
                 }
             }
             self.reroute_stale().await;
+            self.grant_rates().await;
             self.start_sessions();
             let soon = (last_claim + CLAIM_EVERY).max(Instant::now());
             let lanes = self.lanes.values().filter_map(|l| l.wakes_at(Instant::now())).min();
@@ -236,13 +237,40 @@ impl Worker {
         lane.push(job, route, now);
     }
 
+    /// Asks the store's shared rate for the lanes that are ready but have spent their allowance.
+    async fn grant_rates(&mut self) {
+        let now = Instant::now();
+        let share = self.lane_share();
+        let asks: Vec<(LaneKey, u32, usize)> = self
+            .lanes
+            .iter()
+            .filter_map(|(key, lane)| lane.rate_request(now, share).map(|(per_minute, n)| (key.clone(), per_minute, n)))
+            .collect();
+        for (key, per_minute, wanted) in asks {
+            let asked = u32::try_from(wanted).unwrap_or(u32::MAX);
+            let granted = self.state.store.take_rate(key.as_str(), per_minute, asked, now_ms()).await;
+            let Some(lane) = self.lanes.get_mut(&key) else { continue };
+            match granted {
+                Ok((got, tokens)) => lane.granted(got as usize, wanted, tokens, Instant::now()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read a lane's rate; will ask again");
+                    lane.ask_rate_again(Instant::now() + Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// No lane may hold more than half the sessions: a tarpitting server cannot take them all.
+    fn lane_share(&self) -> usize {
+        (self.state.delivery.max_in_flight / 2).max(1)
+    }
+
     /// Starts every bundle the lanes have ready, within the global session limit;
     /// a paused lane's queue is deferred at once with the failure that paused it.
     fn start_sessions(&mut self) {
         let now = Instant::now();
         let max = self.state.delivery.max_in_flight;
-        // No lane may hold more than half the sessions: a tarpitting server cannot take them all.
-        let lane_share = (max / 2).max(1);
+        let lane_share = self.lane_share();
         let mut deferrals = Vec::new();
         for (key, lane) in &mut self.lanes {
             if lane.is_paused(now) && !lane.queue.is_empty() {

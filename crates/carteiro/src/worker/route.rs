@@ -24,6 +24,12 @@ const TTL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LaneKey(String);
 
+impl LaneKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 #[derive(Debug)]
 pub struct Route {
     pub lane: LaneKey,

@@ -140,3 +140,42 @@ async fn a_database_restart_refuses_submissions_meanwhile_and_loses_nothing_acce
     arrivals.wait_for(&mut peer, accepted.len(), Duration::from_secs(10)).await;
     assert_eq!(arrivals.duplicates(), 0);
 }
+
+#[tokio::test]
+async fn a_lanes_rate_holds_across_instances() {
+    let mut instances = instances(2).await;
+    if instances.is_empty() {
+        return;
+    }
+    let mut peer = SmtpPeer::plain().await;
+    instances[0].use_server(peer.port).await;
+    let acme = instances[0].create_company("acme").await;
+    // 2 a second, in bursts of up to 20.
+    instances[0]
+        .set_company_settings(
+            &acme,
+            json!({"connection": {"enabled": true, "host": "127.0.0.1", "port": peer.port, "timeout_s": 10,
+                                  "rate_per_minute": 120}}),
+        )
+        .await;
+    let messages = numbered_messages("rate", 30);
+    let mut arrivals = Arrivals::default();
+
+    // The second instance alone sends 15: the lane's burst is three-quarters spent.
+    instances[0].kill().await;
+    submit_batch(&instances[1], &acme, &messages[..15]).await;
+    arrivals.wait_for(&mut peer, 15, Duration::from_secs(20)).await;
+    instances[1].kill().await;
+
+    // The first instance, started afresh, finds the same bucket: 5 left (and what refilled
+    // meanwhile), then 2 a second. A bucket of its own would send all 15 at once.
+    instances[0].restart().await;
+    let started = std::time::Instant::now();
+    submit_batch(&instances[0], &acme, &messages[15..]).await;
+    arrivals.wait_for(&mut peer, 30, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    eprintln!("the last 15 messages at 120 a minute, after another instance's 15, took {took:?}");
+    assert!(took >= Duration::from_millis(2500), "the rate was not shared: {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(arrivals.duplicates(), 0);
+}
