@@ -187,6 +187,22 @@ pub enum AdminCommand {
     },
 }
 
+/// The state of an installation that exists: a mistyped `--data-dir` must be
+/// said, not turned into a new, empty installation with a new master key.
+async fn installed_state(
+    store: &StoreArgs,
+    master_key: Option<&str>,
+    delivery: DeliveryConfig,
+) -> anyhow::Result<AppState> {
+    let database = store.data_dir.join("carteiro.db");
+    anyhow::ensure!(
+        store.database_url.is_some() || database.exists(),
+        "there is no carteiro installation in {}: run the command where `carteiro serve` runs, or give its --data-dir (or --database-url)",
+        store.data_dir.display()
+    );
+    app_state(store, master_key, delivery).await
+}
+
 /// Delivery settings for commands that only read or queue.
 fn defaults() -> anyhow::Result<DeliveryConfig> {
     delivery_config(&MessageArgs::default(), &WorkerArgs::default())
@@ -221,7 +237,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Send(args) => send(args, master_key).await,
         Command::TestConnection(args) => test_connection(args, master_key).await,
         Command::Config(ConfigCommand::Explain { store, company, user }) => {
-            let state = app_state(&store, master_key, defaults()?).await?;
+            let state = installed_state(&store, master_key, defaults()?).await?;
             let company = CompanySlug::parse("--company", &company)?;
             let user = user.map(|u| UserRef::parse("--user", &u)).transpose()?;
             let explained = settings::explain(&state, &company, user.as_ref()).await.map_err(service_error)?;
@@ -229,7 +245,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(ConfigCommand::Export { store, with_secrets, out }) => {
-            let state = app_state(&store, master_key, defaults()?).await?;
+            let state = installed_state(&store, master_key, defaults()?).await?;
             let text = config_file::export(&state, with_secrets).await.map_err(service_error)?;
             match out {
                 Some(path) => {
@@ -241,7 +257,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(ConfigCommand::Import { store, file, dry_run }) => {
-            let state = app_state(&store, master_key, defaults()?).await?;
+            let state = installed_state(&store, master_key, defaults()?).await?;
             import(&state, &read_input(&file)?, dry_run).await
         }
         Command::Admin(AdminCommand::Create { store, username, company, password_stdin }) => {
@@ -253,7 +269,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin(AdminCommand::ResetPassword { store, username, password_stdin }) => {
-            let state = app_state(&store, master_key, defaults()?).await?;
+            let state = installed_state(&store, master_key, defaults()?).await?;
             let (password, generated) = password(password_stdin)?;
             auth::reset_password(&state, &username, &password).await.map_err(service_error)?;
             report_password(&username, generated.then_some(&password));
@@ -313,7 +329,7 @@ fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
 
 async fn send(args: SendArgs, master_key: Option<&str>) -> anyhow::Result<()> {
     let state: AppState =
-        app_state(&args.store, master_key, delivery_config(&args.messages, &WorkerArgs::default())?).await?;
+        installed_state(&args.store, master_key, delivery_config(&args.messages, &WorkerArgs::default())?).await?;
     let company = CompanySlug::parse("--company", &args.company)?;
     let message = match &args.json {
         Some(path) => serde_json::from_str(&read_input(path)?).context("the message document is not valid")?,
@@ -348,7 +364,8 @@ async fn send(args: SendArgs, master_key: Option<&str>) -> anyhow::Result<()> {
 }
 
 async fn test_connection(args: TestArgs, master_key: Option<&str>) -> anyhow::Result<()> {
-    let state = app_state(&args.store, master_key, delivery_config(&args.messages, &WorkerArgs::default())?).await?;
+    let state =
+        installed_state(&args.store, master_key, delivery_config(&args.messages, &WorkerArgs::default())?).await?;
     let settings: Option<SettingsDoc> = match &args.settings {
         Some(path) => Some(serde_json::from_str(&read_input(path)?).context("the settings document is not valid")?),
         None => None,

@@ -336,3 +336,21 @@ async fn serve_refuses_an_invalid_flag_value_naming_the_flag() {
     let error = failed(&output);
     assert!(error.contains("--max-recipients") && error.contains("got 0"), "{error}");
 }
+
+#[tokio::test]
+async fn a_command_on_a_directory_without_an_installation_says_so_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("carteiro.toml");
+    std::fs::write(&file, "[global.policy]\nbundle_enabled = true\n").unwrap();
+    let mistyped = dir.path().join("carteiro-dta");
+
+    for args in [
+        vec!["config", "import", file.to_str().unwrap(), "--dry-run", "--data-dir", mistyped.to_str().unwrap()],
+        vec!["config", "export", "--data-dir", mistyped.to_str().unwrap()],
+        vec!["config", "explain", "--company", "acme", "--data-dir", mistyped.to_str().unwrap()],
+    ] {
+        let error = failed(&carteiro(&args).await);
+        assert!(error.contains("there is no carteiro installation in"), "{args:?}: {error}");
+    }
+    assert!(!mistyped.exists(), "nothing was created in the mistyped directory");
+}
