@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod error;
+pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod state;

@@ -45,7 +45,8 @@ impl App {
         admin_password: Option<&str>,
     ) -> anyhow::Result<Self> {
         let delivery = crate::config::delivery_config(&args.messages, &args.worker)?;
-        let state = app_state(&args.store, master_key, delivery).await?;
+        let mut state = app_state(&args.store, master_key, delivery).await?;
+        state.metrics = Some(crate::metrics::install().context("cannot start the metrics")?);
         let generated_admin_password =
             auth::ensure_first_admin(&state, admin_password).await.map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(path) = &args.config {

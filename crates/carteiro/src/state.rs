@@ -44,6 +44,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// Rung after a submission, so the worker does not wait for its next poll.
     pub wake: Arc<Notify>,
+    /// Renders `/metrics`; only `serve` records metrics.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl AppState {
@@ -61,6 +63,7 @@ impl AppState {
             tls: Arc::new(TlsConfigs::default()),
             tokens: Arc::new(Tokens::default()),
             wake: Arc::new(Notify::new()),
+            metrics: None,
         }
     }
 }

@@ -10,7 +10,8 @@ mod query;
 use axum::Extension;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 
 use crate::state::AppState;
@@ -55,9 +56,24 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         // Bodies are read by `ApiJson`, which applies each route's `BodyLimit`.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// Prometheus's scrape.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(handle) = &state.metrics else {
+        return (StatusCode::NOT_FOUND, "metrics are recorded by `carteiro serve` only").into_response();
+    };
+    match crate::metrics::render(&state, handle).await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "cannot read the queue for /metrics");
+            (StatusCode::SERVICE_UNAVAILABLE, "the database does not answer").into_response()
+        }
+    }
 }
 
 /// Ready when the database answers.

@@ -50,8 +50,8 @@ pub async fn submit_batch(
     let (mut slots, mut records) = (Vec::new(), Vec::new());
     for input in inputs {
         match prepare(state, company, input, now, &mut resolved_by_user).await {
-            Ok(record) => {
-                slots.push((results.len(), record.row.id.clone(), status_name(&record.row.status)));
+            Ok((record, transport)) => {
+                slots.push((results.len(), record.row.id.clone(), status_name(&record.row.status), transport));
                 records.push(record);
                 results.push(None);
             }
@@ -61,9 +61,12 @@ pub async fn submit_batch(
     if !records.is_empty() {
         let outcomes = state.submissions.write(records).await?;
         state.wake.notify_one();
-        for ((slot, id, status), outcome) in slots.into_iter().zip(outcomes) {
+        for ((slot, id, status, transport), outcome) in slots.into_iter().zip(outcomes) {
             results[slot] = Some(match outcome {
-                Inserted::New => Ok(Accepted { id, status, duplicate: false }),
+                Inserted::New => {
+                    crate::metrics::accepted(company.as_str(), transport, 1);
+                    Ok(Accepted { id, status, duplicate: false })
+                }
                 Inserted::Duplicate(id) => {
                     let first = state.store.message(company.as_str(), &id).await?;
                     let status = first.map(|m| status_name(&m.status)).unwrap_or("queued");
@@ -85,7 +88,7 @@ async fn prepare(
     input: &MessageIn,
     now: OffsetDateTime,
     resolved_by_user: &mut HashMap<Option<UserRef>, Arc<Resolved>>,
-) -> ServiceResult<NewMessageRecord> {
+) -> ServiceResult<(NewMessageRecord, &'static str)> {
     let message = NewMessage::parse(input, state.delivery.limits)?;
     let user = message.kind.actor().map(|a| a.id.clone());
     if !resolved_by_user.contains_key(&user) {
@@ -168,5 +171,6 @@ async fn prepare(
         last_reply: None,
         updated_at: now_ms,
     };
-    Ok(NewMessageRecord { row, recipients, raw })
+    let transport = crate::metrics::transport_of(&connection.destination());
+    Ok((NewMessageRecord { row, recipients, raw }, transport))
 }

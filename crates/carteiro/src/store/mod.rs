@@ -250,6 +250,8 @@ pub struct ClaimedMessage {
 #[derive(Debug, Clone)]
 pub struct AttemptResult {
     pub message_id: String,
+    /// The message's company (for the metrics).
+    pub company: String,
     /// The claim that leased the message: a later claim of the same message has another.
     pub lease: String,
     pub attempt: AttemptRow,
@@ -274,6 +276,13 @@ pub struct Parcel {
     pub id: String,
     pub raw: Vec<u8>,
     pub recipients: Vec<RecipientRow>,
+}
+
+/// What `/metrics` shows of the queue.
+#[derive(Debug, Clone, Default)]
+pub struct QueueStats {
+    pub by_status: Vec<(String, i64)>,
+    pub oldest_due_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,6 +337,9 @@ pub trait MessageStore: Send + Sync {
     async fn release_messages(&self, ids: &[String], claims: &[String], due_at: i64) -> StoreResult<u64>;
     /// Gives back every message held by these claims (clean shutdown).
     async fn release_claims(&self, claims: &[String], now: i64) -> StoreResult<u64>;
+    /// The queue now: unfinished messages by status, and since when the oldest
+    /// message that is owed (due and not yet delivered, retries included) has been due.
+    async fn queue_stats(&self, now: i64) -> StoreResult<QueueStats>;
     /// Takes up to `wanted` messages' worth from the rate of `lane`
     /// (`per_minute`, see `carteiro_core::rate`), whichever instance asks:
     /// how many it got, and the tokens left.

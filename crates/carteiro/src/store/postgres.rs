@@ -720,6 +720,24 @@ impl MessageStore for PostgresStore {
         .store()
     }
 
+    async fn queue_stats(&self, now: i64) -> StoreResult<QueueStats> {
+        let by_status = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM messages WHERE status IN ('scheduled', 'queued', 'deferred', 'sending') GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .store()?;
+        // Owed since it was submitted, or since its send_at: retries do not reset the clock.
+        let oldest_due_at = sqlx::query_scalar(
+            "SELECT MIN(COALESCE(send_at, created_at)) FROM messages WHERE status IN ('queued', 'deferred', 'sending') AND created_at <= $1",
+        )
+        .bind(now)
+            .fetch_one(&self.pool)
+            .await
+            .store()?;
+        Ok(QueueStats { by_status, oldest_due_at })
+    }
+
     async fn take_rate(&self, lane: &str, per_minute: u32, wanted: u32, now: i64) -> StoreResult<(u32, f64)> {
         let mut tx = self.pool.begin().await.store()?;
         // The row is made once, then locked: instances drawing at the same moment take turns.
@@ -1093,6 +1111,7 @@ mod tests {
     fn attempt(id: &str, lease: &str, status: &str) -> AttemptResult {
         AttemptResult {
             message_id: id.to_owned(),
+            company: "acme".to_owned(),
             lease: lease.to_owned(),
             attempt: AttemptRow {
                 at: 10,

@@ -570,6 +570,24 @@ impl MessageStore for SqliteStore {
         Ok(outcome)
     }
 
+    async fn queue_stats(&self, now: i64) -> StoreResult<QueueStats> {
+        let by_status = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM messages WHERE status IN ('scheduled', 'queued', 'deferred', 'sending') GROUP BY status",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .store()?;
+        // Owed since it was submitted, or since its send_at: retries do not reset the clock.
+        let oldest_due_at = sqlx::query_scalar(
+            "SELECT MIN(COALESCE(send_at, created_at)) FROM messages WHERE status IN ('queued', 'deferred', 'sending') AND created_at <= $1",
+        )
+        .bind(now)
+            .fetch_one(&self.reader)
+            .await
+            .store()?;
+        Ok(QueueStats { by_status, oldest_due_at })
+    }
+
     async fn take_rate(&self, lane: &str, per_minute: u32, wanted: u32, now: i64) -> StoreResult<(u32, f64)> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
         let stored: Option<(f64, i64)> = sqlx::query_as("SELECT tokens, at FROM lane_rates WHERE lane = $1")
@@ -884,6 +902,7 @@ mod tests {
     fn attempt(id: &str, lease: &str, status: &str) -> AttemptResult {
         AttemptResult {
             message_id: id.to_owned(),
+            company: "acme".to_owned(),
             lease: lease.to_owned(),
             attempt: AttemptRow {
                 at: 10,

@@ -51,6 +51,7 @@ pub fn attempt_result(
         .collect();
     Ok(AttemptResult {
         message_id: message.id.clone(),
+        company: message.company.clone(),
         lease: claim.to_owned(),
         attempt: AttemptRow {
             at: tried.at,

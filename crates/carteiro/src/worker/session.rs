@@ -51,6 +51,7 @@ pub async fn deliver(state: AppState, route: Arc<Route>, jobs: Vec<Job>, stop: S
     let mut log = Transcript::default();
     let opened = Instant::now();
     let destination = route.connection.destination();
+    crate::metrics::bundle(jobs.len());
     let mut carrier = match Carrier::open(&route.connection, &state.means(), &mut log).await {
         Ok(carrier) => carrier,
         Err(failure) => {
@@ -209,6 +210,7 @@ async fn record(state: &AppState, results: Vec<AttemptResult>) {
                 for (result, ours) in results.iter().zip(recorded) {
                     let a = &result.attempt;
                     if ours {
+                        crate::metrics::attempt(&result.company, &a.server, &result.status, a.code, a.ms);
                         tracing::info!(message_id = %result.message_id, status = %result.status, code = a.code, reply = %a.reply, ms = a.ms, "delivery attempt");
                     } else {
                         tracing::warn!(message_id = %result.message_id, "the lease was lost during the attempt; another claim owns the message now");

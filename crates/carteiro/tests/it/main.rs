@@ -9,6 +9,7 @@ mod crash;
 mod delivery;
 mod lanes;
 mod messages_api;
+mod metrics;
 mod oauth;
 mod protocol;
 mod proxies;
