@@ -305,7 +305,9 @@ pub trait MessageStore: Send + Sync {
     async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<CancelOutcome>;
 
     /// Puts messages whose lease expired (their worker died) back in the queue.
-    async fn release_expired_leases(&self, now: i64) -> StoreResult<u64>;
+    /// Never those of `ours`, the caller's own claims: it is alive, and a
+    /// lease of its own that ran out (the store was unreachable) is renewed, not taken back.
+    async fn release_expired_leases(&self, now: i64, ours: &[String]) -> StoreResult<u64>;
     /// Companies that have due messages, oldest first.
     async fn due_companies(&self, now: i64) -> StoreResult<Vec<String>>;
     /// The earliest due time of any waiting message, to sleep until then.

@@ -55,12 +55,35 @@ pub struct PostgresSettings {
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// When this instance last told the others that messages are due (ms): at most one
+    /// NOTIFY per `NOTIFY_EVERY_MS`, sent after the commit. Inside a transaction, NOTIFY
+    /// takes a server-wide lock until the commit is flushed, serialising every commit.
+    notified_at: std::sync::atomic::AtomicI64,
     /// The pool's options without the statement timeout: for the migrations' and the
     /// wake-up listener's own connections.
     options: PgConnectOptions,
 }
 
+/// Wake-ups are hints (the poll finds anything missed): one per this many milliseconds is enough.
+const NOTIFY_EVERY_MS: i64 = 20;
+
 impl PostgresStore {
+    /// Tells the other instances that messages are due, unless this instance just did.
+    async fn wake_others(&self) {
+        use std::sync::atomic::Ordering;
+        let now = crate::state::now_ms();
+        let last = self.notified_at.load(Ordering::Relaxed);
+        if now - last < NOTIFY_EVERY_MS
+            || self.notified_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
+        let sent = sqlx::query(AssertSqlSafe(format!("NOTIFY {DUE_CHANNEL}"))).execute(&self.pool).await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "cannot wake the other instances; their poll will find the messages");
+        }
+    }
+
     /// Connects to the database of a `postgres://` URL, failing if it cannot be reached.
     pub async fn open(url: &str, settings: &PostgresSettings) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url).context("the database URL is not a valid postgres:// URL")?;
@@ -90,7 +113,7 @@ impl PostgresStore {
             .connect_lazy_with(
                 options.clone().options([("statement_timeout", settings.statement_timeout.as_millis())]),
             );
-        Self { pool, options }
+        Self { pool, notified_at: std::sync::atomic::AtomicI64::new(0), options }
     }
 }
 
@@ -135,10 +158,6 @@ fn level_key(scope: &Scope) -> (&str, &str) {
 
 /// Tells every instance that messages became due. Sent inside the transaction
 /// that made them due: PostgreSQL delivers it at commit, never before the rows are visible.
-async fn wake_others(conn: &mut PgConnection) -> StoreResult<()> {
-    sqlx::query(AssertSqlSafe(format!("NOTIFY {DUE_CHANNEL}"))).execute(conn).await.store()?;
-    Ok(())
-}
 
 #[async_trait]
 impl TenantStore for PostgresStore {
@@ -547,10 +566,10 @@ impl MessageStore for PostgresStore {
             .store()?;
             first_ids.extend(found.into_iter().map(|(company, key, id)| ((company, key), id)));
         }
-        if !stored.is_empty() {
-            wake_others(&mut tx).await?;
-        }
         tx.commit().await.store()?;
+        if !stored.is_empty() {
+            self.wake_others().await;
+        }
 
         records
             .iter()
@@ -649,24 +668,26 @@ impl MessageStore for PostgresStore {
         Ok(outcome)
     }
 
-    async fn release_expired_leases(&self, now: i64) -> StoreResult<u64> {
+    async fn release_expired_leases(&self, now: i64, ours: &[String]) -> StoreResult<u64> {
         let mut tx = self.pool.begin().await.store()?;
         // Every instance runs this; rows another is releasing (or their owner is finishing) are skipped.
         let done = sqlx::query(
             "WITH expired AS (
-               SELECT id FROM messages WHERE lease_owner IS NOT NULL AND lease_expires_at < $1 FOR UPDATE SKIP LOCKED)
+               SELECT id FROM messages WHERE lease_owner IS NOT NULL AND lease_expires_at < $1
+                 AND lease_owner <> ALL($2) FOR UPDATE SKIP LOCKED)
              UPDATE messages AS m SET status = CASE m.status WHEN 'sending' THEN 'queued' ELSE m.status END,
                lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
              FROM expired WHERE m.id = expired.id",
         )
         .bind(now)
+        .bind(ours)
         .execute(&mut *tx)
         .await
         .store()?;
-        if done.rows_affected() > 0 {
-            wake_others(&mut tx).await?;
-        }
         tx.commit().await.store()?;
+        if done.rows_affected() > 0 {
+            self.wake_others().await;
+        }
         Ok(done.rows_affected())
     }
 
@@ -895,10 +916,10 @@ impl MessageStore for PostgresStore {
                 && MessageStatus::parse(&r.status).is_some_and(MessageStatus::is_waiting)
                 && r.due_at.is_some_and(|due| due <= now)
         });
-        if due_now {
-            wake_others(&mut tx).await?;
-        }
         tx.commit().await.store()?;
+        if due_now {
+            self.wake_others().await;
+        }
         Ok(counted)
     }
 
@@ -915,10 +936,10 @@ impl MessageStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .store()?;
-        if done.rows_affected() > 0 {
-            wake_others(&mut tx).await?;
-        }
         tx.commit().await.store()?;
+        if done.rows_affected() > 0 {
+            self.wake_others().await;
+        }
         Ok(done.rows_affected())
     }
 
@@ -934,10 +955,10 @@ impl MessageStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .store()?;
-        if done.rows_affected() > 0 {
-            wake_others(&mut tx).await?;
-        }
         tx.commit().await.store()?;
+        if done.rows_affected() > 0 {
+            self.wake_others().await;
+        }
         Ok(done.rows_affected())
     }
 }
@@ -1257,9 +1278,9 @@ mod tests {
         assert_eq!(dead.claim("acme", "dead:1", 2, 1000, 10).await.unwrap().len(), 2);
         dead.start_sending(&[("m1".into(), "dead:1".into())], 2).await.unwrap();
         assert!(alive.due_companies(500).await.unwrap().is_empty(), "leased messages are not due");
-        assert_eq!(alive.release_expired_leases(500).await.unwrap(), 0, "the leases still hold");
+        assert_eq!(alive.release_expired_leases(500, &[]).await.unwrap(), 0, "the leases still hold");
 
-        assert_eq!(alive.release_expired_leases(1001).await.unwrap(), 2);
+        assert_eq!(alive.release_expired_leases(1001, &[]).await.unwrap(), 2);
         assert_eq!(alive.message("acme", "m1").await.unwrap().unwrap().status, "queued", "sending goes back to queued");
         let taken = alive.claim("acme", "alive:1", 1001, 60_000, 10).await.unwrap();
         assert_eq!(taken.len(), 2);

@@ -608,13 +608,15 @@ impl MessageStore for SqliteStore {
         Ok((got, after.tokens))
     }
 
-    async fn release_expired_leases(&self, now: i64) -> StoreResult<u64> {
+    async fn release_expired_leases(&self, now: i64, ours: &[String]) -> StoreResult<u64> {
         let done = sqlx::query(
             "UPDATE messages SET status = CASE status WHEN 'sending' THEN 'queued' ELSE status END,
                lease_owner = NULL, lease_expires_at = NULL, updated_at = $1
-             WHERE lease_owner IS NOT NULL AND lease_expires_at < $1",
+             WHERE lease_owner IS NOT NULL AND lease_expires_at < $1
+               AND lease_owner NOT IN (SELECT value FROM json_each($2))",
         )
         .bind(now)
+        .bind(serde_json::to_string(ours).context("claims")?)
         .execute(&self.writer)
         .await
         .store()?;

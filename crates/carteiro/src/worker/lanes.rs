@@ -78,7 +78,12 @@ impl Lane {
     /// allowance is spent: (per minute, how many messages).
     pub fn rate_request(&self, now: Instant, max_sessions: usize) -> Option<(u32, usize)> {
         let rate = self.rate.as_ref().filter(|r| r.allowance == 0 && r.ask_at <= now)?;
-        Some((rate.per_minute, self.ready(now, max_sessions)?))
+        let ready = self.ready(now, max_sessions)?;
+        // Without bundling, one message a session: ask for as many as can start now.
+        let free =
+            usize::from(self.route.connection.limits.max_sessions).min(max_sessions).saturating_sub(self.sessions);
+        let wanted = if self.route.bundle.is_none() { free.min(self.queue.len()).max(1) } else { ready };
+        Some((rate.per_minute, wanted))
     }
 
     /// The store granted `got` of the `wanted` messages, leaving `tokens` in the bucket.

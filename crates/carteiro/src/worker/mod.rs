@@ -55,6 +55,8 @@ pub struct Worker {
     stop: Stop,
     /// Which lane goes first in the next round.
     turn: usize,
+    /// Until when expired leases are left alone: the store was unreachable lately.
+    trouble_until: Option<Instant>,
 }
 
 /// The messages this worker holds (queued in lanes or being sent), by claim and by company.
@@ -108,6 +110,7 @@ impl Worker {
             held: Held::default(),
             stop: Stop::default(),
             turn: 0,
+            trouble_until: None,
         }
     }
 
@@ -134,7 +137,10 @@ impl Worker {
                             claim_at = claim_at.min(due);
                         }
                     }
-                    Err(e) => tracing::warn!(error = format!("{e:#}"), "cannot claim messages; will try again"),
+                    Err(e) => {
+                        tracing::warn!(error = format!("{e:#}"), "cannot claim messages; will try again");
+                        self.store_trouble();
+                    }
                 }
             }
             self.reroute_stale().await;
@@ -241,14 +247,21 @@ impl Worker {
     async fn grant_rates(&mut self) {
         let now = Instant::now();
         let share = self.lane_share();
-        let asks: Vec<(LaneKey, u32, usize)> = self
+        if self.running.len() >= self.state.delivery.max_in_flight {
+            // Nothing could start: tokens taken now would be withheld from the other instances.
+            return;
+        }
+        let asks: Vec<(LaneKey, String, u32, usize)> = self
             .lanes
             .iter()
-            .filter_map(|(key, lane)| lane.rate_request(now, share).map(|(per_minute, n)| (key.clone(), per_minute, n)))
+            .filter_map(|(key, lane)| {
+                let (per_minute, n) = lane.rate_request(now, share)?;
+                Some((key.clone(), lane.route.rate_bucket.clone(), per_minute, n))
+            })
             .collect();
-        for (key, per_minute, wanted) in asks {
+        for (key, bucket, per_minute, wanted) in asks {
             let asked = u32::try_from(wanted).unwrap_or(u32::MAX);
-            let granted = self.state.store.take_rate(key.as_str(), per_minute, asked, now_ms()).await;
+            let granted = self.state.store.take_rate(&bucket, per_minute, asked, now_ms()).await;
             let Some(lane) = self.lanes.get_mut(&key) else { continue };
             match granted {
                 Ok((got, tokens)) => lane.granted(got as usize, wanted, tokens, Instant::now()),
@@ -406,7 +419,7 @@ impl Worker {
         }
     }
 
-    async fn renew_leases(&self) {
+    async fn renew_leases(&mut self) {
         let claims = self.held.claims();
         if claims.is_empty() {
             return;
@@ -414,15 +427,28 @@ impl Worker {
         let until = now_ms() + self.state.delivery.lease.as_millis() as i64;
         if let Err(e) = self.state.store.extend_leases(&claims, until).await {
             tracing::warn!(error = %e, "cannot renew leases");
+            self.store_trouble();
         }
     }
 
     /// Puts back in the queue the messages of workers that stopped answering.
-    async fn recover_expired(&self) {
-        match self.state.store.release_expired_leases(now_ms()).await {
+    /// Not for a lease period after the store was unreachable: other workers
+    /// could not renew their leases either, and must have the time to.
+    async fn recover_expired(&mut self) {
+        if self.trouble_until.is_some_and(|until| Instant::now() < until) {
+            return;
+        }
+        match self.state.store.release_expired_leases(now_ms(), &self.held.claims()).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(messages = n, "took back messages whose worker stopped answering"),
-            Err(e) => tracing::warn!(error = %e, "cannot look for expired leases"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for expired leases");
+                self.store_trouble();
+            }
         }
+    }
+
+    fn store_trouble(&mut self) {
+        self.trouble_until = Some(Instant::now() + self.state.delivery.lease);
     }
 }

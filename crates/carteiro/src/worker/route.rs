@@ -24,15 +24,12 @@ const TTL: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LaneKey(String);
 
-impl LaneKey {
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 #[derive(Debug)]
 pub struct Route {
     pub lane: LaneKey,
+    /// Names the lane's rate in the store, shared by every instance: its
+    /// company, destination and account, no secret (nor a digest of one).
+    pub rate_bucket: String,
     pub connection: Connection,
     /// MAIL FROM for this (company, user), when the settings name one.
     pub envelope_from: Option<String>,
@@ -99,7 +96,8 @@ async fn resolve(state: &AppState, company: &str, user: Option<&str>) -> anyhow:
         .value
         .then(|| Duration::from_millis(u64::from(effective.policy.bundle_interval.value.millis())));
     let lane = LaneKey(format!("{company}|{}|{bundle:?}", fingerprint(&connection)));
-    Ok(Ok(Arc::new(Route { lane, connection, envelope_from, bundle, version })))
+    let rate_bucket = format!("{company}|{}|{}", connection.destination(), connection.login_username().unwrap_or(""));
+    Ok(Ok(Arc::new(Route { lane, rate_bucket, connection, envelope_from, bundle, version })))
 }
 
 /// A digest of every field of a connection, its secrets included.

@@ -145,6 +145,7 @@ async fn config_file_commands_explain_themselves_with_help() {
             assert!(help.contains(words), "`carteiro {}` does not say {words:?}:\n{help}", args.join(" "));
         }
     }
+    store::drop_database(dir.path());
 }
 
 /// Every (company, user) the round trip compares.
@@ -552,4 +553,5 @@ async fn config_file_given_by_environment_that_is_invalid_stops_serve_with_every
         assert!(error.contains(line), "missing {line:?} in:\n{error}");
     }
     assert!(error.contains("carteiro.toml"), "the file is named: {error}");
+    store::drop_database(&data);
 }

@@ -74,6 +74,8 @@ async fn three_instances_on_one_database_deliver_ten_thousand_messages_exactly_o
     assert_eq!((arrivals.distinct(), arrivals.duplicates()), (COUNT, 0), "every message exactly once");
     let share = attempts_by_instance(&instances);
     assert!(share.iter().all(|&n| n > 0), "every instance delivered a share: {share:?}");
+    // A message sent again after a lease ran out would show as a further attempt, even if late.
+    assert_eq!(share.iter().sum::<usize>(), COUNT, "one attempt per message: {share:?}");
 }
 
 #[tokio::test]
@@ -93,6 +95,13 @@ async fn an_instance_killed_in_the_middle_leaves_only_its_messages_in_flight_to_
     instances[1].kill().await;
 
     arrivals.wait_for(&mut peer, COUNT, Duration::from_secs(120)).await;
+    let survivors = [&instances[0], &instances[2]];
+    let took_back = |app: &&Carteiro| app.logs().contains("took back messages whose worker stopped answering");
+    let held =
+        eventually(Duration::from_secs(20), "a survivor to take the killed instance's messages back", || async {
+            survivors.iter().any(took_back).then_some(())
+        });
+    held.await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     arrivals.take(&mut peer);
     assert_eq!(arrivals.distinct(), COUNT, "every message delivered");
@@ -138,7 +147,10 @@ async fn a_database_restart_refuses_submissions_meanwhile_and_loses_nothing_acce
     }
     let mut arrivals = Arrivals::default();
     arrivals.wait_for(&mut peer, accepted.len(), Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    arrivals.take(&mut peer);
     assert_eq!(arrivals.duplicates(), 0);
+    assert!(!arrivals.has("restart 020"), "the message refused during the outage was not half stored");
 }
 
 #[tokio::test]
@@ -165,17 +177,23 @@ async fn a_lanes_rate_holds_across_instances() {
     instances[0].kill().await;
     submit_batch(&instances[1], &acme, &messages[..15]).await;
     arrivals.wait_for(&mut peer, 15, Duration::from_secs(20)).await;
+    let spent = std::time::Instant::now();
     instances[1].kill().await;
 
-    // The first instance, started afresh, finds the same bucket: 5 left (and what refilled
-    // meanwhile), then 2 a second. A bucket of its own would send all 15 at once.
+    // The first instance, started afresh, finds the same bucket: 5 left, plus 2 a second
+    // since, then 2 a second. A bucket of its own would send all 15 at once.
     instances[0].restart().await;
     let started = std::time::Instant::now();
+    let left = 5.0 + 2.0 * spent.elapsed().as_secs_f64();
+    assert!(left < 13.0, "the restart took too long to tell a shared bucket from its own: {left} tokens");
     submit_batch(&instances[0], &acme, &messages[15..]).await;
     arrivals.wait_for(&mut peer, 30, Duration::from_secs(30)).await;
     let took = started.elapsed();
-    eprintln!("the last 15 messages at 120 a minute, after another instance's 15, took {took:?}");
-    assert!(took >= Duration::from_millis(2500), "the rate was not shared: {took:?}");
+    let at_least = Duration::from_secs_f64(((15.0 - left) / 2.0 - 0.5).max(0.0));
+    eprintln!(
+        "the last 15 messages at 120 a minute, after another instance's 15, took {took:?} (at least {at_least:?})"
+    );
+    assert!(took >= at_least, "the rate was not shared: {took:?}, expected at least {at_least:?}");
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert_eq!(arrivals.duplicates(), 0);
 }

@@ -35,7 +35,13 @@ pub fn args(data_dir: &Path) -> Vec<String> {
             .is_ok_and(|out| out.status.success() || String::from_utf8_lossy(&out.stderr).contains("already exists")),
         "cannot create the test database {name} on {server}: {created:?}"
     );
-    vec!["--database-url".to_owned(), format!("{server}/{name}")]
+    // Small pools: tests run side by side, several instances each, on one server.
+    vec![
+        "--database-url".to_owned(),
+        format!("{server}/{name}"),
+        "--database-max-connections".to_owned(),
+        "4".to_owned(),
+    ]
 }
 
 /// Drops the database of `data_dir`, if the suite runs on PostgreSQL.
