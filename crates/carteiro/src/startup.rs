@@ -26,6 +26,13 @@ pub async fn app_state(
         .with_context(|| format!("cannot create the data directory {}", args.data_dir.display()))?;
     let may_create_key = !store.has_sealed_secrets().await.map_err(anyhow::Error::from)?;
     let keys = MasterKey::load_or_create(master_key, &args.data_dir, may_create_key)?;
+    if master_key.is_none() && args.database_url.is_some() {
+        // The key file is this instance's own; other instances would seal with theirs.
+        tracing::warn!(
+            "the master key comes from {}: every instance on this database must use the same key (set CARTEIRO_MASTER_KEY on each)",
+            args.data_dir.display()
+        );
+    }
     Ok(AppState::new(store, keys, delivery))
 }
 
