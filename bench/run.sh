@@ -5,6 +5,8 @@
 #   N=200000 ONLY=carteiro bench/run.sh   the memory run: RSS with a large backlog
 #   STORE=all bench/run.sh    the carteiro rows on SQLite, then on PostgreSQL with 1 and 2 instances
 #   STORE=postgres INSTANCES=2 bench/run.sh   only PostgreSQL, only 2 instances
+#   PG_URL=postgres://user@host:port   the server (a fresh database is made in it per run)
+#   PG_N=5000                          another N for the PostgreSQL rows
 #
 # Upstream: Postfix's smtp-sink; arrivals are read from its own counter (-c),
 # the same way for every run.
@@ -49,8 +51,7 @@ if [ "$STORE" != sqlite ]; then
     command -v psql >/dev/null || { say "psql is missing: apt-get install postgresql-client"; exit 1; }
     psql "$PG_URL/postgres" -qAtc 'SELECT 1' >/dev/null || { say "cannot reach PostgreSQL at $PG_URL"; exit 1; }
     # Every instance on one database must open the same secrets.
-    CARTEIRO_MASTER_KEY=$(head -c 32 /dev/urandom | base64)
-    export CARTEIRO_MASTER_KEY
+    master_key=$(head -c 32 /dev/urandom | base64)
 fi
 
 say "building carteiro (release)"
@@ -187,10 +188,10 @@ run_carteiro() {
         databases+=("$db")
     fi
     for ((i = 0; i < (instances > 0 ? instances : 1); i++)); do
-        local port=$((CARTEIRO_PORT + i)) store_args=(--data-dir "$disk/$name-$i")
-        [ -z "$db" ] || store_args+=(--database-url "$PG_URL/$db")
+        local port=$((CARTEIRO_PORT + i)) store_args=(--data-dir "$disk/$name-$i") key=()
+        [ -z "$db" ] || store_args+=(--database-url "$PG_URL/$db") key=("CARTEIRO_MASTER_KEY=$master_key")
         # One after the other: the first creates the schema and the administrator.
-        CARTEIRO_ADMIN_PASSWORD=$ADMIN_PASSWORD RUST_LOG=${RUST_LOG:-info} \
+        env "${key[@]}" CARTEIRO_ADMIN_PASSWORD=$ADMIN_PASSWORD RUST_LOG=${RUST_LOG:-info} \
             "$CARTEIRO" serve "${store_args[@]}" --listen "127.0.0.1:$port" --hostname bench.localdomain \
             >"$disk/$name-$i.out" 2>"$disk/$name-$i.log" &
         servers+=($!)
@@ -209,7 +210,13 @@ run_carteiro() {
     kill -TERM "${servers[@]}"
     for i in "${servers[@]}"; do wait "$i" 2>/dev/null || true; done
     stop_sink
-    [ -z "$db" ] || drop_database "$db"
+    if [ -n "$db" ]; then
+        # For the reading: how many transactions the run cost the database (counted once its
+        # connections have closed).
+        sleep 1
+        say "$title: $(psql "$PG_URL/postgres" -qAtc "SELECT xact_commit FROM pg_stat_database WHERE datname = '$db'") transactions committed"
+        drop_database "$db"
+    fi
     local accept delivered e2e rss
     accept=$(echo "$result" | sed 's/.*"accept_per_s":\([0-9.]*\).*/\1/')
     delivered=$(echo "$result" | sed 's/.*"delivered_s":\([0-9.]*\).*/\1/')

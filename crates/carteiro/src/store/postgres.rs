@@ -7,7 +7,7 @@
 //! * idempotency keys are kept unique by the table's constraint, with
 //!   `INSERT … ON CONFLICT DO NOTHING`: two instances racing on one key store one message;
 //! * a write that makes messages due (a submission, a release, a retry due now)
-//!   sends `NOTIFY carteiro_due` in its transaction, and every instance listens
+//!   sends `NOTIFY carteiro_due` after its commit, and every instance listens
 //!   (`relay_wakeups`), so that mail submitted on one is picked up at once by any;
 //! * batches travel as arrays (`UNNEST`), one statement whatever their size.
 //!
