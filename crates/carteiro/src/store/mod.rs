@@ -64,6 +64,24 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+// What both stores' SQL shares.
+
+/// The statuses of messages waiting to be sent.
+const WAITING: &str = "('scheduled', 'queued', 'deferred')";
+
+const MESSAGE_COLUMNS: &str =
+    "id, company, kind, actor_id, status, from_header, sender_header, reply_to_header, envelope_from,
+    subject, idempotency_key, tags, size_bytes, created_at, send_at, due_at, attempt_count, last_reply, updated_at";
+
+/// A level's (company, user) key columns: empty for what the scope does not name.
+fn level_key(scope: &Scope) -> (&str, &str) {
+    match scope {
+        Scope::Global => ("", ""),
+        Scope::Company(c) => (c.as_str(), ""),
+        Scope::User(c, u) => (c.as_str(), u.as_str()),
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct CompanyRow {
     pub slug: String,

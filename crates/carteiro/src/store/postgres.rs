@@ -36,8 +36,6 @@ use super::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-const WAITING: &str = "('scheduled', 'queued', 'deferred')";
-
 /// The channel of wake-ups between instances.
 const DUE_CHANNEL: &str = "carteiro_due";
 
@@ -147,17 +145,6 @@ impl<T> OrStoreError<T> for Result<T, sqlx::Error> {
         self.map_err(classify)
     }
 }
-
-fn level_key(scope: &Scope) -> (&str, &str) {
-    match scope {
-        Scope::Global => ("", ""),
-        Scope::Company(c) => (c.as_str(), ""),
-        Scope::User(c, u) => (c.as_str(), u.as_str()),
-    }
-}
-
-/// Tells every instance that messages became due. Sent inside the transaction
-/// that made them due: PostgreSQL delivers it at commit, never before the rows are visible.
 
 #[async_trait]
 impl TenantStore for PostgresStore {
@@ -444,10 +431,6 @@ impl SettingsStore for PostgresStore {
             .collect()
     }
 }
-
-const MESSAGE_COLUMNS: &str =
-    "id, company, kind, actor_id, status, from_header, sender_header, reply_to_header, envelope_from,
-    subject, idempotency_key, tags, size_bytes, created_at, send_at, due_at, attempt_count, last_reply, updated_at";
 
 /// The companies with claimable messages, found by a loose scan of the claimable index:
 /// one seek per company, whatever the backlog (PostgreSQL has no skip scan of its own).

@@ -22,8 +22,6 @@ use super::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-const WAITING: &str = "('scheduled', 'queued', 'deferred')";
-
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
@@ -93,14 +91,6 @@ trait OrStoreError<T> {
 impl<T> OrStoreError<T> for Result<T, sqlx::Error> {
     fn store(self) -> StoreResult<T> {
         self.map_err(classify)
-    }
-}
-
-fn level_key(scope: &Scope) -> (&str, &str) {
-    match scope {
-        Scope::Global => ("", ""),
-        Scope::Company(c) => (c.as_str(), ""),
-        Scope::User(c, u) => (c.as_str(), u.as_str()),
     }
 }
 
@@ -394,10 +384,6 @@ impl SettingsStore for SqliteStore {
             .collect()
     }
 }
-
-const MESSAGE_COLUMNS: &str =
-    "id, company, kind, actor_id, status, from_header, sender_header, reply_to_header, envelope_from,
-    subject, idempotency_key, tags, size_bytes, created_at, send_at, due_at, attempt_count, last_reply, updated_at";
 
 #[async_trait]
 impl MessageStore for SqliteStore {

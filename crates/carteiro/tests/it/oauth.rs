@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::app::system_message;
@@ -43,22 +42,9 @@ fn refresh_grant(endpoint: &TokenEndpoint) -> Value {
     json!({"token_url": endpoint.url, "client_id": o.client_id, "client_secret": o.client_secret, "refresh_token": o.refresh_token})
 }
 
-async fn test_connection(app: &Carteiro, settings: Value) -> Value {
-    let request = json!({"settings": settings, "to": "ana@cliente.example"});
-    let (status, body) = app.admin(Method::POST, "/api/v1/test-connection", Some(request)).await;
-    assert_eq!(status, StatusCode::OK, "{body:#}");
-    body
-}
-
-/// The step of that name; the last one when it happens twice (EHLO before and after STARTTLS).
-fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|s| s["step"] == name)
-        .unwrap_or_else(|| panic!("no {name} step: {report:#}"))
+/// Test connection of unsaved `settings`, to a test address.
+async fn test_settings(app: &Carteiro, settings: Value) -> Value {
+    test_connection(app, json!({"settings": settings, "to": "ana@cliente.example"})).await
 }
 
 /// The tokens the peer was shown, in order (accepted or not).
@@ -81,7 +67,7 @@ async fn a_refresh_token_is_exchanged_cached_and_renewed_before_the_token_expire
     let app = Carteiro::start().await;
     let settings = xoauth2(&certs, peer.port, &endpoint.options.user, refresh_grant(&endpoint));
 
-    let report = test_connection(&app, settings.clone()).await;
+    let report = test_settings(&app, settings.clone()).await;
     assert_eq!(report["ok"], true, "{report:#}");
     let token = step(&report, "token");
     assert_eq!(token["detail"], format!("a new token from {}", endpoint.url), "{report:#}");
@@ -148,7 +134,7 @@ async fn a_revoked_grant_defers_the_message_with_the_endpoints_words() {
     .await;
     assert_eq!(retried["status"], "deferred", "{retried:#}");
 
-    let report = test_connection(&app, settings).await;
+    let report = test_settings(&app, settings).await;
     assert_eq!(report["ok"], false);
     let token = step(&report, "token");
     assert_eq!((token["ok"].as_bool(), token["detail"].as_str()), (Some(false), Some(words)), "{report:#}");
@@ -166,7 +152,7 @@ async fn client_credentials_ask_for_the_microsoft_365_scope() {
     let o = &endpoint.options;
     let grant = json!({"token_url": endpoint.url, "client_id": o.client_id, "client_secret": o.client_secret});
 
-    let report = test_connection(&app, xoauth2(&certs, peer.port, &o.user, grant)).await;
+    let report = test_settings(&app, xoauth2(&certs, peer.port, &o.user, grant)).await;
     assert_eq!(report["ok"], true, "{report:#}");
     peer.next_message(WAIT).await;
     let requests = endpoint.requests();
@@ -183,12 +169,12 @@ async fn a_static_token_is_presented_as_is_and_a_refusal_carries_the_providers_w
     let app = Carteiro::start().await;
 
     let report =
-        test_connection(&app, xoauth2(&certs, peer.port, user, json!({"access_token": "ya29.static-token"}))).await;
+        test_settings(&app, xoauth2(&certs, peer.port, user, json!({"access_token": "ya29.static-token"}))).await;
     assert_eq!(report["ok"], true, "{report:#}");
     assert_eq!(step(&report, "token")["detail"], "the access token in the settings");
     peer.next_message(WAIT).await;
 
-    let report = test_connection(&app, xoauth2(&certs, peer.port, user, json!({"access_token": "ya29.expired"}))).await;
+    let report = test_settings(&app, xoauth2(&certs, peer.port, user, json!({"access_token": "ya29.expired"}))).await;
     assert_eq!(report["ok"], false, "{report:#}");
     let auth = step(&report, "auth");
     let detail = auth["detail"].as_str().unwrap();
@@ -207,7 +193,7 @@ async fn the_token_endpoint_is_reached_through_the_connections_proxy() {
     settings["connection"]["proxy"] =
         json!({"enabled": true, "kind": "http", "address": "127.0.0.1", "port": proxy.port});
 
-    let report = test_connection(&app, settings).await;
+    let report = test_settings(&app, settings).await;
     assert_eq!(report["ok"], true, "{report:#}\n{}", proxy.logs());
     peer.next_message(WAIT).await;
     let endpoint_port: u16 = endpoint.url.rsplit(':').next().unwrap().trim_end_matches("/token").parse().unwrap();

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::app::system_message;
@@ -31,24 +30,9 @@ fn through(certs: &TestCertificates, port: u16, proxy: Value) -> Value {
     })
 }
 
-async fn test_connection(app: &Carteiro, settings: Value) -> Value {
-    let request = json!({"settings": settings, "to": "ana@cliente.example"});
-    let (status, body) = app.admin(Method::POST, "/api/v1/test-connection", Some(request)).await;
-    assert_eq!(status, StatusCode::OK, "{body:#}");
-    body
-}
-
-fn steps(report: &Value) -> Vec<&str> {
-    report["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect()
-}
-
-fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["step"] == name)
-        .unwrap_or_else(|| panic!("no {name} step: {report:#}"))
+/// Test connection of unsaved `settings`, to a test address.
+async fn test_settings(app: &Carteiro, settings: Value) -> Value {
+    test_connection(app, json!({"settings": settings, "to": "ana@cliente.example"})).await
 }
 
 /// Test connection through the proxy shows its steps; then a real message
@@ -58,10 +42,10 @@ async fn delivers_through(proxy: Value, connections_to: impl Fn(u16) -> usize, l
     let mut peer = SmtpPeer::starttls(&certs, &format!("{ACCOUNT}:{PASSWORD}")).await;
     let app = Carteiro::start().await;
 
-    let report = test_connection(&app, through(&certs, peer.port, proxy.clone())).await;
+    let report = test_settings(&app, through(&certs, peer.port, proxy.clone())).await;
     assert_eq!(report["ok"], true, "{report:#}\n{}", logs());
     assert_eq!(
-        steps(&report),
+        step_names(&report),
         ["proxy", "tunnel", "greeting", "ehlo", "starttls", "tls", "ehlo", "auth", "mail", "rcpt", "data"],
         "{report:#}"
     );
@@ -117,7 +101,7 @@ async fn refused(proxy: Value) -> (String, String) {
     let certs = TestCertificates::for_localhost();
     let peer = SmtpPeer::starttls(&certs, &format!("{ACCOUNT}:{PASSWORD}")).await;
     let app = Carteiro::start().await;
-    let report = test_connection(&app, through(&certs, peer.port, proxy)).await;
+    let report = test_settings(&app, through(&certs, peer.port, proxy)).await;
     assert_eq!(report["ok"], false, "{report:#}");
     let last = report["steps"].as_array().unwrap().last().unwrap().clone();
     assert_eq!((last["step"].as_str(), last["ok"].as_bool()), (Some("tunnel"), Some(false)), "{report:#}");
@@ -164,9 +148,9 @@ async fn a_blank_address_follows_all_proxy_and_no_proxy() {
     };
 
     // 127.0.0.1 is not in NO_PROXY: through the proxy ALL_PROXY names.
-    let report = test_connection(&app, settings("127.0.0.1")).await;
+    let report = test_settings(&app, settings("127.0.0.1")).await;
     assert_eq!(report["ok"], true, "{report:#}\n{}", socks.logs());
-    assert_eq!(steps(&report)[..2], ["proxy", "tunnel"], "{report:#}");
+    assert_eq!(step_names(&report)[..2], ["proxy", "tunnel"], "{report:#}");
     assert!(
         step(&report, "proxy")["detail"].as_str().unwrap().contains("from the system's proxy variables"),
         "{report:#}"
@@ -175,9 +159,9 @@ async fn a_blank_address_follows_all_proxy_and_no_proxy() {
     peer.next_message(WAIT).await;
 
     // localhost is: straight to the server, and the steps say why.
-    let report = test_connection(&app, settings("localhost")).await;
+    let report = test_settings(&app, settings("localhost")).await;
     assert_eq!(report["ok"], true, "{report:#}");
-    assert_eq!(steps(&report)[..3], ["proxy", "dns", "tcp"], "{report:#}");
+    assert_eq!(step_names(&report)[..3], ["proxy", "dns", "tcp"], "{report:#}");
     assert!(step(&report, "proxy")["detail"].as_str().unwrap().contains("NO_PROXY"), "{report:#}");
     assert_eq!(socks.connections_to(peer.port), 1, "the proxy was used for a host NO_PROXY covers");
     peer.next_message(WAIT).await;

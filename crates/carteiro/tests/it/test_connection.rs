@@ -34,33 +34,6 @@ fn plain_settings(host: &str, port: u16) -> Value {
     })
 }
 
-/// Runs Test connection as the platform administrator and expects an answer (200).
-async fn test_connection(app: &Carteiro, request: Value) -> Value {
-    let (status, body) = app.admin(Method::POST, "/api/v1/test-connection", Some(request)).await;
-    assert_eq!(status, StatusCode::OK, "{body:#}");
-    body
-}
-
-fn step_names(report: &Value) -> Vec<&str> {
-    report["steps"]
-        .as_array()
-        .expect("steps is a list")
-        .iter()
-        .map(|s| s["step"].as_str().expect("each step has a name"))
-        .collect()
-}
-
-/// The step of that name; the last one when it happens twice (EHLO before and after STARTTLS).
-fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .find(|s| s["step"] == name)
-        .unwrap_or_else(|| panic!("no {name} step in the report: {report:#}"))
-}
-
 /// The one step that failed (a report stops at its first failure).
 fn failed_step(report: &Value) -> &Value {
     let failed: Vec<&Value> = report["steps"].as_array().unwrap().iter().filter(|s| s["ok"] == false).collect();

@@ -20,6 +20,9 @@ pub use proxies::{HttpProxy, SocksProxy};
 
 use std::time::{Duration, Instant};
 
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
 /// An HTTP client for the tests. carteiro's HTTP client brings its own TLS
 /// settings, so the process has no default TLS provider until one is chosen here.
 pub fn http_client() -> reqwest::Client {
@@ -41,4 +44,31 @@ where
         assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs Test connection as the platform administrator and expects an answer (200).
+pub async fn test_connection(app: &Carteiro, request: Value) -> Value {
+    let (status, body) = app.admin(Method::POST, "/api/v1/test-connection", Some(request)).await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    body
+}
+
+pub fn step_names(report: &Value) -> Vec<&str> {
+    report["steps"]
+        .as_array()
+        .expect("steps is a list")
+        .iter()
+        .map(|s| s["step"].as_str().expect("each step has a name"))
+        .collect()
+}
+
+/// The step of that name; the last one when it happens twice (EHLO before and after STARTTLS).
+pub fn step<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|s| s["step"] == name)
+        .unwrap_or_else(|| panic!("no {name} step in the report: {report:#}"))
 }
