@@ -377,7 +377,7 @@ async fn test_connection(args: TestArgs, master_key: Option<&str>) -> anyhow::Re
         println!("{} {:<9} {:>6} ms  {}", if step.ok { "ok  " } else { "FAIL" }, step.step, step.ms, step.detail);
     }
     if let Some(hint) = &report.hint {
-        println!("hint: {hint}");
+        println!("hint: {}", hint.en);
     }
     if !report.ok {
         bail!("the test e-mail could not be sent");

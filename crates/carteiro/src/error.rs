@@ -67,6 +67,7 @@ impl From<ServiceError> for ApiError {
                 Self { field, ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message) }
             }
             ServiceError::BadCredentials => Self::unauthorized("the user name or password is wrong"),
+            e @ ServiceError::Throttled { .. } => Self::new(StatusCode::TOO_MANY_REQUESTS, "throttled", e.to_string()),
             ServiceError::Unavailable(why) => {
                 tracing::error!(error = %why, "the database is unavailable");
                 Self::new(

@@ -8,6 +8,7 @@ pub mod config;
 pub mod crypto;
 pub mod delivery;
 pub mod error;
+pub mod i18n;
 pub mod metrics;
 pub mod service;
 pub mod startup;

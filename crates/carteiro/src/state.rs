@@ -20,6 +20,7 @@ use crate::crypto::MasterKey;
 use crate::delivery::Means;
 use crate::delivery::oauth::Tokens;
 use crate::delivery::tls::TlsConfigs;
+use crate::service::throttle::LoginThrottle;
 use crate::store::{FinishAttempts, Grouped, InsertMessages, StartSending, Store};
 
 #[derive(Clone)]
@@ -44,6 +45,8 @@ pub struct AppState {
     pub tokens: Arc<Tokens>,
     /// Rung after a submission, so the worker does not wait for its next poll.
     pub wake: Arc<Notify>,
+    /// Wrong passwords lately, by user name.
+    pub login_throttle: Arc<LoginThrottle>,
     /// Renders `/metrics`; only `serve` records metrics.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -63,6 +66,7 @@ impl AppState {
             tls: Arc::new(TlsConfigs::default()),
             tokens: Arc::new(Tokens::default()),
             wake: Arc::new(Notify::new()),
+            login_throttle: Arc::default(),
             metrics: None,
         }
     }

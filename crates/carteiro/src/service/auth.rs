@@ -168,6 +168,11 @@ pub async fn create_admin(
     row.try_into()
 }
 
+/// The administrators bound to one company.
+pub async fn company_admins(state: &AppState, company: &CompanySlug) -> ServiceResult<Vec<Admin>> {
+    state.store.company_admins(company.as_str()).await?.into_iter().map(Admin::try_from).collect()
+}
+
 pub async fn reset_password(state: &AppState, username: &str, password: &str) -> ServiceResult<()> {
     check_password(password)?;
     if !state.store.set_admin_password(username, &hash_password(password).await?).await? {
@@ -176,15 +181,27 @@ pub async fn reset_password(state: &AppState, username: &str, password: &str) ->
     Ok(())
 }
 
-/// Checks a user name and password; returns a bearer token valid for 12 hours.
+/// Checks a user name and password; returns a bearer token valid for 12 hours
+/// (the API's, and the console's session). Repeated failures for one user
+/// name make the next tries wait ([`super::throttle`]).
 pub async fn login(state: &AppState, username: &str, password: &str) -> ServiceResult<String> {
+    state.login_throttle.check(username, now_ms()).map_err(|seconds| ServiceError::Throttled { seconds })?;
     let row = state.store.admin_by_username(username).await?;
     let ok = verify_password(password, row.as_ref().map(|r| r.password_hash.clone())).await?;
-    let row = row.filter(|_| ok).ok_or(ServiceError::BadCredentials)?;
+    let Some(row) = row.filter(|_| ok) else {
+        state.login_throttle.failed(username, now_ms());
+        return Err(ServiceError::BadCredentials);
+    };
+    state.login_throttle.succeeded(username);
     let token = random_token(ADMIN_TOKEN_PREFIX);
     let now = now_ms();
     state.store.create_admin_token(&token_hash(&token), &row.id, now, now + TOKEN_LIFETIME_MS).await?;
     Ok(token)
+}
+
+/// Ends the session of a token at once.
+pub async fn logout(state: &AppState, token: &str) -> ServiceResult<()> {
+    Ok(state.store.revoke_admin_token(&token_hash(token)).await?)
 }
 
 pub async fn admin_by_token(state: &AppState, token: &str) -> ServiceResult<Option<Admin>> {

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{ServiceError, ServiceResult};
 use crate::state::{AppState, now_ms, rfc3339};
-use crate::store::{AttemptRow, CancelOutcome, MessageFilter, MessageRow, RecipientRow};
+use crate::store::{AttemptRow, MessageFilter, MessageRow, RecipientRow, StatusChange};
 
 #[derive(Debug, Serialize)]
 pub struct RecipientOut {
@@ -133,12 +133,26 @@ pub async fn list(state: &AppState, company: &CompanySlug, filter: &MessageFilte
     Ok(state.store.list_messages(company.as_str(), filter).await?.into_iter().map(MessageOut::from).collect())
 }
 
+/// Queues a failed message again, due now: its failed recipients are tried again.
+pub async fn retry(state: &AppState, company: &CompanySlug, id: &str) -> ServiceResult<MessageOut> {
+    match state.store.retry(company.as_str(), id, now_ms()).await? {
+        StatusChange::Done => {
+            state.wake.notify_one();
+            message(state, company, id).await
+        }
+        StatusChange::NotFound => Err(not_found(id)),
+        StatusChange::Refused(status) => {
+            Err(ServiceError::Conflict(format!("message {id} is {status}: only failed messages can be retried")))
+        }
+    }
+}
+
 /// Cancels a message that is scheduled, queued or deferred.
 pub async fn cancel(state: &AppState, company: &CompanySlug, id: &str) -> ServiceResult<MessageOut> {
     match state.store.cancel(company.as_str(), id, now_ms()).await? {
-        CancelOutcome::Cancelled => message(state, company, id).await,
-        CancelOutcome::NotFound => Err(not_found(id)),
-        CancelOutcome::TooLate(status) => Err(ServiceError::Conflict(format!(
+        StatusChange::Done => message(state, company, id).await,
+        StatusChange::NotFound => Err(not_found(id)),
+        StatusChange::Refused(status) => Err(ServiceError::Conflict(format!(
             "message {id} is {status}: only scheduled, queued or deferred messages can be cancelled"
         ))),
     }

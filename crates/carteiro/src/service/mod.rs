@@ -9,6 +9,7 @@ pub mod settings;
 pub mod submit;
 pub mod tenants;
 pub mod test_connection;
+pub mod throttle;
 
 use carteiro_core::FieldErrors;
 
@@ -32,6 +33,9 @@ pub enum ServiceError {
     Forbidden(FieldErrors),
     #[error("the user name or password is wrong")]
     BadCredentials,
+    /// Too many wrong passwords for this user name lately.
+    #[error("too many failed logins for this user name: try again in {seconds} seconds")]
+    Throttled { seconds: u64 },
     #[error("{0}")]
     Unavailable(String),
     #[error(transparent)]

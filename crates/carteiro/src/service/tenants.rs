@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::auth::{API_KEY_PREFIX, random_token, token_hash};
 use super::{Actor, ServiceError, ServiceResult};
 use crate::state::{AppState, now_ms, rfc3339};
-use crate::store::{ApiKeyRow, AuditRow, CompanyRow};
+use crate::store::{ApiKeyRow, AuditRow, CompanyRow, ConfigWrite};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +103,51 @@ pub async fn create_company(state: &AppState, actor: &Actor, input: &CompanyIn) 
             fields: vec!["slug".into(), "name".into(), "email".into()],
         })
         .await?;
+    Ok(row.into())
+}
+
+/// Replaces a company's name and own e-mail address (its slug never changes).
+pub async fn update_company(
+    state: &AppState,
+    actor: &Actor,
+    slug: &CompanySlug,
+    name: &str,
+    email: Option<&str>,
+) -> ServiceResult<CompanyOut> {
+    let stored = state
+        .store
+        .company(slug.as_str())
+        .await?
+        .ok_or_else(|| ServiceError::NotFound(format!("there is no company {slug}")))?;
+    let Identity { name, email } = Identity::parse(name, email)?;
+    let row =
+        CompanyRow { name: name.as_str().to_owned(), email: email.map(|e| e.as_str().to_owned()), ..stored.clone() };
+    let fields: Vec<String> = [("name", row.name != stored.name), ("email", row.email != stored.email)]
+        .into_iter()
+        .filter_map(|(field, changed)| changed.then(|| field.to_owned()))
+        .collect();
+    if fields.is_empty() {
+        return Ok(row.into());
+    }
+    let now = now_ms();
+    let audit = AuditRow {
+        at: now,
+        actor: actor.label(),
+        action: "company.update".to_owned(),
+        company: Some(row.slug.clone()),
+        target: format!("company:{slug}"),
+        fields,
+    };
+    // The same upsert as a configuration import, in one transaction with its audit entry.
+    let write = ConfigWrite {
+        at: now,
+        actor: actor.label(),
+        companies: vec![row.clone()],
+        audit: vec![audit],
+        ..Default::default()
+    };
+    state.store.apply_config(&write).await?;
+    state.configuration_changed();
     Ok(row.into())
 }
 

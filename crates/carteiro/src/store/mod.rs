@@ -121,6 +121,9 @@ pub trait TenantStore: Send + Sync {
     async fn admin_count(&self) -> StoreResult<i64>;
     async fn create_admin_token(&self, token_hash: &str, admin_id: &str, now: i64, expires_at: i64) -> StoreResult<()>;
     async fn admin_by_token(&self, token_hash: &str, now: i64) -> StoreResult<Option<AdminRow>>;
+    async fn revoke_admin_token(&self, token_hash: &str) -> StoreResult<()>;
+    /// The administrators of one company.
+    async fn company_admins(&self, company: &str) -> StoreResult<Vec<AdminRow>>;
 
     async fn create_api_key(&self, row: &ApiKeyRow, key_hash: &str) -> StoreResult<()>;
     /// The company of a key that is not revoked.
@@ -303,12 +306,13 @@ pub struct QueueStats {
     pub oldest_due_at: Option<i64>,
 }
 
+/// What asking to cancel or retry a message did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CancelOutcome {
-    Cancelled,
+pub enum StatusChange {
+    Done,
     NotFound,
-    /// The message is being sent or finished: its status.
-    TooLate(String),
+    /// The message's status does not allow it: that status.
+    Refused(String),
 }
 
 #[async_trait]
@@ -320,7 +324,9 @@ pub trait MessageStore: Send + Sync {
     async fn attempts(&self, id: &str) -> StoreResult<Vec<AttemptRow>>;
     async fn raw(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
     async fn list_messages(&self, company: &str, filter: &MessageFilter) -> StoreResult<Vec<MessageRow>>;
-    async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<CancelOutcome>;
+    async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<StatusChange>;
+    /// Queues a failed message again, due now, with its failed recipients pending.
+    async fn retry(&self, company: &str, id: &str, now: i64) -> StoreResult<StatusChange>;
 
     /// Puts messages whose lease expired (their worker died) back in the queue.
     /// Never those of `ours`, the caller's own claims: it is alive, and a

@@ -244,6 +244,23 @@ impl TenantStore for PostgresStore {
         .store()
     }
 
+    async fn revoke_admin_token(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM admin_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .store()?;
+        Ok(())
+    }
+
+    async fn company_admins(&self, company: &str) -> StoreResult<Vec<AdminRow>> {
+        sqlx::query_as("SELECT id, username, password_hash, company FROM admins WHERE company = $1 ORDER BY username")
+            .bind(company)
+            .fetch_all(&self.pool)
+            .await
+            .store()
+    }
+
     async fn create_api_key(&self, row: &ApiKeyRow, key_hash: &str) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO api_keys (id, company, key_hash, prefix, name, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -624,7 +641,7 @@ impl MessageStore for PostgresStore {
         query.build_query_as().fetch_all(&self.pool).await.store()
     }
 
-    async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<CancelOutcome> {
+    async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<StatusChange> {
         let mut tx = self.pool.begin().await.store()?;
         // Locked, so that no session starts sending it between this read and the update.
         let status: Option<String> =
@@ -635,8 +652,8 @@ impl MessageStore for PostgresStore {
                 .await
                 .store()?;
         let outcome = match status {
-            None => CancelOutcome::NotFound,
-            Some(s) if !MessageStatus::parse(&s).is_some_and(MessageStatus::can_cancel) => CancelOutcome::TooLate(s),
+            None => StatusChange::NotFound,
+            Some(s) if !MessageStatus::parse(&s).is_some_and(MessageStatus::can_cancel) => StatusChange::Refused(s),
             Some(_) => {
                 sqlx::query("UPDATE messages SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 WHERE id = $2")
                     .bind(now)
@@ -644,7 +661,7 @@ impl MessageStore for PostgresStore {
                     .execute(&mut *tx)
                     .await
                     .store()?;
-                CancelOutcome::Cancelled
+                StatusChange::Done
             }
         };
         tx.commit().await.store()?;
@@ -722,6 +739,37 @@ impl MessageStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .store()
+    }
+
+    async fn retry(&self, company: &str, id: &str, now: i64) -> StoreResult<StatusChange> {
+        let mut tx = self.pool.begin().await.store()?;
+        let status: Option<String> =
+            sqlx::query_scalar("SELECT status FROM messages WHERE company = $1 AND id = $2 FOR UPDATE")
+                .bind(company)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .store()?;
+        let outcome = match status {
+            None => StatusChange::NotFound,
+            Some(s) if s != MessageStatus::Failed.as_str() => StatusChange::Refused(s),
+            Some(_) => {
+                sqlx::query("UPDATE recipients SET state = 'pending', code = NULL, reply = NULL WHERE message_id = $1 AND state = 'failed'")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .store()?;
+                sqlx::query("UPDATE messages SET status = 'queued', due_at = $1, updated_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .store()?;
+                StatusChange::Done
+            }
+        };
+        tx.commit().await.store()?;
+        Ok(outcome)
     }
 
     async fn queue_stats(&self, now: i64) -> StoreResult<QueueStats> {
@@ -1316,13 +1364,13 @@ mod tests {
         store.insert_messages(&[record("m1", None), later, record("m3", None)]).await.unwrap();
 
         let claimed = store.claim("acme", "c", 2, 1000, 10).await.unwrap();
-        assert_eq!(store.cancel("acme", "m1", 3).await.unwrap(), CancelOutcome::Cancelled);
+        assert_eq!(store.cancel("acme", "m1", 3).await.unwrap(), StatusChange::Done);
         let items: Vec<(String, String)> = claimed.iter().map(|m| (m.id.clone(), "c".to_owned())).collect();
         let mut started = store.start_sending(&items, 4).await.unwrap();
         started.sort();
         assert_eq!(started, [("m2".to_owned(), "c".to_owned()), ("m3".to_owned(), "c".to_owned())]);
-        assert_eq!(store.cancel("acme", "m2", 5).await.unwrap(), CancelOutcome::TooLate("sending".into()));
-        assert_eq!(store.cancel("beta", "m3", 5).await.unwrap(), CancelOutcome::NotFound);
+        assert_eq!(store.cancel("acme", "m2", 5).await.unwrap(), StatusChange::Refused("sending".into()));
+        assert_eq!(store.cancel("beta", "m3", 5).await.unwrap(), StatusChange::NotFound);
 
         let list = |filter: MessageFilter| {
             let store = &store;

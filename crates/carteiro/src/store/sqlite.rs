@@ -192,6 +192,23 @@ impl TenantStore for SqliteStore {
         .store()
     }
 
+    async fn revoke_admin_token(&self, token_hash: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM admin_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.writer)
+            .await
+            .store()?;
+        Ok(())
+    }
+
+    async fn company_admins(&self, company: &str) -> StoreResult<Vec<AdminRow>> {
+        sqlx::query_as("SELECT id, username, password_hash, company FROM admins WHERE company = $1 ORDER BY username")
+            .bind(company)
+            .fetch_all(&self.reader)
+            .await
+            .store()
+    }
+
     async fn create_api_key(&self, row: &ApiKeyRow, key_hash: &str) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO api_keys (id, company, key_hash, prefix, name, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -531,7 +548,7 @@ impl MessageStore for SqliteStore {
         query.build_query_as().fetch_all(&self.reader).await.store()
     }
 
-    async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<CancelOutcome> {
+    async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<StatusChange> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
         let status: Option<String> = sqlx::query_scalar("SELECT status FROM messages WHERE company = $1 AND id = $2")
             .bind(company)
@@ -540,8 +557,8 @@ impl MessageStore for SqliteStore {
             .await
             .store()?;
         let outcome = match status {
-            None => CancelOutcome::NotFound,
-            Some(s) if !MessageStatus::parse(&s).is_some_and(MessageStatus::can_cancel) => CancelOutcome::TooLate(s),
+            None => StatusChange::NotFound,
+            Some(s) if !MessageStatus::parse(&s).is_some_and(MessageStatus::can_cancel) => StatusChange::Refused(s),
             Some(_) => {
                 sqlx::query("UPDATE messages SET status = 'cancelled', lease_owner = NULL, lease_expires_at = NULL, updated_at = $1 WHERE id = $2")
                     .bind(now)
@@ -549,7 +566,37 @@ impl MessageStore for SqliteStore {
                     .execute(&mut *tx)
                     .await
                     .store()?;
-                CancelOutcome::Cancelled
+                StatusChange::Done
+            }
+        };
+        tx.commit().await.store()?;
+        Ok(outcome)
+    }
+
+    async fn retry(&self, company: &str, id: &str, now: i64) -> StoreResult<StatusChange> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM messages WHERE company = $1 AND id = $2")
+            .bind(company)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .store()?;
+        let outcome = match status {
+            None => StatusChange::NotFound,
+            Some(s) if s != MessageStatus::Failed.as_str() => StatusChange::Refused(s),
+            Some(_) => {
+                sqlx::query("UPDATE recipients SET state = 'pending', code = NULL, reply = NULL WHERE message_id = $1 AND state = 'failed'")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .store()?;
+                sqlx::query("UPDATE messages SET status = 'queued', due_at = $1, updated_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .store()?;
+                StatusChange::Done
             }
         };
         tx.commit().await.store()?;
