@@ -25,6 +25,7 @@ const RELAY = { username: 'relay@platform.test', password: 'relay-secret-9' };
 const ACME = { slug: 'acme', name: 'ACME Ltda', email: 'contato@acme.example' };
 const OTHER = { slug: 'other', name: 'Other Corp', email: 'contato@other.example' };
 const ACME_ADMIN = { username: 'acme-admin', password: 'acme-admin-password' };
+const PLATFORM_SENDER = { name: 'Plataforma', address: 'noreply@platform.test' };
 const ACME_SENDER = { name: 'ACME Notificações', address: 'noreply@acme.example' };
 const RECIPIENT = 'cliente@example.com';
 
@@ -210,6 +211,10 @@ describe('web console: issue #3 scenario', { timeout: 600_000 }, () => {
             'connection.username': RELAY.username,
             'connection.password': RELAY.password,
             'connection.timeout_s': 30,
+            // Test connection sends as the level's sender (MAIL FROM).
+            'policy.default_sender_enabled': 'true',
+            'policy.default_sender_name': PLATFORM_SENDER.name,
+            'policy.default_sender_address': PLATFORM_SENDER.address,
         });
         const result = await testConnection(page, 'probe@example.com');
         const steps = describeSteps(result.steps);
@@ -253,6 +258,8 @@ describe('web console: issue #3 scenario', { timeout: 600_000 }, () => {
             'connection.username',
             'connection.password',
             'connection.timeout_s',
+            'policy.default_sender_enabled',
+            'policy.default_sender_address',
         ]);
         assert.deepEqual(shown, {
             'connection.host': '127.0.0.1',
@@ -262,6 +269,8 @@ describe('web console: issue #3 scenario', { timeout: 600_000 }, () => {
             'connection.username': RELAY.username,
             'connection.password': '',
             'connection.timeout_s': '30',
+            'policy.default_sender_enabled': 'true',
+            'policy.default_sender_address': PLATFORM_SENDER.address,
         });
         assert.ok(!(await page.content()).includes(RELAY.password), 'the stored password is not in the page');
         const token = await app.token(ADMIN.username, ADMIN.password);

@@ -5,6 +5,7 @@ pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod crypto;
 pub mod delivery;
 pub mod error;

@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         });
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::console::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
