@@ -309,9 +309,9 @@ pub fn read(kind: LevelKind, posted: &Posted) -> Result<SettingsDoc, FieldErrors
     // A block is written when something in it is given; the connection of a
     // company or user level also when its switch is on (and then with it).
     let switched_on = posted.get(ENABLED).is_some();
-    let something = connection.iter().any(|(path, v)| *path != "connection.transport" || *v != "smtp")
-        || !proxy.is_empty()
-        || !oauth.is_empty();
+    // Checkboxes alone (certificate verification off, say) do not make a connection.
+    let is_flag = |path: &str| all_specs().any(|s| s.path == path && matches!(s.kind, Kind::Flag { .. }));
+    let something = connection.iter().chain(&proxy).chain(&oauth).any(|(path, _)| !is_flag(path));
     let write_connection = match kind {
         LevelKind::Global => something,
         LevelKind::Company | LevelKind::User => switched_on || something,

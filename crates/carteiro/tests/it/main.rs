@@ -5,6 +5,7 @@ mod helpers;
 
 mod cli;
 mod config_file;
+mod console;
 mod crash;
 mod delivery;
 mod lanes;

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod arrivals;
 pub mod certs;
+pub mod console;
 pub mod oauth;
 pub mod peers;
 pub mod postfix;
