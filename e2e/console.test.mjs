@@ -7,7 +7,9 @@
 // the rest are skipped (E2E_KEEP_GOING=1 runs them all anyway).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import {
+    FAILURES,
     keepEvidence,
     labelOf,
     launchBrowser,
@@ -108,9 +110,27 @@ async function testConnection(page, to) {
         window.__e2eSamePage = true;
         document.querySelector('#test-result')?.removeAttribute('data-ok');
     });
-    await page.click('button#test-connection');
-    await page.waitForSelector('#test-result[data-ok] li.step', { state: 'attached', timeout: 45_000 });
+    const calls = []; // what the page asked the server meanwhile, for a failure's message
+    const onResponse = (r) => calls.push(`${r.request().method()} ${r.url()} → ${r.status()}`);
+    page.on('response', onResponse);
+    try {
+        await page.click('button#test-connection');
+        // The result, or the form gone (the page replaced or reloaded): whichever comes first.
+        await page.waitForFunction(
+            () => document.querySelector('#test-result[data-ok]') || !document.querySelector('#settings-form'),
+            null,
+            { timeout: 45_000 },
+        );
+    } finally {
+        page.off('response', onResponse);
+    }
     assert.equal(await page.evaluate(() => window.__e2eSamePage), true, 'Test connection must not reload the page');
+    const body = (await page.locator('body').textContent()).trim().slice(0, 300);
+    assert.equal(
+        await page.locator('#settings-form').count(),
+        1,
+        `the form is gone after Test connection; requests: ${calls.join('; ')}; the page now shows: "${body}"`,
+    );
     return page.evaluate(() => {
         const result = document.querySelector('#test-result');
         const text = (el) => el?.textContent.replace(/\s+/g, ' ').trim() ?? null;
@@ -122,14 +142,15 @@ async function testConnection(page, to) {
                 ms: text(li.querySelector('.ms')),
                 detail: text(li.querySelector('.detail')),
             })),
+            problems: [...result.querySelectorAll('.error')].map(text),
             hint: text(result.querySelector('.hint')),
             hintVisible: !!result.querySelector('.hint')?.checkVisibility(),
         };
     });
 }
 
-function describeSteps(steps) {
-    return steps.map((s) => `${s.step}=${s.ok} (${s.ms}) ${s.detail}`).join('\n  ');
+function describeSteps({ steps, problems }) {
+    return [...problems.map((p) => `problem: ${p}`), ...steps.map((s) => `${s.step}=${s.ok} (${s.ms}) ${s.detail}`)].join('\n  ');
 }
 
 /** The path an <a> points to, however its href is written. */
@@ -164,6 +185,7 @@ async function createCompany(page, company) {
 
 describe('web console: issue #3 scenario', { timeout: 600_000 }, () => {
     before(async () => {
+        fs.rmSync(FAILURES, { recursive: true, force: true }); // an earlier run's evidence
         peer = await startPeer({ auth: `${RELAY.username}:${RELAY.password}` });
         app = await startCarteiro({ adminPassword: ADMIN.password });
         browser = await launchBrowser();
@@ -216,8 +238,9 @@ describe('web console: issue #3 scenario', { timeout: 600_000 }, () => {
             'policy.default_sender_name': PLATFORM_SENDER.name,
             'policy.default_sender_address': PLATFORM_SENDER.address,
         });
+        const received = peer.messages.length;
         const result = await testConnection(page, 'probe@example.com');
-        const steps = describeSteps(result.steps);
+        const steps = describeSteps(result);
         assert.equal(result.ok, 'true', `#test-result[data-ok] with the right password; steps:\n  ${steps}`);
         assert.ok(result.steps.every((s) => s.ok === 'true'), `every step ok:\n  ${steps}`);
         const names = result.steps.map((s) => s.step);
@@ -227,6 +250,9 @@ describe('web console: issue #3 scenario', { timeout: 600_000 }, () => {
             assert.notEqual(s.detail, null, `step ${s.step} has a .detail`);
         }
         assert.equal(result.hintVisible, false, `no hint after a success (hint: ${result.hint})`);
+        const probe = await peer.nextMessage(received, 10_000);
+        assert.deepEqual(probe.rcpt_tos, ['probe@example.com'], 'the test e-mail reached the server');
+        assert.equal(probe.auth_user, RELAY.username);
         await screenshot(page, 'global-email-test-ok');
     });
 
@@ -234,7 +260,7 @@ describe('web console: issue #3 scenario', { timeout: 600_000 }, () => {
         const { page } = sessions.platform;
         await fillSettings(page, { 'connection.password': 'wrong-password' });
         const result = await testConnection(page, 'probe@example.com');
-        const steps = describeSteps(result.steps);
+        const steps = describeSteps(result);
         assert.equal(result.ok, 'false', `#test-result[data-ok] with a wrong password; steps:\n  ${steps}`);
         const auth = result.steps.find((s) => s.step === 'auth');
         assert.ok(auth, `an auth step among:\n  ${steps}`);

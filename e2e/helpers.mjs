@@ -46,7 +46,11 @@ async function stopChild(child, graceMs = 10_000) {
     clearTimeout(timer);
 }
 
-/** Resolves with the first value `find(line)` returns for a line of `stream`, or rejects on timeout or end. */
+/**
+ * Resolves with the first value `find(line)` returns for a line of `stream`, or
+ * rejects on timeout or end. The stream goes on being read (and dropped) after,
+ * so that its writer never blocks on a full pipe.
+ */
 function waitForLine(stream, find, what, timeoutMs) {
     return new Promise((resolve, reject) => {
         const lines = createInterface({ input: stream });
@@ -177,7 +181,6 @@ export async function startCarteiro({ adminPassword }) {
         await stopChild(child);
         throw new Error(`${error.message}; its log:\n${logTail()}`);
     }
-    child.stdout.resume(); // keep draining its standard output
     const deadline = Date.now() + 30_000;
     for (;;) {
         const status = await fetch(`${base}/readyz`).then((r) => r.status, () => 0);
@@ -191,9 +194,6 @@ export async function startCarteiro({ adminPassword }) {
     return {
         base,
         dir,
-        logPath,
-        logTail,
-        url: (p) => new URL(p, base).href,
         /** Calls the JSON API; resolves with {status, body}. */
         async api(method, p, { token, body } = {}) {
             const headers = { accept: 'application/json' };
@@ -291,6 +291,9 @@ export async function login(page, username, password) {
 /** A full-page screenshot, kept in git as e2e/screenshots/NAME.png. */
 export async function screenshot(page, name) {
     fs.mkdirSync(SCREENSHOTS, { recursive: true });
+    // From the end of the page, an element sticky at the bottom (the Save bar) sits in
+    // its own place instead of over the content below the window's current position.
+    await page.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight));
     await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`), fullPage: true });
 }
 

@@ -15,7 +15,8 @@ document.addEventListener("click", async (event) => {
   button.disabled = true;
   button.textContent = button.dataset.testing || label;
   try {
-    const response = await fetch(form.action, {
+    // Not form.action: the buttons are named "action" and would shadow it.
+    const response = await fetch(form.getAttribute("action"), {
       method: "POST",
       body,
       credentials: "same-origin",
@@ -23,10 +24,11 @@ document.addEventListener("click", async (event) => {
     });
     const html = await response.text();
     const old = document.getElementById("test-result");
-    if (response.ok && old) {
+    // A session that ended comes back as the login page, after a redirect.
+    if (response.ok && !response.redirected && old) {
       old.outerHTML = html;
     } else {
-      // A session that ended, or an error page: show it as the server wrote it.
+      // The login page or an error page: show it as the server wrote it.
       document.open();
       document.write(html);
       document.close();

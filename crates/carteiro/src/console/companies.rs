@@ -13,7 +13,7 @@ use carteiro_core::settings::Scope;
 use serde::Deserialize;
 
 use super::ConsoleError;
-use super::page::Page;
+use super::page::{Done, Page};
 use super::session::Session;
 use crate::service::tenants::{self, ApiKeyIn, ApiKeyOut, CompanyIn};
 use crate::service::{Actor, ServiceError, auth, settings};
@@ -145,12 +145,6 @@ pub async fn create(
     Ok((StatusCode::UNPROCESSABLE_ENTITY, form).into_response())
 }
 
-#[derive(Deserialize)]
-pub struct Done {
-    done: Option<String>,
-    key: Option<String>,
-}
-
 pub async fn general(
     State(state): State<AppState>,
     session: Session,
@@ -161,7 +155,7 @@ pub async fn general(
     let tabs = Tabs::of(&state, &session, &slug, "general").await?;
     let company = tenants::company_out(&state, &slug).await?;
     let mut page = session.page(tabs.name.clone());
-    if done.done.as_deref() == Some("saved") {
+    if done.is("saved") {
         page.set_flash(true, page.t.saved);
     }
     let form = CompanyFormPage {
@@ -216,7 +210,7 @@ pub async fn keys(
     Query(done): Query<Done>,
 ) -> Result<Response, ConsoleError> {
     let slug = session.require_company(&slug)?;
-    show_keys(&state, &session, &slug, None, done.done.as_deref() == Some("revoked")).await
+    show_keys(&state, &session, &slug, None, done.is("revoked")).await
 }
 
 async fn show_keys(
@@ -316,9 +310,8 @@ pub async fn admins(
     session.require_platform()?;
     let slug = session.require_company(&slug)?;
     let mut admins = admins_page(&state, &session, &slug, String::new(), Vec::new()).await?;
-    if let Some(name) = done.key.filter(|_| done.done.as_deref() == Some("created")) {
-        let text = format!("{} {name}", admins.page.t.admin_created);
-        admins.page.set_flash(true, text);
+    if done.is("created") {
+        admins.page.set_flash(true, admins.page.t.admin_created);
     }
     Ok(admins.into_response())
 }
@@ -342,11 +335,7 @@ pub async fn create_admin(
     let username = form.username.trim().to_owned();
     let lang = session.lang;
     let errors = match auth::create_admin(&state, &username, &form.password, Some(&slug)).await {
-        Ok(created) => {
-            let to =
-                format!("/companies/{slug}/admins?done=created&key={}", super::session::urlencode(&created.username));
-            return Ok(Redirect::to(&to).into_response());
-        }
+        Ok(_) => return Ok(Redirect::to(&format!("/companies/{slug}/admins?done=created")).into_response()),
         Err(ServiceError::Invalid(errors)) => errors.0.into_iter().map(|e| (e.field, lang.rule(&e.message))).collect(),
         Err(ServiceError::Conflict(_)) => vec![("username".to_owned(), session.t().username_taken.to_owned())],
         Err(other) => return Err(other.into()),

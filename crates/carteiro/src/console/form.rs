@@ -448,10 +448,10 @@ fn build_field(
     let stored =
         matches!(spec.kind, Kind::Secret) && values.get(&format!("{}_set", spec.path)).is_some_and(|v| v == "true");
     let error = errors.0.iter().find(|e| e.field == spec.path).map(|e| {
-        // The label is what the reader sees: it replaces the path the rule begins with.
+        // The label is what the reader sees: it stands for the path the rule begins with.
         let message = lang.rule(&e.message);
         match message.strip_prefix(spec.path) {
-            Some(rest) => format!("{label}{rest}"),
+            Some(rest) => format!("{label}:{rest}"),
             None => message,
         }
     });

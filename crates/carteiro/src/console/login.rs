@@ -32,7 +32,7 @@ pub struct LoginQuery {
 }
 
 pub async fn page(visitor: Visitor, Query(query): Query<LoginQuery>) -> Response {
-    let (jar, csrf) = login_csrf(visitor.jar);
+    let (jar, csrf) = login_csrf(visitor.jar, visitor.https);
     let mut page = Page::new(visitor.lang, String::new(), None, csrf, visitor.path);
     page.title = page.t.login_title.to_owned();
     if query.bye.is_some() {
@@ -43,7 +43,7 @@ pub async fn page(visitor: Visitor, Query(query): Query<LoginQuery>) -> Response
 }
 
 /// The login form's CSRF token: the random value of its cookie, made when missing.
-fn login_csrf(jar: CookieJar) -> (CookieJar, String) {
+fn login_csrf(jar: CookieJar, https: bool) -> (CookieJar, String) {
     match jar.get(LOGIN_COOKIE) {
         Some(cookie) => {
             let value = cookie.value().to_owned();
@@ -51,7 +51,7 @@ fn login_csrf(jar: CookieJar) -> (CookieJar, String) {
         }
         None => {
             let value = random_token("");
-            (jar.add(private_cookie(LOGIN_COOKIE, value.clone())), value)
+            (jar.add(private_cookie(LOGIN_COOKIE, value.clone(), https)), value)
         }
     }
 }
@@ -72,12 +72,8 @@ pub async fn submit(State(state): State<AppState>, visitor: Visitor, Form(form):
     let next = local_path(form.next.as_deref());
     match auth::login(&state, form.username.trim(), &form.password).await {
         Ok(token) => {
-            let session = Cookie::build((SESSION_COOKIE, token))
-                .path("/")
-                .http_only(true)
-                .same_site(axum_extra::extract::cookie::SameSite::Strict)
-                .max_age(time::Duration::hours(12))
-                .build();
+            let mut session = private_cookie(SESSION_COOKIE, token, visitor.https);
+            session.set_max_age(time::Duration::hours(12));
             let jar = visitor.jar.remove(Cookie::build(LOGIN_COOKIE).path("/")).add(session);
             (jar, Redirect::to(&next)).into_response()
         }
@@ -87,7 +83,7 @@ pub async fn submit(State(state): State<AppState>, visitor: Visitor, Form(form):
             let (status, text) = match error {
                 ServiceError::BadCredentials => (StatusCode::UNAUTHORIZED, page.t.login_wrong.to_owned()),
                 ServiceError::Throttled { seconds } => {
-                    (StatusCode::TOO_MANY_REQUESTS, format!("{} {seconds}", page.t.login_throttled))
+                    (StatusCode::TOO_MANY_REQUESTS, page.t.login_throttled.replace("{n}", &seconds.to_string()))
                 }
                 other => return ConsoleError::from(other).into_response(),
             };
@@ -120,12 +116,12 @@ pub struct SwitchQuery {
 }
 
 /// Remembers the language chosen (a year) and goes back to the page.
-pub async fn switch_language(Path(tag): Path<String>, jar: CookieJar, Query(query): Query<SwitchQuery>) -> Response {
+pub async fn switch_language(Path(tag): Path<String>, visitor: Visitor, Query(query): Query<SwitchQuery>) -> Response {
     let back = local_path(query.back.as_deref());
     let Some(lang) = Lang::from_tag(&tag) else {
         return Redirect::to(&back).into_response();
     };
-    let mut cookie = private_cookie(LANG_COOKIE, lang.tag().to_owned());
+    let mut cookie = private_cookie(LANG_COOKIE, lang.tag().to_owned(), visitor.https);
     cookie.set_max_age(time::Duration::days(365));
-    (jar.add(cookie), Redirect::to(&back)).into_response()
+    (visitor.jar.add(cookie), Redirect::to(&back)).into_response()
 }

@@ -15,7 +15,7 @@ use time::{Date, Duration, macros::format_description};
 
 use super::ConsoleError;
 use super::companies::CsrfOnly;
-use super::page::Page;
+use super::page::{Done, Page};
 use super::session::Session;
 use crate::service::messages::{self, MessageOut};
 use crate::service::{ServiceError, tenants};
@@ -125,11 +125,6 @@ struct DetailPage {
     can_retry: bool,
 }
 
-#[derive(Deserialize)]
-pub struct Done {
-    done: Option<String>,
-}
-
 pub async fn detail(
     State(state): State<AppState>,
     session: Session,
@@ -144,10 +139,10 @@ pub async fn detail(
         Err(other) => return Err(other.into()),
     };
     let mut page = session.page(format!("{} · {}", session.t().message_title, message.subject));
-    match done.done.as_deref() {
-        Some("cancelled") => page.set_flash(true, page.t.cancelled_ok),
-        Some("retried") => page.set_flash(true, page.t.retried_ok),
-        _ => {}
+    if done.is("cancelled") {
+        page.set_flash(true, page.t.cancelled_ok);
+    } else if done.is("retried") {
+        page.set_flash(true, page.t.retried_ok);
     }
     let status = MessageStatus::parse(&message.status);
     let can_cancel = status.is_some_and(MessageStatus::can_cancel);

@@ -5,6 +5,18 @@ use super::session::urlencode;
 use super::texts::{self, Texts};
 use crate::i18n::Lang;
 
+/// What a page redirected to after a change says was done (`?done=saved`).
+#[derive(serde::Deserialize)]
+pub struct Done {
+    done: Option<String>,
+}
+
+impl Done {
+    pub fn is(&self, what: &str) -> bool {
+        self.done.as_deref() == Some(what)
+    }
+}
+
 pub struct PageUser {
     pub username: String,
     pub platform: bool,

@@ -29,9 +29,15 @@ pub const LANG_COOKIE: &str = "carteiro_lang";
 /// random value that must match this cookie.
 pub const LOGIN_COOKIE: &str = "carteiro_login";
 
-/// A cookie only our own pages send, never readable by scripts.
-pub fn private_cookie(name: &'static str, value: String) -> Cookie<'static> {
-    Cookie::build((name, value)).path("/").http_only(true).same_site(SameSite::Strict).build()
+/// A cookie only our own pages send, never readable by scripts; sent over
+/// https only when the page was (carteiro behind a TLS-terminating proxy).
+pub fn private_cookie(name: &'static str, value: String, https: bool) -> Cookie<'static> {
+    Cookie::build((name, value)).path("/").http_only(true).same_site(SameSite::Strict).secure(https).build()
+}
+
+/// Whether the visitor reached carteiro over https, as the proxy in front says.
+fn over_https(headers: &HeaderMap) -> bool {
+    headers.get("x-forwarded-proto").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
 }
 
 /// The language a request asks for: the switch's cookie, else `Accept-Language`.
@@ -51,6 +57,7 @@ pub struct Visitor {
     pub lang: Lang,
     pub jar: CookieJar,
     pub path: String,
+    pub https: bool,
 }
 
 impl FromRequestParts<AppState> for Visitor {
@@ -58,7 +65,7 @@ impl FromRequestParts<AppState> for Visitor {
 
     async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
         let jar = CookieJar::from_headers(&parts.headers);
-        Ok(Self { lang: language(&parts.headers, &jar), path: here(parts), jar })
+        Ok(Self { lang: language(&parts.headers, &jar), path: here(parts), https: over_https(&parts.headers), jar })
     }
 }
 
@@ -144,7 +151,12 @@ pub fn same(a: &str, b: &str) -> bool {
 /// A local path to come back to; anything else (another site) is the start page.
 pub fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_owned(),
+        // Browsers drop tabs and line breaks from URLs ("/\t/x" is "//x", another site): only visible ASCII passes.
+        Some(p)
+            if p.starts_with('/') && !p.starts_with("//") && p.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
+            p.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -168,6 +180,9 @@ mod tests {
         assert_eq!(local_path(Some("//evil.example/")), "/");
         assert_eq!(local_path(Some("https://evil.example/")), "/");
         assert_eq!(local_path(Some("/\\evil.example")), "/");
+        assert_eq!(local_path(Some("/\t/evil.example/")), "/");
+        assert_eq!(local_path(Some("/\n/evil.example/")), "/");
+        assert_eq!(local_path(Some("/ /evil.example/")), "/");
         assert_eq!(local_path(None), "/");
     }
 

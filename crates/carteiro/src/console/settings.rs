@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::ConsoleError;
 use super::companies::Tabs;
 use super::form::{self, LevelKind, Posted, SettingsForm};
-use super::page::Page;
+use super::page::{Done, Page};
 use super::session::Session;
 use crate::i18n::Lang;
 use crate::service::test_connection::{self, TestConnectionIn, TestConnectionOut};
@@ -123,11 +123,6 @@ impl TestView {
     }
 }
 
-#[derive(Deserialize)]
-pub struct Done {
-    done: Option<String>,
-}
-
 pub async fn global(
     State(state): State<AppState>,
     session: Session,
@@ -193,7 +188,7 @@ pub async fn save_user(
 async fn show_stored(state: &AppState, session: &Session, level: &Level, done: Done) -> Result<Response, ConsoleError> {
     let doc = settings::read_level(state, &level.scope).await?;
     let mut page = session.page("");
-    if done.done.as_deref() == Some("saved") {
+    if done.is("saved") {
         page.set_flash(true, page.t.saved);
     }
     let view =
@@ -261,7 +256,10 @@ async fn above(state: &AppState, scope: &Scope) -> Result<Value, ServiceError> {
 async fn post(state: &AppState, session: &Session, level: &Level, posted: Posted) -> Result<Response, ConsoleError> {
     session.check_csrf(posted.get("csrf"))?;
     let doc = form::read(level.kind, &posted);
-    let values = form::values_posted(&posted);
+    // Typed values come back as typed; which secrets are stored, as stored.
+    let mut values = form::values_posted(&posted);
+    let stored = form::values_of(&settings::read_level(state, &level.scope).await?);
+    values.extend(stored.into_iter().filter(|(path, _)| path.ends_with("_set")));
     let page = session.page("");
     if posted.get("action") == Some("test") {
         let to = posted.text("test_to").unwrap_or_default().to_owned();

@@ -40,13 +40,13 @@ texts! {
     password: "Password", "Senha";
     login_button: "Log in", "Entrar";
     login_wrong: "The user name or password is wrong.", "Usuário ou senha incorretos.";
-    login_throttled: "Too many failed attempts for this user name. Try again in this many seconds:", "Muitas tentativas com falha para este usuário. Tente de novo daqui a estes segundos:";
+    login_throttled: "Too many failed attempts for this user name. Try again in {n} seconds.", "Muitas tentativas com falha para este usuário. Tente novamente em {n} segundos.";
     logged_out: "You have logged out.", "Você saiu.";
 
     forbidden: "Only a platform administrator can open this page.", "Somente um administrador da plataforma pode abrir esta página.";
-    not_found: "There is no such page, or it is not yours to see.", "Esta página não existe, ou não é sua.";
+    not_found: "There is no such page, or it is not yours to see.", "Esta página não existe ou você não tem acesso a ela.";
     csrf_failed: "The form had expired. Reload the page and send it again.", "O formulário expirou. Recarregue a página e envie de novo.";
-    unavailable: "carteiro cannot reach its database right now; nothing was changed. Try again shortly.", "O carteiro não consegue acessar o banco de dados agora; nada foi alterado. Tente de novo em instantes.";
+    unavailable: "carteiro cannot reach its database right now; nothing was changed. Try again shortly.", "O carteiro não consegue acessar o banco de dados agora; nada foi alterado. Tente novamente em instantes.";
     internal: "Something went wrong inside carteiro; the error is in its log.", "Algo deu errado no carteiro; o erro está no log.";
     error_title: "Error", "Erro";
     back_home: "Back to the start page", "Voltar ao início";
@@ -65,7 +65,7 @@ texts! {
     enabled: "Enable specific e-mail sending?", "Deseja habilitar o envio de e-mail específico?";
     enabled_help_company: "On: this company sends through the connection below, taken as a whole; nothing is mixed with the global server (not even its password). Off: it uses the global connection.", "Ligado: esta empresa envia pela conexão abaixo, como um todo; nada é misturado com o servidor global (nem a senha). Desligado: ela usa a conexão global.";
     enabled_help_user: "On: this user's messages go through the connection below, taken as a whole. Off: they use the company's connection, or the global one.", "Ligado: as mensagens deste usuário saem pela conexão abaixo, como um todo. Desligado: elas usam a conexão da empresa, ou a global.";
-    inherited_connection: "Connection in force when this is off", "Conexão em vigor quando isto está desligado";
+    inherited_connection: "Connection used when this is off", "Conexão usada quando desligado";
     no_connection: "none configured: messages cannot be sent", "nenhuma configurada: as mensagens não podem ser enviadas";
     transport: "Transport", "Transporte";
     transport_help: "SMTP sends to a mail server. sendmail hands each message to the local MTA program, pickup writes .eml files into a directory an MTA watches, capture keeps messages in carteiro for viewing (development and staging). sendmail and pickup act on this host: only a platform administrator may choose them.", "SMTP envia a um servidor de e-mail. sendmail entrega cada mensagem ao programa MTA local, pickup grava arquivos .eml num diretório que um MTA observa, capture guarda as mensagens no carteiro para consulta (desenvolvimento e homologação). sendmail e pickup agem neste servidor: só um administrador da plataforma pode escolhê-los.";
@@ -82,7 +82,7 @@ texts! {
     auth_mechanism_help: "Automatic uses what the server offers; XOAUTH2 logs in with the tokens of the XOAUTH2 section.", "Automático usa o que o servidor oferece; XOAUTH2 faz login com os tokens da seção XOAUTH2.";
     automatic: "Automatic", "Automático";
     smtp_user: "User", "Usuário";
-    secret_help: "Leave blank to keep the stored one.", "Deixe em branco para manter o valor guardado.";
+    secret_help: "Leave blank to keep the stored one (while the server and user stay the same).", "Deixe em branco para manter o valor guardado (enquanto o servidor e o usuário forem os mesmos).";
     secret_stored: "One is stored.", "Há um valor guardado.";
     timeout: "SMTP timeout (seconds)", "Tempo limite SMTP (segundos)";
     timeout_help: "10 to 180 (180 when blank): how long to wait for the connection and for each reply.", "De 10 a 180 (180 quando em branco): quanto esperar pela conexão e por cada resposta.";
@@ -120,7 +120,7 @@ texts! {
     default_sender_enabled_help: "System messages (user creation, password recovery, connection test) come from the default sender below. When it is off, they come from the company's own e-mail address.", "Mensagens de sistema (criação de usuário, recuperação de senha, teste de conexão) saem pelo remetente padrão abaixo. Quando desligado, saem pelo e-mail da própria empresa.";
     default_sender_name: "Sender's name", "Nome do remetente";
     default_sender_address: "Sender's e-mail", "E-mail do remetente";
-    default_sender_address_help: "Also the envelope sender (MAIL FROM) when the server needs no login.", "Também o remetente do envelope (MAIL FROM) quando o servidor não exige login.";
+    default_sender_address_help: "Also the envelope sender (MAIL FROM), unless the server's login is itself an e-mail address.", "Também o remetente do envelope (MAIL FROM), a menos que o login do servidor seja um endereço de e-mail.";
     force_default_sender: "All notifications from the default sender", "Todas as notificações pelo remetente padrão";
     force_default_sender_help: "On: every message, also those a person triggers (workflow moves, documents), comes from the default sender. Off: a person's messages come from that person, or from the custom sender the platform gives.", "Ligado: toda mensagem, inclusive as que uma pessoa dispara (movimentações de fluxo, documentos), sai pelo remetente padrão. Desligado: as mensagens de uma pessoa saem em nome dela, ou do remetente personalizado que a plataforma informar.";
     bundle_enabled: "Bundle e-mails to send", "Agrupar e-mails no envio";
@@ -163,6 +163,7 @@ texts! {
     create: "Create", "Criar";
     no_companies: "No company yet.", "Nenhuma empresa ainda.";
     own_sending: "Specific e-mail sending", "Envio de e-mail específico";
+    edit: "Edit", "Editar";
     company_exists: "A company with this identifier already exists.", "Já existe uma empresa com este identificador.";
     tab_general: "General", "Geral";
     tab_email: "E-mail", "E-mail";
@@ -206,7 +207,7 @@ texts! {
     company: "Company", "Empresa";
     status: "Status", "Situação";
     recipient: "Recipient", "Destinatário";
-    after: "From", "De";
+    after: "Since", "Desde";
     before: "Until", "Até";
     filter: "Filter", "Filtrar";
     any: "Any", "Todas";
@@ -238,7 +239,7 @@ texts! {
     body_purged: "The message's body is no longer kept.", "O corpo da mensagem não é mais guardado.";
     view_raw: "Download the message as built (.eml)", "Baixar a mensagem como montada (.eml)";
     cancel: "Cancel", "Cancelar";
-    retry: "Retry", "Tentar de novo";
+    retry: "Retry", "Tentar novamente";
     cancelled_ok: "The message was cancelled.", "A mensagem foi cancelada.";
     retried_ok: "The message is queued again.", "A mensagem voltou para a fila.";
     too_late: "It is too late: the message's status does not allow this any more.", "Tarde demais: a situação da mensagem não permite mais isso.";
@@ -291,7 +292,7 @@ pub fn status(lang: Lang, status: &str) -> String {
         "sending" => ("sending", "enviando"),
         "sent" => ("sent", "enviada"),
         "deferred" => ("deferred", "adiada"),
-        "failed" => ("failed", "falhou"),
+        "failed" => ("failed", "com falha"),
         "cancelled" => ("cancelled", "cancelada"),
         other => return other.to_owned(),
     };

@@ -3,6 +3,7 @@
 //! an XOAUTH2 token) or a local transport.
 
 pub mod connect;
+pub mod dkim;
 pub mod local;
 pub mod mime;
 pub mod oauth;

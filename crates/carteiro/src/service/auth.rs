@@ -185,11 +185,10 @@ pub async fn reset_password(state: &AppState, username: &str, password: &str) ->
 /// (the API's, and the console's session). Repeated failures for one user
 /// name make the next tries wait ([`super::throttle`]).
 pub async fn login(state: &AppState, username: &str, password: &str) -> ServiceResult<String> {
-    state.login_throttle.check(username, now_ms()).map_err(|seconds| ServiceError::Throttled { seconds })?;
+    state.login_throttle.attempt(username, now_ms()).map_err(|seconds| ServiceError::Throttled { seconds })?;
     let row = state.store.admin_by_username(username).await?;
     let ok = verify_password(password, row.as_ref().map(|r| r.password_hash.clone())).await?;
     let Some(row) = row.filter(|_| ok) else {
-        state.login_throttle.failed(username, now_ms());
         return Err(ServiceError::BadCredentials);
     };
     state.login_throttle.succeeded(username);

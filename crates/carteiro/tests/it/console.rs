@@ -208,10 +208,10 @@ async fn an_invalid_value_is_refused_at_its_field_in_either_language_and_nothing
     let shown = admin.post("/settings/email", &fields).await;
     assert_eq!(shown.status, StatusCode::UNPROCESSABLE_ENTITY);
     let timeout = element_text(&shown.body, "data-field=\"connection.timeout_s\"").expect("an error at the timeout");
-    assert_eq!(timeout, "SMTP timeout (seconds) must be between 10 and 180, got 5");
+    assert_eq!(timeout, "SMTP timeout (seconds): must be between 10 and 180, got 5");
     let sender =
         element_text(&shown.body, "data-field=\"policy.default_sender_address\"").expect("an error at the sender");
-    assert!(sender.starts_with("Sender's e-mail is not a valid e-mail address"), "{sender}");
+    assert!(sender.starts_with("Sender's e-mail: is not a valid e-mail address"), "{sender}");
     assert!(shown.body.contains("value=\"smtp.typed.example\""), "the typed values stay in the form");
     assert!(shown.body.contains("Nothing was saved"));
     assert_eq!(settings_of(&app, "/api/v1/settings/global").await, before);
@@ -221,7 +221,7 @@ async fn an_invalid_value_is_refused_at_its_field_in_either_language_and_nothing
     let shown = admin.post("/settings/email", &fields).await;
     assert!(shown.body.contains("<html lang=\"pt-BR\">"));
     let timeout = element_text(&shown.body, "data-field=\"connection.timeout_s\"").unwrap();
-    assert_eq!(timeout, "Tempo limite SMTP (segundos) deve estar entre 10 e 180; recebido 5");
+    assert_eq!(timeout, "Tempo limite SMTP (segundos): deve estar entre 10 e 180; recebido 5");
     assert!(shown.body.contains("Nada foi salvo"));
     let field = element_text(&shown.body, "for=\"connection-host\"").unwrap();
     assert_eq!(field, "Servidor (host)");
