@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{DeliveryConfig, MessageArgs, ServeArgs, StoreArgs, WorkerArgs, delivery_config};
 use crate::service::test_connection::{TestConnectionIn, run as run_test};
-use crate::service::{Actor, auth, config_file, settings, submit};
+use crate::service::{Actor, auth, config_file, dkim, settings, submit};
 use crate::startup::{App, app_state, shutdown_on_signals};
 use crate::state::AppState;
 
@@ -48,6 +48,9 @@ pub enum Command {
     /// Manage administrators.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Manage a company's DKIM signing keys and see the DNS records to publish.
+    #[command(subcommand)]
+    Dkim(DkimCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -187,6 +190,47 @@ pub enum AdminCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DkimCommand {
+    /// List a company's keys, each with the DNS TXT record to publish.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The company (its slug).
+        #[arg(long)]
+        company: String,
+    },
+    /// Make a key (or import one with --private-key) and print the DNS TXT record to publish.
+    /// The newest key of a domain signs; older ones stay until removed.
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        company: String,
+        /// The selector: the DNS name is SELECTOR._domainkey.DOMAIN.
+        #[arg(long)]
+        selector: String,
+        /// The domain of the From addresses to sign.
+        #[arg(long)]
+        domain: String,
+        /// ed25519 or rsa (2048 bits).
+        #[arg(long, default_value = "ed25519")]
+        algorithm: String,
+        /// A private key in PEM to import instead of making one.
+        #[arg(long)]
+        private_key: Option<PathBuf>,
+    },
+    /// Remove a key, once its selector is no longer needed.
+    Remove {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        company: String,
+        #[arg(long)]
+        selector: String,
+    },
+}
+
 /// The state of an installation that exists: a mistyped `--data-dir` must be
 /// said, not turned into a new, empty installation with a new master key.
 async fn installed_state(
@@ -268,6 +312,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             report_password(&username, generated.then_some(&password));
             Ok(())
         }
+        Command::Dkim(command) => dkim_command(command, master_key).await,
         Command::Admin(AdminCommand::ResetPassword { store, username, password_stdin }) => {
             let state = installed_state(&store, master_key, defaults()?).await?;
             let (password, generated) = password(password_stdin)?;
@@ -276,6 +321,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn dkim_command(command: DkimCommand, master_key: Option<&str>) -> anyhow::Result<()> {
+    let print = |key: &dkim::DkimKeyOut| {
+        let role = if key.signing { "signs" } else { "kept until removed" };
+        println!("{} ({}, {role})\n  {} TXT \"{}\"", key.selector, key.algorithm, key.dns_name, key.dns_txt);
+    };
+    match command {
+        DkimCommand::List { store, company } => {
+            let state = installed_state(&store, master_key, defaults()?).await?;
+            let company = CompanySlug::parse("--company", &company)?;
+            dkim::list(&state, &company).await.map_err(service_error)?.iter().for_each(print);
+        }
+        DkimCommand::Create { store, company, selector, domain, algorithm, private_key } => {
+            let state = installed_state(&store, master_key, defaults()?).await?;
+            let company = CompanySlug::parse("--company", &company)?;
+            let private_key_pem = private_key
+                .map(|path| std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display())))
+                .transpose()?;
+            let input = dkim::DkimKeyIn { selector, domain, algorithm: Some(algorithm), private_key_pem };
+            let key = dkim::create(&state, &Actor::Cli, &company, &input).await.map_err(service_error)?;
+            print(&key);
+            println!("carteiro: publish this TXT record; messages from {} are signed from now on", key.domain);
+        }
+        DkimCommand::Remove { store, company, selector } => {
+            let state = installed_state(&store, master_key, defaults()?).await?;
+            let company = CompanySlug::parse("--company", &company)?;
+            dkim::remove(&state, &Actor::Cli, &company, &selector).await.map_err(service_error)?;
+            println!("carteiro: removed the DKIM key {selector} of {company}");
+        }
+    }
+    Ok(())
 }
 
 /// `config import`: every change listed, then applied (or, with `dry_run`, not).

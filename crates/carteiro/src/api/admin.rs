@@ -14,10 +14,11 @@ use super::json::ApiJson;
 use super::messages::{ListQuery, filter};
 use super::query::ApiQuery;
 use crate::error::{ApiError, ApiResult};
+use crate::service::dkim::{DkimKeyIn, DkimKeyOut};
 use crate::service::messages::MessageOut;
 use crate::service::tenants::{ApiKeyIn, ApiKeyOut, CompanyIn, CompanyOut, NewApiKey};
 use crate::service::test_connection::{TestConnectionIn, TestConnectionOut};
-use crate::service::{Actor, auth, messages, settings, tenants, test_connection};
+use crate::service::{Actor, auth, dkim, messages, settings, tenants, test_connection};
 use crate::state::{AppState, rfc3339};
 
 #[derive(Deserialize)]
@@ -186,6 +187,35 @@ pub async fn create_company_admin(
         StatusCode::CREATED,
         Json(json!({"id": created.id, "username": created.username, "company": company.as_str()})),
     ))
+}
+
+pub async fn list_dkim_keys(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Vec<DkimKeyOut>>> {
+    let company = admin.require_company(&slug)?;
+    Ok(Json(dkim::list(&state, &company).await?))
+}
+
+pub async fn create_dkim_key(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(slug): Path<String>,
+    ApiJson(input): ApiJson<DkimKeyIn>,
+) -> ApiResult<(StatusCode, Json<DkimKeyOut>)> {
+    let company = admin.require_company(&slug)?;
+    Ok((StatusCode::CREATED, Json(dkim::create(&state, &actor(&admin), &company, &input).await?)))
+}
+
+pub async fn remove_dkim_key(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path((slug, selector)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let company = admin.require_company(&slug)?;
+    dkim::remove(&state, &actor(&admin), &company, &selector).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn list_company_messages(

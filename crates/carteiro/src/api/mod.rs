@@ -38,6 +38,8 @@ pub fn router(state: AppState) -> Router {
         .route("/companies/{slug}/api-keys", get(admin::list_api_keys).post(admin::create_api_key))
         .route("/companies/{slug}/api-keys/{id}", delete(admin::revoke_api_key))
         .route("/companies/{slug}/admins", post(admin::create_company_admin))
+        .route("/companies/{slug}/dkim-keys", get(admin::list_dkim_keys).post(admin::create_dkim_key))
+        .route("/companies/{slug}/dkim-keys/{selector}", delete(admin::remove_dkim_key))
         .route("/companies/{slug}/messages", get(admin::list_company_messages))
         .route("/companies/{slug}/messages/{id}", get(admin::get_company_message))
         .route("/companies/{slug}/messages/{id}/raw", get(admin::get_company_message_raw))

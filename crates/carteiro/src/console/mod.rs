@@ -5,6 +5,7 @@
 
 mod audit;
 mod companies;
+mod dkim;
 mod form;
 mod login;
 mod messages;
@@ -49,6 +50,8 @@ pub fn router() -> Router<AppState> {
         .route("/companies/{slug}/api-keys", get(companies::keys).post(companies::create_key))
         .route("/companies/{slug}/api-keys/{id}/revoke", post(companies::revoke_key))
         .route("/companies/{slug}/admins", get(companies::admins).post(companies::create_admin))
+        .route("/companies/{slug}/dkim", get(dkim::show).post(dkim::create))
+        .route("/companies/{slug}/dkim/{selector}/remove", post(dkim::remove))
         .route("/messages", get(messages::list))
         .route("/companies/{slug}/messages/{id}", get(messages::detail))
         .route("/companies/{slug}/messages/{id}/cancel", post(messages::cancel))

@@ -195,6 +195,23 @@ texts! {
     no_keys: "No API key yet.", "Nenhuma chave de API ainda.";
     keys_intro: "Applications submit messages for this company with these keys (Authorization: Bearer ck_…).", "As aplicações enviam mensagens desta empresa com estas chaves (Authorization: Bearer ck_…).";
 
+    dkim_intro: "Receivers check a DKIM signature against a key published in DNS. carteiro signs every message whose From address is in a key's domain, with the newest key of that domain. To rotate, add a key with a new selector, publish its record, and remove the old key once no message waits for it.", "Os destinatários conferem a assinatura DKIM com uma chave publicada no DNS. O carteiro assina toda mensagem cujo remetente (From) está no domínio de uma chave, com a chave mais nova desse domínio. Para trocar a chave, crie outra com um novo seletor, publique o registro dela e remova a antiga quando nenhuma mensagem esperar por ela.";
+    no_dkim: "No DKIM key yet: messages go out unsigned.", "Nenhuma chave DKIM ainda: as mensagens saem sem assinatura.";
+    dkim_selector: "Selector", "Seletor";
+    dkim_selector_help: "A name for this key, such as 2026a; the record goes at SELECTOR._domainkey.DOMAIN.", "Um nome para esta chave, como 2026a; o registro fica em SELETOR._domainkey.DOMÍNIO.";
+    dkim_domain: "Domain", "Domínio";
+    dkim_domain_help: "The domain of the From addresses to sign, such as acme.example.", "O domínio dos remetentes (From) a assinar, como acme.example.";
+    dkim_algorithm: "Algorithm", "Algoritmo";
+    dkim_record: "DNS TXT record to publish", "Registro DNS TXT a publicar";
+    dkim_signs: "signs", "assina";
+    dkim_kept: "kept until removed", "mantida até ser removida";
+    dkim_remove: "Remove", "Remover";
+    dkim_new: "New key", "Nova chave";
+    dkim_import: "Import a private key (PEM, optional)", "Importar uma chave privada (PEM, opcional)";
+    dkim_import_help: "Blank: carteiro makes the key. The private key is kept encrypted and never shown again.", "Em branco: o carteiro cria a chave. A chave privada fica criptografada e nunca mais é exibida.";
+    dkim_created: "Key created: publish its DNS record.", "Chave criada: publique o registro DNS dela.";
+    dkim_removed: "Key removed.", "Chave removida.";
+
     admins_title: "Company administrators", "Administradores da empresa";
     admins_intro: "They log in to this console and see only this company, its users, keys and messages.", "Eles entram neste console e veem somente esta empresa, seus usuários, chaves e mensagens.";
     create_admin: "Create administrator", "Criar administrador";

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config_file;
+pub mod dkim;
 pub mod messages;
 pub mod settings;
 pub mod submit;

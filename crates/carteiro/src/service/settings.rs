@@ -84,10 +84,19 @@ pub async fn effective(
     Ok(resolve(&levels_for(state, company, user).await?))
 }
 
-/// What a (company, user) sends with: the settings in force and the company's own identity.
+/// What a (company, user) sends with: the settings in force, the company's
+/// own identity and its DKIM keys.
 pub struct Resolved {
     pub effective: Effective,
     pub company: tenants::Company,
+    pub dkim: Vec<Arc<super::dkim::DomainSigner>>,
+}
+
+impl Resolved {
+    /// The key that signs messages from `domain`, if the company has one.
+    pub fn dkim_for(&self, domain: &str) -> Option<&super::dkim::DomainSigner> {
+        self.dkim.iter().find(|s| s.domain.eq_ignore_ascii_case(domain)).map(Arc::as_ref)
+    }
 }
 
 /// The settings in force for (company, user), from a short-lived cache: read
@@ -99,7 +108,11 @@ pub async fn resolved(state: &AppState, company: &CompanySlug, user: Option<&Use
     }
     let version = state.config_version();
     let company_row = tenants::company(state, company).await?;
-    let resolved = Arc::new(Resolved { effective: effective(state, Some(company), user).await?, company: company_row });
+    let resolved = Arc::new(Resolved {
+        effective: effective(state, Some(company), user).await?,
+        company: company_row,
+        dkim: super::dkim::signers(state, company).await?,
+    });
     state.resolved.put(key, version, resolved.clone());
     Ok(resolved)
 }

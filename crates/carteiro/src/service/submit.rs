@@ -95,7 +95,8 @@ async fn prepare(
         let resolved = settings::resolved(state, company, user.as_ref()).await?;
         resolved_by_user.insert(user.clone(), resolved);
     }
-    let Resolved { effective, company } = resolved_by_user[&user].as_ref();
+    let settings = resolved_by_user[&user].clone();
+    let Resolved { effective, company, .. } = settings.as_ref();
     let connection = effective.connection().ok_or_else(|| ServiceError::Unprocessable {
         code: "no_connection",
         field: None,
@@ -119,6 +120,11 @@ async fn prepare(
         &mime::message_id(&id, &state.delivery.hostname),
         message.send_at.filter(|t| *t > now).unwrap_or(now).unix_timestamp(),
     );
+    // Signed for the From header's domain, when the company has a key for it.
+    let raw = match settings.dkim_for(resolved.from.address.domain()) {
+        Some(key) => key.signer.sign(&raw).map_err(|why| anyhow::anyhow!("DKIM for {}: {why}", key.domain))?,
+        None => raw,
+    };
     if raw.len() > state.delivery.max_message_bytes {
         let field = if message.attachments.is_empty() { "text" } else { "attachments" };
         return Err(FieldError::new(

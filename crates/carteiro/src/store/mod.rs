@@ -109,6 +109,18 @@ pub struct ApiKeyRow {
     pub revoked_at: Option<i64>,
 }
 
+/// A company's DKIM key: the private half sealed, the public half as DNS publishes it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DkimKeyRow {
+    pub company: String,
+    pub selector: String,
+    pub domain: String,
+    pub algorithm: String,
+    pub public_key: String,
+    pub sealed_private_key: String,
+    pub created_at: i64,
+}
+
 #[async_trait]
 pub trait TenantStore: Send + Sync {
     async fn create_company(&self, row: &CompanyRow) -> StoreResult<()>;
@@ -130,6 +142,11 @@ pub trait TenantStore: Send + Sync {
     async fn api_key_company(&self, key_hash: &str) -> StoreResult<Option<String>>;
     async fn api_keys(&self, company: &str) -> StoreResult<Vec<ApiKeyRow>>;
     async fn revoke_api_key(&self, company: &str, id: &str, now: i64) -> StoreResult<bool>;
+
+    async fn create_dkim_key(&self, row: &DkimKeyRow) -> StoreResult<()>;
+    /// A company's DKIM keys, newest first.
+    async fn dkim_keys(&self, company: &str) -> StoreResult<Vec<DkimKeyRow>>;
+    async fn remove_dkim_key(&self, company: &str, selector: &str) -> StoreResult<bool>;
 }
 
 /// A level as stored: the document without secrets, and each secret sealed,

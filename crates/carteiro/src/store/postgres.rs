@@ -244,6 +244,45 @@ impl TenantStore for PostgresStore {
         .store()
     }
 
+    async fn create_dkim_key(&self, row: &DkimKeyRow) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO dkim_keys (company, selector, domain, algorithm, public_key, sealed_private_key, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&row.company)
+        .bind(&row.selector)
+        .bind(&row.domain)
+        .bind(&row.algorithm)
+        .bind(&row.public_key)
+        .bind(&row.sealed_private_key)
+        .bind(row.created_at)
+        .execute(&self.pool)
+        .await
+        .store()?;
+        Ok(())
+    }
+
+    async fn dkim_keys(&self, company: &str) -> StoreResult<Vec<DkimKeyRow>> {
+        sqlx::query_as(
+            "SELECT company, selector, domain, algorithm, public_key, sealed_private_key, created_at
+             FROM dkim_keys WHERE company = $1 ORDER BY created_at DESC, selector",
+        )
+        .bind(company)
+        .fetch_all(&self.pool)
+        .await
+        .store()
+    }
+
+    async fn remove_dkim_key(&self, company: &str, selector: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM dkim_keys WHERE company = $1 AND selector = $2")
+            .bind(company)
+            .bind(selector)
+            .execute(&self.pool)
+            .await
+            .store()?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn revoke_admin_token(&self, token_hash: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM admin_tokens WHERE token_hash = $1")
             .bind(token_hash)

@@ -8,6 +8,7 @@ mod config_file;
 mod console;
 mod crash;
 mod delivery;
+mod dkim;
 mod lanes;
 mod messages_api;
 mod metrics;
