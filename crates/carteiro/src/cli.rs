@@ -308,7 +308,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let state = app_state(&store, master_key, defaults()?).await?;
             let company = company.map(|c| CompanySlug::parse("--company", &c)).transpose()?;
             let (password, generated) = password(password_stdin)?;
-            auth::create_admin(&state, &username, &password, company.as_ref()).await.map_err(service_error)?;
+            auth::create_admin(&state, &Actor::Cli, &username, &password, company.as_ref())
+                .await
+                .map_err(service_error)?;
             report_password(&username, generated.then_some(&password));
             Ok(())
         }
@@ -316,7 +318,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(AdminCommand::ResetPassword { store, username, password_stdin }) => {
             let state = installed_state(&store, master_key, defaults()?).await?;
             let (password, generated) = password(password_stdin)?;
-            auth::reset_password(&state, &username, &password).await.map_err(service_error)?;
+            auth::reset_password(&state, &Actor::Cli, &username, &password).await.map_err(service_error)?;
             report_password(&username, generated.then_some(&password));
             Ok(())
         }

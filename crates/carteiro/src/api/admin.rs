@@ -182,7 +182,7 @@ pub async fn create_company_admin(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     admin.require_platform()?;
     let company = admin.require_company(&slug)?;
-    let created = auth::create_admin(&state, &input.username, &input.password, Some(&company)).await?;
+    let created = auth::create_admin(&state, &actor(&admin), &input.username, &input.password, Some(&company)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"id": created.id, "username": created.username, "company": company.as_str()})),

@@ -334,7 +334,7 @@ pub async fn create_admin(
     session.check_csrf(form.csrf.as_deref())?;
     let username = form.username.trim().to_owned();
     let lang = session.lang;
-    let errors = match auth::create_admin(&state, &username, &form.password, Some(&slug)).await {
+    let errors = match auth::create_admin(&state, &actor(&session), &username, &form.password, Some(&slug)).await {
         Ok(_) => return Ok(Redirect::to(&format!("/companies/{slug}/admins?done=created")).into_response()),
         Err(ServiceError::Invalid(errors)) => errors.0.into_iter().map(|e| (e.field, lang.rule(&e.message))).collect(),
         Err(ServiceError::Conflict(_)) => vec![("username".to_owned(), session.t().username_taken.to_owned())],

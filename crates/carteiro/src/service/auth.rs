@@ -138,12 +138,14 @@ pub async fn ensure_first_admin(state: &AppState, password: Option<&str>) -> Ser
     let password = password.or(generated.as_deref()).unwrap_or_default();
     check_password(password)
         .map_err(|e| ServiceError::Internal(anyhow::anyhow!("CARTEIRO_ADMIN_PASSWORD is too weak: {}", e.message)))?;
-    create_admin(state, FIRST_ADMIN, password, None).await?;
+    create_admin(state, &super::Actor::System, FIRST_ADMIN, password, None).await?;
     Ok(generated)
 }
 
+/// Creates an administrator (of one company, or of the platform), recorded in the audit log.
 pub async fn create_admin(
     state: &AppState,
+    actor: &super::Actor,
     username: &str,
     password: &str,
     company: Option<&CompanySlug>,
@@ -165,6 +167,8 @@ pub async fn create_admin(
         ServiceError::Conflict(_) => ServiceError::Conflict(format!("the user name {username} is taken")),
         other => other,
     })?;
+    audit(state, actor, "admin.create", &row.username, row.company.clone(), vec!["username".into(), "password".into()])
+        .await?;
     row.try_into()
 }
 
@@ -173,12 +177,38 @@ pub async fn company_admins(state: &AppState, company: &CompanySlug) -> ServiceR
     state.store.company_admins(company.as_str()).await?.into_iter().map(Admin::try_from).collect()
 }
 
-pub async fn reset_password(state: &AppState, username: &str, password: &str) -> ServiceResult<()> {
+pub async fn reset_password(
+    state: &AppState,
+    actor: &super::Actor,
+    username: &str,
+    password: &str,
+) -> ServiceResult<()> {
     check_password(password)?;
     if !state.store.set_admin_password(username, &hash_password(password).await?).await? {
         return Err(ServiceError::NotFound(format!("there is no administrator {username}")));
     }
-    Ok(())
+    let company = state.store.admin_by_username(username).await?.and_then(|a| a.company);
+    audit(state, actor, "admin.reset_password", username, company, vec!["password".into()]).await
+}
+
+/// An audit entry about an administrator (never their password, only that it was set).
+async fn audit(
+    state: &AppState,
+    actor: &super::Actor,
+    action: &str,
+    username: &str,
+    company: Option<String>,
+    fields: Vec<String>,
+) -> ServiceResult<()> {
+    let entry = crate::store::AuditRow {
+        at: now_ms(),
+        actor: actor.label(),
+        action: action.to_owned(),
+        company,
+        target: format!("admin:{username}"),
+        fields,
+    };
+    Ok(state.store.record_audit(&entry).await?)
 }
 
 /// Checks a user name and password; returns a bearer token valid for 12 hours

@@ -133,7 +133,8 @@ pub async fn list(state: &AppState, company: &CompanySlug, filter: &MessageFilte
     Ok(state.store.list_messages(company.as_str(), filter).await?.into_iter().map(MessageOut::from).collect())
 }
 
-/// Queues a failed message again, due now: its failed recipients are tried again.
+/// Queues a failed message again, due now: its failed recipients are tried again,
+/// with a whole queue lifetime and the backoff from its start.
 pub async fn retry(state: &AppState, company: &CompanySlug, id: &str) -> ServiceResult<MessageOut> {
     match state.store.retry(company.as_str(), id, now_ms()).await? {
         StatusChange::Done => {

@@ -342,7 +342,8 @@ pub trait MessageStore: Send + Sync {
     async fn raw(&self, id: &str) -> StoreResult<Option<Vec<u8>>>;
     async fn list_messages(&self, company: &str, filter: &MessageFilter) -> StoreResult<Vec<MessageRow>>;
     async fn cancel(&self, company: &str, id: &str, now: i64) -> StoreResult<StatusChange>;
-    /// Queues a failed message again, due now, with its failed recipients pending.
+    /// Queues a failed message again, due now, with its failed recipients pending;
+    /// its queue lifetime and backoff start again.
     async fn retry(&self, company: &str, id: &str, now: i64) -> StoreResult<StatusChange>;
 
     /// Puts messages whose lease expired (their worker died) back in the queue.

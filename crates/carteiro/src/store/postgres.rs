@@ -766,7 +766,7 @@ impl MessageStore for PostgresStore {
                UPDATE messages AS m SET lease_owner = $1, lease_expires_at = $2, updated_at = $3
                FROM due WHERE m.id = due.id
                RETURNING m.id, m.company, m.kind, m.actor_id, m.envelope_from,
-                         COALESCE(m.send_at, m.created_at) AS due_since, m.attempt_count, m.size_bytes, m.due_at)
+                         COALESCE(m.retried_at, m.send_at, m.created_at) AS due_since, m.attempt_count, m.size_bytes, m.due_at)
              SELECT id, company, kind, actor_id, envelope_from, due_since, attempt_count, size_bytes
              FROM claimed ORDER BY due_at"
         )))
@@ -798,7 +798,7 @@ impl MessageStore for PostgresStore {
                     .execute(&mut *tx)
                     .await
                     .store()?;
-                sqlx::query("UPDATE messages SET status = 'queued', due_at = $1, updated_at = $1 WHERE id = $2")
+                sqlx::query("UPDATE messages SET status = 'queued', due_at = $1, retried_at = $1, attempt_count = 0, updated_at = $1 WHERE id = $2")
                     .bind(now)
                     .bind(id)
                     .execute(&mut *tx)

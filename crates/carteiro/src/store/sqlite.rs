@@ -629,7 +629,7 @@ impl MessageStore for SqliteStore {
                     .execute(&mut *tx)
                     .await
                     .store()?;
-                sqlx::query("UPDATE messages SET status = 'queued', due_at = $1, updated_at = $1 WHERE id = $2")
+                sqlx::query("UPDATE messages SET status = 'queued', due_at = $1, retried_at = $1, attempt_count = 0, updated_at = $1 WHERE id = $2")
                     .bind(now)
                     .bind(id)
                     .execute(&mut *tx)
@@ -748,7 +748,7 @@ impl MessageStore for SqliteStore {
              WHERE id IN (SELECT id FROM messages WHERE company = $4 AND status IN {WAITING} AND due_at <= $3
                             AND lease_owner IS NULL
                           ORDER BY due_at LIMIT $5)
-             RETURNING id, company, kind, actor_id, envelope_from, COALESCE(send_at, created_at) AS due_since, attempt_count,
+             RETURNING id, company, kind, actor_id, envelope_from, COALESCE(retried_at, send_at, created_at) AS due_since, attempt_count,
                        size_bytes"
         )))
         .bind(claim)

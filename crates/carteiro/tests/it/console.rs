@@ -372,6 +372,9 @@ async fn companies_keys_and_admins_are_made_in_the_console() {
     let made = admin.post("/companies/acme/admins", &[("username", "bia"), ("password", "bia-password-1")]).await;
     assert_eq!(made.status, StatusCode::SEE_OTHER);
     assert!(admin.get("/companies/acme/admins").await.body.contains("<li class=\"admin\">bia</li>"));
+    let audit = admin.get("/audit?company=acme").await.body;
+    assert!(audit.contains("admin.create") && audit.contains("admin:bia"), "{audit}");
+    assert!(!audit.contains("bia-password-1"));
     let mut bia = Browser::logged_in(&app, "bia", "bia-password-1").await;
     assert_eq!(bia.get("/").await.location.as_deref(), Some("/companies/acme/email"));
 }
