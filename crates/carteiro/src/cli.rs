@@ -271,6 +271,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             println!("carteiro: API on http://{}/api/v1", app.local_addr());
+            println!("carteiro: console on http://{}/", app.local_addr());
+            if let Some(smtp) = app.smtp_addr() {
+                println!("carteiro: SMTP submission on {smtp} (STARTTLS, AUTH with a company API key)");
+            }
             app.run_until_stopped(shutdown_on_signals()).await
         }
         Command::Migrate(store) => {

@@ -128,6 +128,9 @@ pub struct ServeArgs {
     #[arg(long, env = "CARTEIRO_CONFIG")]
     pub config: Option<PathBuf>,
 
+    #[command(flatten)]
+    pub smtp: crate::smtp_listener::SmtpArgs,
+
     /// On SIGINT/SIGTERM, how long to let messages being sent finish before giving them back to the queue, in seconds.
     #[arg(long, env = "CARTEIRO_SHUTDOWN_GRACE_S", default_value_t = 10.0)]
     pub shutdown_grace_s: f64,

@@ -12,6 +12,7 @@ pub mod error;
 pub mod i18n;
 pub mod metrics;
 pub mod service;
+pub mod smtp_listener;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -11,6 +11,7 @@ use crate::config::{DeliveryConfig, ServeArgs, StoreArgs};
 use crate::crypto::MasterKey;
 use crate::service::auth;
 use crate::service::config_file::{self, OnStart};
+use crate::smtp_listener::SmtpListener;
 use crate::state::AppState;
 use crate::worker::Worker;
 
@@ -40,6 +41,8 @@ pub async fn app_state(
 pub struct App {
     pub state: AppState,
     listener: TcpListener,
+    /// The SMTP submission listener, when `--smtp-listen` asks for one.
+    smtp: Option<SmtpListener>,
     grace: Duration,
     /// The first administrator's password when carteiro generated it: to show once.
     pub generated_admin_password: Option<String>,
@@ -65,11 +68,25 @@ impl App {
             args.shutdown_grace_s.is_finite() && args.shutdown_grace_s >= 0.0,
             "--shutdown-grace-s must not be negative"
         );
-        Ok(Self { state, listener, grace: Duration::from_secs_f64(args.shutdown_grace_s), generated_admin_password })
+        let smtp = match args.smtp.smtp_listen {
+            Some(address) => Some(SmtpListener::bind(&args.smtp, address, &args.store.data_dir, state.clone()).await?),
+            None => None,
+        };
+        Ok(Self {
+            state,
+            listener,
+            smtp,
+            grace: Duration::from_secs_f64(args.shutdown_grace_s),
+            generated_admin_password,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn smtp_addr(&self) -> Option<SocketAddr> {
+        self.smtp.as_ref().map(SmtpListener::local_addr)
     }
 
     /// Serves the API and runs the worker until `shutdown` fires; then stops
@@ -79,12 +96,16 @@ impl App {
         // Other instances on the same database ring this worker's bell (PostgreSQL's NOTIFY).
         let (store, wake, stop) = (self.state.store.clone(), self.state.wake.clone(), shutdown.clone());
         let wakeups = tokio::spawn(async move { store.relay_wakeups(wake, stop).await });
+        let smtp = self.smtp.map(|smtp| tokio::spawn(smtp.run(shutdown.clone())));
         let router = crate::api::router(self.state.clone()).layer(tower_http::trace::TraceLayer::new_for_http());
-        tracing::info!(address = %self.local_addr(), "carteiro is listening");
+        tracing::info!(address = %self.listener.local_addr().expect("bound"), "carteiro is listening");
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("the HTTP server failed")?;
+        if let Some(smtp) = smtp {
+            smtp.await.context("the SMTP listener panicked")?;
+        }
         worker.await.context("the worker panicked")?;
         wakeups.await.context("the wake-up listener panicked")?;
         tracing::info!("carteiro stopped");

@@ -18,5 +18,6 @@ mod proxies;
 mod scale_out;
 mod secrets;
 mod settings_api;
+mod smtp_listener;
 mod test_connection;
 mod transports;
