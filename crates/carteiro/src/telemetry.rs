@@ -12,3 +12,43 @@ pub fn init(json: bool) {
         builder.init();
     }
 }
+
+/// Addresses in a log line, masked: `ana.souza@acme.example` becomes
+/// `a***@acme.example` — enough to tell recipients apart by domain and
+/// initial, without putting people's addresses in logs. Works on any text
+/// (a server's reply names the recipient it refuses).
+pub fn mask_addresses(text: &str) -> String {
+    const LOCAL: &[u8] = b".!#$%&'*+/=?^_`{|}~-";
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    for (at, _) in text.match_indices('@') {
+        let start =
+            bytes[..at].iter().rposition(|b| !(b.is_ascii_alphanumeric() || LOCAL.contains(b))).map_or(0, |p| p + 1);
+        if start >= at || start < copied {
+            continue;
+        }
+        out.push_str(&text[copied..start]);
+        out.push(text[start..].chars().next().unwrap_or('*'));
+        out.push_str("***");
+        copied = at;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_addresses;
+
+    #[test]
+    fn addresses_keep_their_initial_and_domain() {
+        assert_eq!(mask_addresses("ana.souza@acme.example"), "a***@acme.example");
+        assert_eq!(
+            mask_addresses("550 5.1.1 <joao+x@example.com>: unknown, cc b@x.example"),
+            "550 5.1.1 <j***@example.com>: unknown, cc b***@x.example"
+        );
+        assert_eq!(mask_addresses("no address here"), "no address here");
+        assert_eq!(mask_addresses("@alone and a@"), "@alone and a***@");
+    }
+}

@@ -51,7 +51,9 @@ pub async fn submit_batch(
     for input in inputs {
         match prepare(state, company, input, now, &mut resolved_by_user).await {
             Ok((record, transport)) => {
-                slots.push((results.len(), record.row.id.clone(), status_name(&record.row.status), transport));
+                let to: Vec<&str> = record.recipients.iter().map(|r| r.address.as_str()).collect();
+                let to = crate::telemetry::mask_addresses(&to.join(", "));
+                slots.push((results.len(), record.row.id.clone(), status_name(&record.row.status), transport, to));
                 records.push(record);
                 results.push(None);
             }
@@ -61,10 +63,11 @@ pub async fn submit_batch(
     if !records.is_empty() {
         let outcomes = state.submissions.write(records).await?;
         state.wake.notify_one();
-        for ((slot, id, status, transport), outcome) in slots.into_iter().zip(outcomes) {
+        for ((slot, id, status, transport, to), outcome) in slots.into_iter().zip(outcomes) {
             results[slot] = Some(match outcome {
                 Inserted::New => {
                     crate::metrics::accepted(company.as_str(), transport, 1);
+                    tracing::debug!(message_id = %id, company = %company, recipients = %to, "message accepted");
                     Ok(Accepted { id, status, duplicate: false })
                 }
                 Inserted::Duplicate(id) => {

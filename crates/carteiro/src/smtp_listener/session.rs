@@ -381,7 +381,7 @@ impl<'a> Session<'a> {
         };
         match submit::submit_one(state, &company, &document).await {
             Ok(accepted) => {
-                tracing::info!(message_id = %accepted.id, company = %company, recipients = recipients.len(), "accepted over SMTP");
+                tracing::info!(message_id = %accepted.id, company = %company, recipients = %crate::telemetry::mask_addresses(&recipients.join(", ")), "accepted over SMTP");
                 reply(250, "2.0.0", &format!("queued as {}", accepted.id))
             }
             Err(ServiceError::Invalid(errors)) => {

@@ -211,7 +211,7 @@ async fn record(state: &AppState, results: Vec<AttemptResult>) {
                     let a = &result.attempt;
                     if ours {
                         crate::metrics::attempt(&result.company, &a.server, &result.status, a.code, a.ms);
-                        tracing::info!(message_id = %result.message_id, status = %result.status, code = a.code, reply = %a.reply, ms = a.ms, "delivery attempt");
+                        tracing::info!(message_id = %result.message_id, status = %result.status, code = a.code, reply = %crate::telemetry::mask_addresses(&a.reply), ms = a.ms, "delivery attempt");
                     } else {
                         tracing::warn!(message_id = %result.message_id, "the lease was lost during the attempt; another claim owns the message now");
                     }
