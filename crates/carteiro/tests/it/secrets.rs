@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::helpers::app::{ADMIN_PASSWORD, system_message, user_message};
+use crate::helpers::console::Browser;
 use crate::helpers::*;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -103,6 +104,8 @@ struct Evidence {
     cli: Vec<(String, String)>,
     /// (file name, bytes) of the SQLite database and its WAL.
     database: Vec<(String, Vec<u8>)>,
+    /// (request, page) of every console page and form answer.
+    console: Vec<(String, String)>,
 }
 
 /// An API client that keeps every answer it gets.
@@ -369,8 +372,64 @@ async fn scenario() -> Evidence {
         "the CLI's test logged in"
     );
 
+    let console = console_pages(&app, &[&through_company, &through_user, &refused_login]).await;
     let database = store::contents(&data_dir);
-    Evidence { responses: api.responses, logs: app.logs(), cli, database }
+    Evidence { responses: api.responses, logs: app.logs(), cli, database, console }
+}
+
+/// Every console page of the scenario, and the answers to a Test connection
+/// and a refused save with a password typed into the form.
+async fn console_pages(app: &Carteiro, messages: &[&str]) -> Vec<(String, String)> {
+    let mut browser = Browser::logged_in(app, "admin", ADMIN_PASSWORD).await;
+    let mut pages =
+        vec!["/settings/email".to_owned(), "/companies".to_owned(), "/messages".to_owned(), "/audit".to_owned()];
+    for company in ["acme", "beta", "gamma"] {
+        for tab in ["", "/email", "/users", "/effective?user=42", "/api-keys", "/admins", "/dkim"] {
+            pages.push(format!("/companies/{company}{tab}"));
+        }
+    }
+    pages.push("/companies/acme/users/42".to_owned());
+    for id in messages {
+        for company in ["acme", "gamma"] {
+            pages.push(format!("/companies/{company}/messages/{id}"));
+        }
+    }
+    let mut shown = Vec::new();
+    for page in &pages {
+        let answer = browser.get(page).await;
+        shown.push((format!("GET {page} → {}", answer.status), answer.body));
+    }
+    browser.get("/settings/email").await;
+    let typed = [
+        ("connection.host", "localhost"),
+        ("connection.auth_enabled", "true"),
+        ("connection.username", GLOBAL_ACCOUNT),
+        ("connection.password", TYPED_SECRET),
+        ("connection.timeout_s", "10"),
+        ("test_to", "admin@example.com"),
+    ];
+    for (action, extra) in [("test", None), ("test", Some(("fragment", "1"))), ("save", Some(("connection.port", "0")))]
+    {
+        let mut fields: Vec<(&str, &str)> = typed.to_vec();
+        fields.push(("action", action));
+        fields.extend(extra);
+        let answer = browser.post("/settings/email", &fields).await;
+        shown.push((format!("POST /settings/email ({action}) → {}", answer.status), answer.body));
+    }
+    assert!(shown.iter().filter(|(request, _)| request.contains("→ 200")).count() >= 25, "the console was browsed");
+    shown
+}
+
+#[tokio::test]
+async fn no_console_page_contains_a_secret() {
+    let evidence = scenario().await;
+
+    let leaks: Vec<String> = evidence
+        .console
+        .iter()
+        .flat_map(|(request, page)| findings(&format!("the console's {request}"), page))
+        .collect();
+    assert!(leaks.is_empty(), "secrets in console pages:\n{}", leaks.join("\n"));
 }
 
 #[tokio::test]
