@@ -86,6 +86,67 @@ pub struct WorkerArgs {
     pub max_backlog: usize,
 }
 
+/// Delivery webhooks: how their events are POSTed and retried.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebhookArgs {
+    /// Delay before the first retry of a webhook delivery the endpoint did not accept, in seconds;
+    /// it doubles after each failure.
+    #[arg(long, env = "CARTEIRO_WEBHOOK_RETRY_FIRST_DELAY_S", default_value_t = 10.0)]
+    pub webhook_retry_first_delay_s: f64,
+
+    /// Longest delay between two retries of a webhook delivery, in seconds.
+    #[arg(long, env = "CARTEIRO_WEBHOOK_RETRY_MAX_DELAY_S", default_value_t = 3600.0)]
+    pub webhook_retry_max_delay_s: f64,
+
+    /// A webhook event not accepted this long after it happened is given up, in seconds (default 24 hours).
+    #[arg(long, env = "CARTEIRO_WEBHOOK_MAX_AGE_S", default_value_t = 86_400.0)]
+    pub webhook_max_age_s: f64,
+
+    /// Longest a webhook endpoint may take to answer, in seconds.
+    #[arg(long, env = "CARTEIRO_WEBHOOK_TIMEOUT_S", default_value_t = 10.0)]
+    pub webhook_timeout_s: f64,
+
+    /// Most webhook requests in flight at once (they never take a delivery session's place).
+    #[arg(long, env = "CARTEIRO_WEBHOOK_CONCURRENCY", default_value_t = 16)]
+    pub webhook_concurrency: usize,
+}
+
+/// The webhook dispatcher's settings, checked.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    /// How often the outbox is looked at for due events.
+    pub poll: Duration,
+}
+
+/// Checks the webhook flags; `poll_ms` is the worker's `--poll-ms`, which the dispatcher shares.
+pub fn webhook_config(args: &WebhookArgs, poll_ms: u64) -> anyhow::Result<WebhookConfig> {
+    ensure!(
+        (1..=1024).contains(&args.webhook_concurrency),
+        "--webhook-concurrency must be between 1 and 1024, got {}",
+        args.webhook_concurrency
+    );
+    let retry = RetryPolicy {
+        first_delay: seconds("webhook-retry-first-delay-s", args.webhook_retry_first_delay_s, 0.01)?,
+        max_delay: seconds("webhook-retry-max-delay-s", args.webhook_retry_max_delay_s, 0.01)?,
+        max_lifetime: seconds("webhook-max-age-s", args.webhook_max_age_s, 1.0)?,
+    };
+    ensure!(
+        retry.max_delay >= retry.first_delay,
+        "--webhook-retry-max-delay-s must not be below --webhook-retry-first-delay-s"
+    );
+    let timeout = seconds("webhook-timeout-s", args.webhook_timeout_s, 0.1)?;
+    ensure!(timeout <= Duration::from_secs(300), "--webhook-timeout-s must be at most 300 seconds");
+    Ok(WebhookConfig {
+        retry,
+        timeout,
+        concurrency: args.webhook_concurrency,
+        poll: Duration::from_millis(poll_ms.max(10)),
+    })
+}
+
 impl Default for WorkerArgs {
     fn default() -> Self {
         #[derive(clap::Parser)]
@@ -122,6 +183,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub worker: WorkerArgs,
+
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
 
     /// A TOML file of settings levels (as `config export` writes it) applied on start, unless it
     /// is the same file as last time: values changed since in the console or the API are then kept.

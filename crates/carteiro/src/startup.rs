@@ -14,6 +14,7 @@ use crate::service::config_file::{self, OnStart};
 use crate::smtp_listener::SmtpListener;
 use crate::state::AppState;
 use crate::worker::Worker;
+use crate::worker::webhooks::Dispatcher;
 
 /// The state every command works with: store, master key, delivery settings.
 pub async fn app_state(
@@ -43,6 +44,8 @@ pub struct App {
     listener: TcpListener,
     /// The SMTP submission listener, when `--smtp-listen` asks for one.
     smtp: Option<SmtpListener>,
+    /// Sends the delivery webhooks' events.
+    webhooks: Dispatcher,
     grace: Duration,
     /// The first administrator's password when carteiro generated it: to show once.
     pub generated_admin_password: Option<String>,
@@ -55,6 +58,7 @@ impl App {
         admin_password: Option<&str>,
     ) -> anyhow::Result<Self> {
         let delivery = crate::config::delivery_config(&args.messages, &args.worker)?;
+        let webhooks = crate::config::webhook_config(&args.webhooks, args.worker.poll_ms)?;
         let mut state = app_state(&args.store, master_key, delivery).await?;
         state.metrics = Some(crate::metrics::install().context("cannot start the metrics")?);
         let generated_admin_password =
@@ -72,10 +76,12 @@ impl App {
             Some(address) => Some(SmtpListener::bind(&args.smtp, address, &args.store.data_dir, state.clone()).await?),
             None => None,
         };
+        let webhooks = Dispatcher::new(state.clone(), webhooks)?;
         Ok(Self {
             state,
             listener,
             smtp,
+            webhooks,
             grace: Duration::from_secs_f64(args.shutdown_grace_s),
             generated_admin_password,
         })
@@ -93,6 +99,8 @@ impl App {
     /// accepting, lets sends finish or gives them back, and returns.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let worker = tokio::spawn(Worker::new(self.state.clone()).run(shutdown.clone(), self.grace));
+        // Its own task: a slow or dead endpoint never holds mail delivery.
+        let webhooks = tokio::spawn(self.webhooks.run(shutdown.clone(), self.grace));
         // Other instances on the same database ring this worker's bell (PostgreSQL's NOTIFY).
         let (store, wake, stop) = (self.state.store.clone(), self.state.wake.clone(), shutdown.clone());
         let wakeups = tokio::spawn(async move { store.relay_wakeups(wake, stop).await });
@@ -107,6 +115,7 @@ impl App {
             smtp.await.context("the SMTP listener panicked")?;
         }
         worker.await.context("the worker panicked")?;
+        webhooks.await.context("the webhook dispatcher panicked")?;
         wakeups.await.context("the wake-up listener panicked")?;
         tracing::info!("carteiro stopped");
         Ok(())

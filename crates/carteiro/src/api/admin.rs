@@ -18,7 +18,8 @@ use crate::service::dkim::{DkimKeyIn, DkimKeyOut};
 use crate::service::messages::MessageOut;
 use crate::service::tenants::{ApiKeyIn, ApiKeyOut, CompanyIn, CompanyOut, NewApiKey};
 use crate::service::test_connection::{TestConnectionIn, TestConnectionOut};
-use crate::service::{Actor, auth, dkim, messages, settings, tenants, test_connection};
+use crate::service::webhooks::{DeliveryOut, NewWebhook, WebhookIn, WebhookOut};
+use crate::service::{Actor, auth, dkim, messages, settings, tenants, test_connection, webhooks};
 use crate::state::{AppState, rfc3339};
 
 #[derive(Deserialize)]
@@ -216,6 +217,51 @@ pub async fn remove_dkim_key(
     let company = admin.require_company(&slug)?;
     dkim::remove(&state, &actor(&admin), &company, &selector).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn list_webhooks(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Vec<WebhookOut>>> {
+    let company = admin.require_company(&slug)?;
+    Ok(Json(webhooks::list(&state, &company).await?))
+}
+
+pub async fn create_webhook(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path(slug): Path<String>,
+    ApiJson(input): ApiJson<WebhookIn>,
+) -> ApiResult<(StatusCode, Json<NewWebhook>)> {
+    let company = admin.require_company(&slug)?;
+    Ok((StatusCode::CREATED, Json(webhooks::create(&state, &actor(&admin), &company, &input).await?)))
+}
+
+pub async fn delete_webhook(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path((slug, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let company = admin.require_company(&slug)?;
+    webhooks::delete(&state, &actor(&admin), &company, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {
+    limit: Option<i64>,
+}
+
+pub async fn webhook_deliveries(
+    State(state): State<AppState>,
+    admin: AdminAuth,
+    Path((slug, id)): Path<(String, String)>,
+    ApiQuery(query): ApiQuery<DeliveriesQuery>,
+) -> ApiResult<Json<Vec<DeliveryOut>>> {
+    let company = admin.require_company(&slug)?;
+    Ok(Json(webhooks::deliveries(&state, &company, &id, query.limit).await?))
 }
 
 pub async fn list_company_messages(

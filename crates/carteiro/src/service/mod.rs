@@ -11,6 +11,7 @@ pub mod submit;
 pub mod tenants;
 pub mod test_connection;
 pub mod throttle;
+pub mod webhooks;
 
 use carteiro_core::FieldErrors;
 

@@ -17,7 +17,7 @@ use carteiro_core::settings::Scope;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use commit::{FinishAttempts, Grouped, InsertMessages, StartSending};
+pub use commit::{FinishAttempts, GroupWrite, Grouped, InsertMessages, StartSending};
 pub use postgres::{PostgresSettings, PostgresStore};
 pub use sqlite::SqliteStore;
 
@@ -390,9 +390,122 @@ pub trait MessageStore: Send + Sync {
     async fn take_rate(&self, lane: &str, per_minute: u32, wanted: u32, now: i64) -> StoreResult<(u32, f64)>;
 }
 
+/// A company's webhook endpoint; its signing secret sealed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookRow {
+    pub id: String,
+    pub company: String,
+    pub url: String,
+    /// JSON array of the event types sent there.
+    pub events: String,
+    pub sealed_secret: String,
+    pub created_at: i64,
+}
+
+/// One event owed to one endpoint, as the listing shows it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WebhookDeliveryRow {
+    pub event_id: String,
+    pub message_id: String,
+    pub event_type: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub next_at: i64,
+    pub last_code: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+/// A delivery claimed by a dispatcher: what its POST needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedDelivery {
+    pub event_id: String,
+    pub webhook_id: String,
+    pub company: String,
+    pub event_type: String,
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub created_at: i64,
+    pub url: String,
+    pub sealed_secret: String,
+}
+
+/// What one POST of a claimed delivery did.
+#[derive(Debug, Clone)]
+pub struct DeliveryResult {
+    pub webhook_id: String,
+    pub event_id: String,
+    /// The claim that held it: a later claim of the same delivery has another.
+    pub lease: String,
+    pub at: i64,
+    /// The endpoint's HTTP status, when it answered.
+    pub code: Option<i64>,
+    pub error: Option<String>,
+    /// `delivered`, `pending` (to retry at `next_at`) or `failed` (given up).
+    pub status: String,
+    pub next_at: Option<i64>,
+}
+
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Stores a webhook and its audit entry, in one transaction.
+    async fn create_webhook(&self, row: &WebhookRow, audit: &AuditRow) -> StoreResult<()>;
+    /// A company's webhooks, oldest first.
+    async fn webhooks(&self, company: &str) -> StoreResult<Vec<WebhookRow>>;
+    /// Removes a webhook with its deliveries, and records the audit entry, in one transaction;
+    /// false (and nothing written) when the company has no such webhook.
+    async fn delete_webhook(&self, company: &str, id: &str, audit: &AuditRow) -> StoreResult<bool>;
+    /// A webhook's deliveries, newest first.
+    async fn webhook_deliveries(
+        &self,
+        company: &str,
+        webhook_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDeliveryRow>>;
+    /// When the earliest pending delivery is due (or its dispatcher's lease ends).
+    async fn next_webhook_due(&self) -> StoreResult<Option<i64>>;
+    /// Claims up to `limit` due deliveries under the lease `claim`, until `lease_until`:
+    /// no other dispatcher takes them before then.
+    async fn claim_webhook_deliveries(
+        &self,
+        claim: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Records what POSTs did, in one transaction, each only if its claim still holds it.
+    /// A failure that will be retried also holds back the endpoint's other pending
+    /// deliveries until that retry: a dead endpoint is not asked again for each of its events.
+    async fn finish_webhook_deliveries(&self, results: &[DeliveryResult]) -> StoreResult<Vec<bool>>;
+}
+
+/// The webhook event an attempt's result tells of: its id, its type and the
+/// times its payload shows (the state change's, and the attempt's start).
+struct AttemptEvent {
+    id: String,
+    kind: String,
+    at: String,
+    attempt_at: String,
+}
+
+impl AttemptEvent {
+    fn of(result: &AttemptResult) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: format!("message.{}", result.status),
+            at: crate::state::rfc3339(result.attempt.at + result.attempt.ms),
+            attempt_at: crate::state::rfc3339(result.attempt.at),
+        }
+    }
+}
+
 /// Everything carteiro keeps.
 #[async_trait]
-pub trait Store: TenantStore + SettingsStore + MessageStore {
+pub trait Store: TenantStore + SettingsStore + MessageStore + WebhookStore {
     async fn migrate(&self) -> StoreResult<()>;
     /// Whether the database answers (for `/readyz`).
     async fn ping(&self) -> StoreResult<()>;
@@ -401,4 +514,213 @@ pub trait Store: TenantStore + SettingsStore + MessageStore {
     /// the poll stays, for whatever goes unheard. The default hears nothing: on the embedded
     /// store the poll finds what another process (`carteiro send`) submitted.
     async fn relay_wakeups(&self, _wake: Arc<Notify>, _stop: CancellationToken) {}
+}
+
+/// What both stores must do with webhook events, run by each store's tests
+/// on a store holding the company `acme`.
+#[cfg(test)]
+pub(crate) mod webhook_checks {
+    use super::*;
+
+    fn record(id: &str) -> NewMessageRecord {
+        NewMessageRecord {
+            row: MessageRow {
+                id: id.to_owned(),
+                company: "acme".to_owned(),
+                kind: "system".to_owned(),
+                actor_id: None,
+                status: "queued".to_owned(),
+                from_header: "a@acme.example".to_owned(),
+                sender_header: None,
+                reply_to_header: None,
+                envelope_from: "a@acme.example".to_owned(),
+                subject: format!("Assunto {id}"),
+                idempotency_key: None,
+                tags: "[]".to_owned(),
+                size_bytes: 3,
+                created_at: 1,
+                send_at: None,
+                due_at: 1,
+                attempt_count: 0,
+                last_reply: None,
+                updated_at: 1,
+            },
+            recipients: vec![RecipientRow {
+                position: 0,
+                kind: "to".to_owned(),
+                address: "r@example.com".to_owned(),
+                display: "r@example.com".to_owned(),
+                state: "pending".to_owned(),
+                code: None,
+                reply: None,
+            }],
+            raw: b"raw".to_vec(),
+        }
+    }
+
+    fn attempt(id: &str, lease: &str, status: &str, code: i64) -> AttemptResult {
+        AttemptResult {
+            message_id: id.to_owned(),
+            company: "acme".to_owned(),
+            lease: lease.to_owned(),
+            attempt: AttemptRow {
+                at: 10,
+                server: "h:25".to_owned(),
+                code: Some(code),
+                reply: format!("{code} scripted"),
+                ms: 5,
+                outcome: status.to_owned(),
+                refusals: "[]".to_owned(),
+            },
+            recipients: vec![RecipientUpdate {
+                position: 0,
+                state: status.to_owned(),
+                code: Some(code),
+                reply: Some(format!("{code} scripted")),
+            }],
+            status: status.to_owned(),
+            due_at: (status == "deferred").then_some(100_000),
+            envelope_from: "a@acme.example".to_owned(),
+        }
+    }
+
+    fn result(d: &ClaimedDelivery, lease: &str, status: &str, code: i64, next_at: Option<i64>) -> DeliveryResult {
+        DeliveryResult {
+            webhook_id: d.webhook_id.clone(),
+            event_id: d.event_id.clone(),
+            lease: lease.to_owned(),
+            at: 40,
+            code: Some(code),
+            error: (status != "delivered").then(|| format!("HTTP {code}")),
+            status: status.to_owned(),
+            next_at,
+        }
+    }
+
+    fn audit(action: &str) -> AuditRow {
+        AuditRow {
+            at: 0,
+            actor: "test".into(),
+            action: action.into(),
+            company: Some("acme".into()),
+            target: "webhook:w1".into(),
+            fields: vec![],
+        }
+    }
+
+    pub async fn events_go_with_the_changes_they_tell_of(store: &dyn Store) {
+        let hook = |id: &str, events: &str| WebhookRow {
+            id: id.into(),
+            company: "acme".into(),
+            url: format!("https://hooks.example/{id}"),
+            events: events.into(),
+            sealed_secret: format!("v1:{id}"),
+            created_at: 0,
+        };
+        store
+            .create_webhook(&hook("w1", r#"["message.sent","message.cancelled"]"#), &audit("webhook.create"))
+            .await
+            .unwrap();
+        store.create_webhook(&hook("w2", r#"["message.failed"]"#), &audit("webhook.create")).await.unwrap();
+        store.insert_messages(&[record("m1"), record("m2"), record("m3"), record("m4")]).await.unwrap();
+        assert_eq!(store.claim("acme", "claim-1", 2, 1000, 10).await.unwrap().len(), 4);
+        // m2's lease was lost to another claim: its attempt under claim-1 tells nothing.
+        store.release_messages(&["m2".into()], &["claim-1".into()], 2).await.unwrap();
+        assert_eq!(store.claim("acme", "claim-2", 3, 1000, 10).await.unwrap().len(), 1);
+
+        let recorded = store
+            .finish_attempts(&[
+                attempt("m1", "claim-1", "sent", 250),
+                attempt("m2", "claim-1", "sent", 250),
+                attempt("m3", "claim-1", "deferred", 451),
+                attempt("m4", "claim-1", "failed", 550),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(recorded, [true, false, true, true]);
+        let listed = |rows: Vec<WebhookDeliveryRow>| -> Vec<(String, String)> {
+            rows.into_iter().map(|d| (d.message_id, d.event_type)).collect()
+        };
+        // Each endpoint hears what it asked for; nobody hears of the deferral nor of the lost claim.
+        assert_eq!(
+            listed(store.webhook_deliveries("acme", "w1", 10).await.unwrap()),
+            [("m1".into(), "message.sent".into())]
+        );
+        assert_eq!(
+            listed(store.webhook_deliveries("acme", "w2", 10).await.unwrap()),
+            [("m4".into(), "message.failed".into())]
+        );
+        assert!(store.webhook_deliveries("beta", "w1", 10).await.unwrap().is_empty(), "another company sees none");
+
+        assert_eq!(store.cancel("acme", "m3", 20).await.unwrap(), StatusChange::Done);
+        assert_eq!(store.cancel("acme", "m3", 21).await.unwrap(), StatusChange::Refused("cancelled".into()));
+        assert_eq!(store.webhook_deliveries("acme", "w1", 10).await.unwrap().len(), 2, "one cancel, one event");
+        assert_eq!(store.next_webhook_due().await.unwrap(), Some(15));
+
+        // Claimed once, with what the request needs; a second claim finds nothing until the lease ends.
+        let mut claimed = store.claim_webhook_deliveries("d-1", 30, 1000, 10).await.unwrap();
+        assert_eq!(claimed.len(), 3);
+        assert!(store.claim_webhook_deliveries("d-2", 31, 1000, 10).await.unwrap().is_empty());
+        claimed.sort_by_key(|d| d.created_at);
+        let payloads: Vec<serde_json::Value> =
+            claimed.iter().map(|d| serde_json::from_str(&d.payload).unwrap()).collect();
+        let sent = &payloads[0];
+        assert_eq!(sent["type"], "message.sent");
+        assert_eq!(sent["id"], claimed[0].event_id.as_str());
+        assert_eq!(sent["company"], "acme");
+        assert_eq!(sent["created_at"], crate::state::rfc3339(15));
+        assert_eq!(
+            sent["message"],
+            serde_json::json!({"id": "m1", "status": "sent", "subject": "Assunto m1",
+                               "attempt": {"at": crate::state::rfc3339(10), "code": 250, "reply": "250 scripted", "ms": 5}})
+        );
+        let cancelled = payloads.iter().find(|p| p["type"] == "message.cancelled").unwrap();
+        assert_eq!(cancelled["message"]["attempt"], serde_json::Value::Null);
+        assert_eq!(cancelled["created_at"], crate::state::rfc3339(20));
+        let m1 = &claimed[0];
+        assert_eq!((m1.url.as_str(), m1.sealed_secret.as_str(), m1.attempts), ("https://hooks.example/w1", "v1:w1", 0));
+
+        // w1 is down: its event m1 is retried at 500, and w1's other event waits for that retry.
+        let cancel_event = claimed.iter().find(|d| d.event_type == "message.cancelled").unwrap().clone();
+        assert_eq!(store.cancel("acme", "m2", 35).await.unwrap(), StatusChange::Done);
+        let recorded = store
+            .finish_webhook_deliveries(&[
+                result(m1, "d-1", "pending", 500, Some(500)),
+                result(m1, "d-2", "delivered", 204, None),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(recorded, [true, false], "only the claim holding it records");
+        let w1 = store.webhook_deliveries("acme", "w1", 10).await.unwrap();
+        let m2 = w1.iter().find(|d| d.message_id == "m2").unwrap();
+        assert_eq!((m2.next_at, m2.attempts), (500, 0), "held back until the endpoint's retry");
+        let tried = w1.iter().find(|d| d.message_id == "m1").unwrap();
+        assert_eq!(
+            (tried.status.as_str(), tried.attempts, tried.last_code, tried.next_at),
+            ("pending", 1, Some(500), 500)
+        );
+        assert_eq!(tried.last_error.as_deref(), Some("HTTP 500"));
+        // A delivered event in the same group means the endpoint is up: nothing is held back.
+        let w2 = claimed.iter().find(|d| d.webhook_id == "w2").unwrap();
+        store
+            .finish_webhook_deliveries(&[
+                result(&cancel_event, "d-1", "delivered", 204, None),
+                result(w2, "d-1", "failed", 410, None),
+            ])
+            .await
+            .unwrap();
+        let w1 = store.webhook_deliveries("acme", "w1", 10).await.unwrap();
+        let done = w1.iter().find(|d| d.message_id == "m3").unwrap();
+        assert_eq!((done.status.as_str(), done.delivered_at), ("delivered", Some(40)));
+        let w2 = store.webhook_deliveries("acme", "w2", 10).await.unwrap();
+        assert_eq!((w2[0].status.as_str(), w2[0].last_code), ("failed", Some(410)));
+        assert_eq!(store.next_webhook_due().await.unwrap(), Some(500));
+
+        // Removing a webhook takes its deliveries with it.
+        assert!(!store.delete_webhook("beta", "w1", &audit("webhook.delete")).await.unwrap());
+        assert!(store.delete_webhook("acme", "w1", &audit("webhook.delete")).await.unwrap());
+        assert!(store.webhook_deliveries("acme", "w1", 10).await.unwrap().is_empty());
+        assert_eq!(store.next_webhook_due().await.unwrap(), None);
+        assert_eq!(store.webhooks("acme").await.unwrap().len(), 1);
+    }
 }

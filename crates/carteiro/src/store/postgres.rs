@@ -700,6 +700,26 @@ impl MessageStore for PostgresStore {
                     .execute(&mut *tx)
                     .await
                     .store()?;
+                // The event, with the change it tells of.
+                sqlx::query(
+                    "INSERT INTO webhook_deliveries (event_id, webhook_id, company, message_id, event_type, payload,
+                                                     status, attempts, next_at, created_at)
+                     SELECT $1, w.id, m.company, m.id, 'message.cancelled', json_build_object(
+                              'id', $1, 'type', 'message.cancelled', 'created_at', $2, 'company', m.company,
+                              'message', json_build_object('id', m.id, 'status', 'cancelled', 'subject', m.subject,
+                                                           'attempt', NULL))::text,
+                            'pending', 0, $3, $3
+                     FROM messages AS m JOIN webhooks AS w ON w.company = m.company
+                       AND w.events::jsonb @> to_jsonb('message.cancelled'::text)
+                     WHERE m.id = $4",
+                )
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(crate::state::rfc3339(now))
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .store()?;
                 StatusChange::Done
             }
         };
@@ -929,14 +949,17 @@ impl MessageStore for PostgresStore {
             .collect();
         let text = |f: fn(&AttemptResult) -> &str| results.iter().map(f).collect::<Vec<&str>>();
         let number = |f: fn(&AttemptResult) -> i64| results.iter().map(f).collect::<Vec<i64>>();
+        let events: Vec<AttemptEvent> = results.iter().map(AttemptEvent::of).collect();
+        let event = |f: fn(&AttemptEvent) -> &str| events.iter().map(f).collect::<Vec<&str>>();
         let mut tx = self.pool.begin().await.store()?;
         let recorded: Vec<i64> = sqlx::query_scalar(
             "WITH r AS (
                SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
                                     $7::bigint[], $8::bigint[], $9::text[], $10::bigint[], $11::bigint[], $12::text[],
-                                    $13::text[])
+                                    $13::text[], $20::text[], $21::text[], $22::text[], $23::text[])
                  WITH ORDINALITY AS r(id, lease, status, due_at, reply, envelope_from, updated_at,
-                                      at, server, code, ms, outcome, refusals, n)),
+                                      at, server, code, ms, outcome, refusals, event, event_type, event_at,
+                                      attempt_at, n)),
              moved AS (
                UPDATE messages AS m SET status = r.status, due_at = COALESCE(r.due_at, m.due_at),
                  attempt_count = m.attempt_count + 1, lease_owner = NULL, lease_expires_at = NULL,
@@ -952,7 +975,19 @@ impl MessageStore for PostgresStore {
                FROM UNNEST($14::bigint[], $15::text[], $16::bigint[], $17::text[], $18::bigint[], $19::text[])
                       AS u(n, id, position, state, code, reply)
                JOIN moved USING (n)
-               WHERE t.message_id = u.id AND t.position = u.position)
+               WHERE t.message_id = u.id AND t.position = u.position),
+             events_written AS (
+               INSERT INTO webhook_deliveries (event_id, webhook_id, company, message_id, event_type, payload, status,
+                                               attempts, next_at, created_at)
+               SELECT r.event, w.id, m.company, m.id, r.event_type, json_build_object(
+                        'id', r.event, 'type', r.event_type, 'created_at', r.event_at, 'company', m.company,
+                        'message', json_build_object('id', m.id, 'status', r.status, 'subject', m.subject,
+                          'attempt', json_build_object('at', r.attempt_at, 'code', r.code, 'reply', r.reply,
+                                                       'ms', r.ms)))::text,
+                      'pending', 0, r.updated_at, r.updated_at
+               FROM r JOIN moved USING (n) JOIN messages AS m ON m.id = r.id
+               JOIN webhooks AS w ON w.company = m.company AND w.events::jsonb @> to_jsonb(r.event_type)
+               ORDER BY n)
              SELECT n FROM moved",
         )
         .bind(text(|r| &r.message_id))
@@ -974,6 +1009,10 @@ impl MessageStore for PostgresStore {
         .bind(recipients.iter().map(|(_, _, u)| u.state.as_str()).collect::<Vec<&str>>())
         .bind(recipients.iter().map(|(_, _, u)| u.code).collect::<Vec<Option<i64>>>())
         .bind(recipients.iter().map(|(_, _, u)| u.reply.as_deref()).collect::<Vec<Option<&str>>>())
+        .bind(event(|e| &e.id))
+        .bind(event(|e| &e.kind))
+        .bind(event(|e| &e.at))
+        .bind(event(|e| &e.attempt_at))
         .fetch_all(&mut *tx)
         .await
         .store()?;
@@ -1030,6 +1069,158 @@ impl MessageStore for PostgresStore {
             self.wake_others().await;
         }
         Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl WebhookStore for PostgresStore {
+    async fn create_webhook(&self, row: &WebhookRow, audit: &AuditRow) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.store()?;
+        sqlx::query(
+            "INSERT INTO webhooks (id, company, url, events, sealed_secret, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&row.id)
+        .bind(&row.company)
+        .bind(&row.url)
+        .bind(&row.events)
+        .bind(&row.sealed_secret)
+        .bind(row.created_at)
+        .execute(&mut *tx)
+        .await
+        .store()?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.store()
+    }
+
+    async fn webhooks(&self, company: &str) -> StoreResult<Vec<WebhookRow>> {
+        sqlx::query_as(
+            "SELECT id, company, url, events, sealed_secret, created_at FROM webhooks WHERE company = $1
+             ORDER BY created_at, id",
+        )
+        .bind(company)
+        .fetch_all(&self.pool)
+        .await
+        .store()
+    }
+
+    async fn delete_webhook(&self, company: &str, id: &str, audit: &AuditRow) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.store()?;
+        let done = sqlx::query("DELETE FROM webhooks WHERE company = $1 AND id = $2")
+            .bind(company)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .store()?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.store()?;
+        Ok(true)
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        company: &str,
+        webhook_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDeliveryRow>> {
+        sqlx::query_as(
+            "SELECT event_id, message_id, event_type, status, attempts, next_at, last_code, last_error,
+                    last_attempt_at, created_at, delivered_at
+             FROM webhook_deliveries WHERE webhook_id = $1 AND company = $2
+             ORDER BY created_at DESC, event_id DESC LIMIT $3",
+        )
+        .bind(webhook_id)
+        .bind(company)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .store()
+    }
+
+    async fn next_webhook_due(&self) -> StoreResult<Option<i64>> {
+        sqlx::query_scalar("SELECT MIN(next_at) FROM webhook_deliveries WHERE status = 'pending'")
+            .fetch_one(&self.pool)
+            .await
+            .store()
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        claim: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        // SKIP LOCKED: dispatchers of several instances claiming at once each take other rows. The
+        // lease is the due time pushed to its end: no other claim finds the row due before then.
+        sqlx::query_as(
+            "WITH due AS (
+               SELECT webhook_id, event_id FROM webhook_deliveries WHERE status = 'pending' AND next_at <= $3
+               ORDER BY next_at LIMIT $4
+               FOR UPDATE SKIP LOCKED),
+             claimed AS (
+               UPDATE webhook_deliveries AS d SET lease_owner = $1, next_at = $2
+               FROM due WHERE d.webhook_id = due.webhook_id AND d.event_id = due.event_id
+               RETURNING d.event_id, d.webhook_id, d.company, d.event_type, d.payload, d.attempts, d.created_at)
+             SELECT c.event_id, c.webhook_id, c.company, c.event_type, c.payload, c.attempts, c.created_at,
+                    w.url, w.sealed_secret
+             FROM claimed AS c JOIN webhooks AS w ON w.id = c.webhook_id",
+        )
+        .bind(claim)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .store()
+    }
+
+    async fn finish_webhook_deliveries(&self, results: &[DeliveryResult]) -> StoreResult<Vec<bool>> {
+        let text = |f: fn(&DeliveryResult) -> &str| results.iter().map(f).collect::<Vec<&str>>();
+        let finished: Vec<(String, String, String)> = sqlx::query_as(
+            "WITH r AS (
+               SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[],
+                                    $7::text[], $8::bigint[])
+                 AS r(webhook, event, lease, at, code, error, status, next_at)),
+             finished AS (
+               UPDATE webhook_deliveries AS d SET status = r.status, attempts = d.attempts + 1,
+                 next_at = COALESCE(r.next_at, d.next_at), last_code = r.code, last_error = r.error,
+                 last_attempt_at = r.at, delivered_at = CASE r.status WHEN 'delivered' THEN r.at END,
+                 lease_owner = NULL
+               FROM r WHERE d.webhook_id = r.webhook AND d.event_id = r.event AND d.lease_owner = r.lease
+               RETURNING d.webhook_id, d.event_id, r.lease),
+             held_back AS (
+               SELECT r.webhook, MAX(r.next_at) FILTER (WHERE r.status = 'pending') AS next_at
+               FROM r JOIN finished AS f ON f.webhook_id = r.webhook AND f.event_id = r.event AND f.lease = r.lease
+               GROUP BY r.webhook HAVING NOT bool_or(r.status = 'delivered')),
+             others AS (
+               SELECT d.webhook_id, d.event_id, h.next_at FROM webhook_deliveries AS d JOIN held_back AS h
+                 ON d.webhook_id = h.webhook
+               WHERE d.status = 'pending' AND d.lease_owner IS NULL AND d.next_at < h.next_at
+               FOR UPDATE OF d SKIP LOCKED),
+             pushed AS (
+               UPDATE webhook_deliveries AS d SET next_at = o.next_at FROM others AS o
+               WHERE d.webhook_id = o.webhook_id AND d.event_id = o.event_id)
+             SELECT webhook_id, event_id, lease FROM finished",
+        )
+        .bind(text(|r| &r.webhook_id))
+        .bind(text(|r| &r.event_id))
+        .bind(text(|r| &r.lease))
+        .bind(results.iter().map(|r| r.at).collect::<Vec<i64>>())
+        .bind(results.iter().map(|r| r.code).collect::<Vec<Option<i64>>>())
+        .bind(results.iter().map(|r| r.error.as_deref()).collect::<Vec<Option<&str>>>())
+        .bind(text(|r| &r.status))
+        .bind(results.iter().map(|r| r.next_at).collect::<Vec<Option<i64>>>())
+        .fetch_all(&self.pool)
+        .await
+        .store()?;
+        let finished: HashSet<(String, String, String)> = finished.into_iter().collect();
+        Ok(results
+            .iter()
+            .map(|r| finished.contains(&(r.webhook_id.clone(), r.event_id.clone(), r.lease.clone())))
+            .collect())
     }
 }
 
@@ -1392,6 +1583,12 @@ mod tests {
             .unwrap();
         assert_eq!(recorded, [false, true]);
         assert_eq!(store.message("acme", "m2").await.unwrap().unwrap().status, "deferred");
+    }
+
+    #[tokio::test]
+    async fn postgres_webhook_events_go_with_the_changes_they_tell_of() {
+        let Some((_db, store)) = setup().await else { return };
+        crate::store::webhook_checks::events_go_with_the_changes_they_tell_of(&store).await;
     }
 
     #[tokio::test]

@@ -605,6 +605,26 @@ impl MessageStore for SqliteStore {
                     .execute(&mut *tx)
                     .await
                     .store()?;
+                // The event, with the change it tells of.
+                sqlx::query(
+                    "INSERT INTO webhook_deliveries (event_id, webhook_id, company, message_id, event_type, payload,
+                                                     status, attempts, next_at, created_at)
+                     SELECT $1, w.id, m.company, m.id, 'message.cancelled', json_object(
+                              'id', $1, 'type', 'message.cancelled', 'created_at', $2, 'company', m.company,
+                              'message', json_object('id', m.id, 'status', 'cancelled', 'subject', m.subject,
+                                                     'attempt', NULL)),
+                            'pending', 0, $3, $3
+                     FROM messages AS m JOIN webhooks AS w ON w.company = m.company
+                       AND EXISTS (SELECT 1 FROM json_each(w.events) AS e WHERE e.value = 'message.cancelled')
+                     WHERE m.id = $4",
+                )
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(crate::state::rfc3339(now))
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .store()?;
                 StatusChange::Done
             }
         };
@@ -827,9 +847,12 @@ impl MessageStore for SqliteStore {
             .iter()
             .map(|r| {
                 let a = &r.attempt;
+                let event = AttemptEvent::of(r);
                 serde_json::json!({
                     "id": r.message_id, "lease": r.lease, "at": a.at, "server": a.server, "code": a.code,
                     "reply": a.reply, "ms": a.ms, "outcome": a.outcome, "refusals": a.refusals,
+                    "event": event.id, "type": event.kind, "event_at": event.at, "at_text": event.attempt_at,
+                    "event_ms": a.at + a.ms,
                 })
             })
             .collect();
@@ -861,6 +884,19 @@ impl MessageStore for SqliteStore {
                     a.value ->> 'ms', a.value ->> 'outcome', a.value ->> 'refusals'
              FROM json_each(?) AS a JOIN messages AS m ON m.id = a.value ->> 'id' AND m.lease_owner = a.value ->> 'lease'
              ORDER BY a.key;
+             INSERT INTO webhook_deliveries (event_id, webhook_id, company, message_id, event_type, payload, status,
+                                             attempts, next_at, created_at)
+             SELECT a.value ->> 'event', w.id, m.company, m.id, a.value ->> 'type', json_object(
+                      'id', a.value ->> 'event', 'type', a.value ->> 'type', 'created_at', a.value ->> 'event_at',
+                      'company', m.company,
+                      'message', json_object('id', m.id, 'status', a.value ->> 'outcome', 'subject', m.subject,
+                        'attempt', json_object('at', a.value ->> 'at_text', 'code', a.value ->> 'code',
+                                               'reply', a.value ->> 'reply', 'ms', a.value ->> 'ms'))),
+                    'pending', 0, a.value ->> 'event_ms', a.value ->> 'event_ms'
+             FROM json_each(?) AS a JOIN messages AS m ON m.id = a.value ->> 'id' AND m.lease_owner = a.value ->> 'lease'
+             JOIN webhooks AS w ON w.company = m.company
+               AND EXISTS (SELECT 1 FROM json_each(w.events) AS e WHERE e.value = a.value ->> 'type')
+             ORDER BY a.key;
              UPDATE recipients SET state = r.state, code = r.code, reply = r.reply
              FROM (SELECT value ->> 'id' AS id, value ->> 'lease' AS lease, value ->> 'position' AS position,
                           value ->> 'state' AS state, value ->> 'code' AS code, value ->> 'reply' AS reply
@@ -877,6 +913,7 @@ impl MessageStore for SqliteStore {
                           WHERE messages.id = r.id AND messages.lease_owner = r.lease",
         )
         .bind(serde_json::Value::Array(moves.clone()).to_string())
+        .bind(serde_json::Value::Array(attempts.clone()).to_string())
         .bind(serde_json::Value::Array(attempts).to_string())
         .bind(serde_json::Value::Array(recipients).to_string())
         .bind(serde_json::Value::Array(moves).to_string())
@@ -915,6 +952,213 @@ impl MessageStore for SqliteStore {
         .await
         .store()?;
         Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn create_webhook(&self, row: &WebhookRow, audit: &AuditRow) -> StoreResult<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
+        sqlx::query(
+            "INSERT INTO webhooks (id, company, url, events, sealed_secret, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&row.id)
+        .bind(&row.company)
+        .bind(&row.url)
+        .bind(&row.events)
+        .bind(&row.sealed_secret)
+        .bind(row.created_at)
+        .execute(&mut *tx)
+        .await
+        .store()?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.store()
+    }
+
+    async fn webhooks(&self, company: &str) -> StoreResult<Vec<WebhookRow>> {
+        sqlx::query_as(
+            "SELECT id, company, url, events, sealed_secret, created_at FROM webhooks WHERE company = $1
+             ORDER BY created_at, id",
+        )
+        .bind(company)
+        .fetch_all(&self.reader)
+        .await
+        .store()
+    }
+
+    async fn delete_webhook(&self, company: &str, id: &str, audit: &AuditRow) -> StoreResult<bool> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
+        let done = sqlx::query("DELETE FROM webhooks WHERE company = $1 AND id = $2")
+            .bind(company)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .store()?;
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.store()?;
+        Ok(true)
+    }
+
+    async fn webhook_deliveries(
+        &self,
+        company: &str,
+        webhook_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<WebhookDeliveryRow>> {
+        sqlx::query_as(
+            "SELECT event_id, message_id, event_type, status, attempts, next_at, last_code, last_error,
+                    last_attempt_at, created_at, delivered_at
+             FROM webhook_deliveries WHERE webhook_id = $1 AND company = $2
+             ORDER BY created_at DESC, event_id DESC LIMIT $3",
+        )
+        .bind(webhook_id)
+        .bind(company)
+        .bind(limit)
+        .fetch_all(&self.reader)
+        .await
+        .store()
+    }
+
+    async fn next_webhook_due(&self) -> StoreResult<Option<i64>> {
+        sqlx::query_scalar("SELECT MIN(next_at) FROM webhook_deliveries WHERE status = 'pending'")
+            .fetch_one(&self.reader)
+            .await
+            .store()
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        claim: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        // The lease is the due time pushed to its end: no other claim finds the row due before then.
+        let claimed: Vec<(String, String, String, String, String, i64, i64)> = sqlx::query_as(
+            "UPDATE webhook_deliveries SET lease_owner = $1, next_at = $2
+             WHERE rowid IN (SELECT rowid FROM webhook_deliveries WHERE status = 'pending' AND next_at <= $3
+                             ORDER BY next_at LIMIT $4)
+             RETURNING event_id, webhook_id, company, event_type, payload, attempts, created_at",
+        )
+        .bind(claim)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.writer)
+        .await
+        .store()?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = claimed.iter().map(|c| c.1.as_str()).collect();
+        let endpoints: HashMap<String, (String, String)> = sqlx::query_as::<_, (String, String, String)>(
+            "SELECT id, url, sealed_secret FROM webhooks WHERE id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(serde_json::to_string(&ids).context("ids")?)
+        .fetch_all(&self.writer)
+        .await
+        .store()?
+        .into_iter()
+        .map(|(id, url, secret)| (id, (url, secret)))
+        .collect();
+        // A webhook removed meanwhile took its deliveries with it.
+        Ok(claimed
+            .into_iter()
+            .filter_map(|(event_id, webhook_id, company, event_type, payload, attempts, created_at)| {
+                let (url, sealed_secret) = endpoints.get(&webhook_id)?.clone();
+                Some(ClaimedDelivery {
+                    event_id,
+                    webhook_id,
+                    company,
+                    event_type,
+                    payload,
+                    attempts,
+                    created_at,
+                    url,
+                    sealed_secret,
+                })
+            })
+            .collect())
+    }
+
+    async fn finish_webhook_deliveries(&self, results: &[DeliveryResult]) -> StoreResult<Vec<bool>> {
+        let items: Vec<serde_json::Value> = results
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "webhook": r.webhook_id, "event": r.event_id, "lease": r.lease, "at": r.at, "code": r.code,
+                    "error": r.error, "status": r.status, "next_at": r.next_at,
+                })
+            })
+            .collect();
+        let items = serde_json::Value::Array(items).to_string();
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
+        // Which claim holds each delivery, read before anything moves: the same delivery may be in
+        // the group twice, under an old claim and a new one, and only the new one counts.
+        let holders: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT webhook_id, event_id, lease_owner FROM webhook_deliveries
+             WHERE (webhook_id, event_id) IN (SELECT value ->> 'webhook', value ->> 'event' FROM json_each($1))",
+        )
+        .bind(&items)
+        .fetch_all(&mut *tx)
+        .await
+        .store()?;
+        let holders: HashMap<(String, String), Option<String>> =
+            holders.into_iter().map(|(webhook, event, lease)| ((webhook, event), lease)).collect();
+        let counted: Vec<bool> = results
+            .iter()
+            .map(|r| {
+                let key = (r.webhook_id.clone(), r.event_id.clone());
+                holders.get(&key).is_some_and(|holder| holder.as_deref() == Some(r.lease.as_str()))
+            })
+            .collect();
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = r.status, attempts = attempts + 1,
+               next_at = COALESCE(r.next_at, webhook_deliveries.next_at), last_code = r.code, last_error = r.error,
+               last_attempt_at = r.at, delivered_at = CASE r.status WHEN 'delivered' THEN r.at END, lease_owner = NULL
+             FROM (SELECT value ->> 'webhook' AS webhook, value ->> 'event' AS event, value ->> 'lease' AS lease,
+                          value ->> 'at' AS at, value ->> 'code' AS code, value ->> 'error' AS error,
+                          value ->> 'status' AS status, value ->> 'next_at' AS next_at
+                   FROM json_each($1)) AS r
+             WHERE webhook_deliveries.webhook_id = r.webhook AND webhook_deliveries.event_id = r.event
+               AND webhook_deliveries.lease_owner = r.lease",
+        )
+        .bind(&items)
+        .execute(&mut *tx)
+        .await
+        .store()?;
+        // An endpoint that failed (and accepted nothing in this group) is left alone until its retry.
+        let mut endpoints: HashMap<&str, (bool, Option<i64>)> = HashMap::new();
+        for (r, _) in results.iter().zip(&counted).filter(|(_, counted)| **counted) {
+            let (accepted, retry_at) = endpoints.entry(r.webhook_id.as_str()).or_default();
+            *accepted |= r.status == "delivered";
+            if r.status == "pending" {
+                *retry_at = (*retry_at).max(r.next_at);
+            }
+        }
+        let held_back: Vec<serde_json::Value> = endpoints
+            .into_iter()
+            .filter_map(|(webhook, (accepted, retry_at))| {
+                Some(serde_json::json!({"webhook": webhook, "next_at": retry_at.filter(|_| !accepted)?}))
+            })
+            .collect();
+        if !held_back.is_empty() {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET next_at = r.next_at
+                 FROM (SELECT value ->> 'webhook' AS webhook, value ->> 'next_at' AS next_at FROM json_each($1)) AS r
+                 WHERE webhook_deliveries.webhook_id = r.webhook AND webhook_deliveries.status = 'pending'
+                   AND webhook_deliveries.lease_owner IS NULL AND webhook_deliveries.next_at < r.next_at",
+            )
+            .bind(serde_json::Value::Array(held_back).to_string())
+            .execute(&mut *tx)
+            .await
+            .store()?;
+        }
+        tx.commit().await.store()?;
+        Ok(counted)
     }
 }
 
@@ -1057,6 +1301,12 @@ mod tests {
         assert_eq!(store.applied_config_sha256().await.unwrap().as_deref(), Some("abc"));
         store.apply_config(&ConfigWrite { file_sha256: Some("def".into()), ..ConfigWrite::default() }).await.unwrap();
         assert_eq!(store.applied_config_sha256().await.unwrap().as_deref(), Some("def"));
+    }
+
+    #[tokio::test]
+    async fn webhook_events_go_with_the_changes_they_tell_of() {
+        let (_dir, store) = store().await;
+        crate::store::webhook_checks::events_go_with_the_changes_they_tell_of(&store).await;
     }
 
     #[tokio::test]

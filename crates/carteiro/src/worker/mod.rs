@@ -15,6 +15,7 @@ mod lanes;
 mod outcome;
 mod route;
 mod session;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::sync::Arc;

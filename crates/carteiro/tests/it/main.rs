@@ -21,3 +21,4 @@ mod settings_api;
 mod smtp_listener;
 mod test_connection;
 mod transports;
+mod webhooks;
