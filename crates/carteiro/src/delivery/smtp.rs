@@ -244,7 +244,7 @@ impl Session {
         let limit = client.timeout + transfer_time(data.map_or(0, <[u8]>::len));
         tokio::time::timeout(limit, async {
             if let Some(data) = data {
-                client.write_message(data).await.map_err(|e| failure(stage, e.into()))?;
+                client.write_message(without_final_crlf(data)).await.map_err(|e| failure(stage, e.into()))?;
             }
             client.stream.write_all(lines.as_bytes()).await.map_err(|e| failure(stage, e.into()))?;
             client.stream.flush().await.map_err(|e| failure(stage, e.into()))
@@ -417,7 +417,7 @@ impl Session {
         }
         let client = &mut self.client;
         let end = tokio::time::timeout(client.timeout + transfer_time(raw.len()), async {
-            client.write_message(raw).await?;
+            client.write_message(without_final_crlf(raw)).await?;
             client.read().await
         })
         .await
@@ -660,4 +660,11 @@ async fn say_ehlo(
         )
     });
     ehlo
+}
+
+/// mail-send ends the data with CRLF "." CRLF, whose first CRLF ends the
+/// message's last line: a message that already ends with CRLF would gain an
+/// empty line on the wire (and an extra line break in a single-part body).
+fn without_final_crlf(raw: &[u8]) -> &[u8] {
+    raw.strip_suffix(b"\r\n").unwrap_or(raw)
 }

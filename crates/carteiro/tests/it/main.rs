@@ -10,6 +10,7 @@ mod crash;
 mod delivery;
 mod dkim;
 mod lanes;
+mod message_correctness;
 mod messages_api;
 mod metrics;
 mod oauth;
