@@ -7,13 +7,12 @@ use axum::Form;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use carteiro_core::FieldErrors;
 use carteiro_core::id::CompanySlug;
 use carteiro_core::settings::Scope;
 use serde::Deserialize;
 
 use super::ConsoleError;
-use super::page::{Done, Page};
+use super::page::{Done, FieldMessages, Page};
 use super::session::Session;
 use crate::service::tenants::{self, ApiKeyIn, ApiKeyOut, CompanyIn};
 use crate::service::{Actor, ServiceError, auth, settings};
@@ -44,11 +43,6 @@ impl Tabs {
 
 fn actor(session: &Session) -> Actor {
     Actor::Admin(session.admin.clone())
-}
-
-/// A field's message in the page's language, by field name.
-fn field_errors(page: &Page, errors: &FieldErrors) -> Vec<(String, String)> {
-    errors.0.iter().map(|e| (e.field.clone(), page.rule(&e.message))).collect()
 }
 
 #[derive(Template, WebTemplate)]
@@ -91,13 +85,7 @@ struct CompanyFormPage {
     slug: String,
     name: String,
     email: String,
-    errors: Vec<(String, String)>,
-}
-
-impl CompanyFormPage {
-    fn error(&self, field: &str) -> Option<&str> {
-        self.errors.iter().find(|(f, _)| f == field).map(|(_, m)| m.as_str())
-    }
+    errors: FieldMessages,
 }
 
 #[derive(Deserialize)]
@@ -117,7 +105,7 @@ pub async fn new_form(session: Session) -> Result<Response, ConsoleError> {
         slug: String::new(),
         name: String::new(),
         email: String::new(),
-        errors: Vec::new(),
+        errors: FieldMessages::default(),
     };
     Ok(form.into_response())
 }
@@ -134,8 +122,8 @@ pub async fn create(
     let page = session.page(session.t().new_company);
     let errors = match tenants::create_company(&state, &actor(&session), &input).await {
         Ok(created) => return Ok(Redirect::to(&format!("/companies/{}/email", created.slug)).into_response()),
-        Err(ServiceError::Invalid(errors)) => field_errors(&page, &errors),
-        Err(ServiceError::Conflict(_)) => vec![("slug".to_owned(), page.t.company_exists.to_owned())],
+        Err(ServiceError::Invalid(errors)) => FieldMessages::of(page.lang, &errors),
+        Err(ServiceError::Conflict(_)) => FieldMessages::one("slug", page.t.company_exists),
         Err(other) => return Err(other.into()),
     };
     let mut page = page;
@@ -164,7 +152,7 @@ pub async fn general(
         slug: company.slug,
         name: company.name,
         email: company.email.unwrap_or_default(),
-        errors: Vec::new(),
+        errors: FieldMessages::default(),
     };
     Ok(form.into_response())
 }
@@ -182,7 +170,7 @@ pub async fn update(
     let errors = match tenants::update_company(&state, &actor(&session), &slug, &form.name, form.email.as_deref()).await
     {
         Ok(_) => return Ok(Redirect::to(&format!("/companies/{slug}?done=saved")).into_response()),
-        Err(ServiceError::Invalid(errors)) => field_errors(&page, &errors),
+        Err(ServiceError::Invalid(errors)) => FieldMessages::of(page.lang, &errors),
         Err(other) => return Err(other.into()),
     };
     let mut page = page;
@@ -279,13 +267,7 @@ struct AdminsPage {
     tabs: Tabs,
     admins: Vec<String>,
     username: String,
-    errors: Vec<(String, String)>,
-}
-
-impl AdminsPage {
-    fn error(&self, field: &str) -> Option<&str> {
-        self.errors.iter().find(|(f, _)| f == field).map(|(_, m)| m.as_str())
-    }
+    errors: FieldMessages,
 }
 
 async fn admins_page(
@@ -293,7 +275,7 @@ async fn admins_page(
     session: &Session,
     slug: &CompanySlug,
     username: String,
-    errors: Vec<(String, String)>,
+    errors: FieldMessages,
 ) -> Result<AdminsPage, ConsoleError> {
     let tabs = Tabs::of(state, session, slug, "admins").await?;
     let page = session.page(format!("{} · {}", tabs.name, session.t().tab_admins));
@@ -309,7 +291,7 @@ pub async fn admins(
 ) -> Result<Response, ConsoleError> {
     session.require_platform()?;
     let slug = session.require_company(&slug)?;
-    let mut admins = admins_page(&state, &session, &slug, String::new(), Vec::new()).await?;
+    let mut admins = admins_page(&state, &session, &slug, String::new(), FieldMessages::default()).await?;
     if done.is("created") {
         admins.page.set_flash(true, admins.page.t.admin_created);
     }
@@ -336,8 +318,8 @@ pub async fn create_admin(
     let lang = session.lang;
     let errors = match auth::create_admin(&state, &actor(&session), &username, &form.password, Some(&slug)).await {
         Ok(_) => return Ok(Redirect::to(&format!("/companies/{slug}/admins?done=created")).into_response()),
-        Err(ServiceError::Invalid(errors)) => errors.0.into_iter().map(|e| (e.field, lang.rule(&e.message))).collect(),
-        Err(ServiceError::Conflict(_)) => vec![("username".to_owned(), session.t().username_taken.to_owned())],
+        Err(ServiceError::Invalid(errors)) => FieldMessages::of(lang, &errors),
+        Err(ServiceError::Conflict(_)) => FieldMessages::one("username", session.t().username_taken),
         Err(other) => return Err(other.into()),
     };
     let mut page = admins_page(&state, &session, &slug, username, errors).await?;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::ConsoleError;
 use super::companies::{CsrfOnly, Tabs};
-use super::page::{Done, Page};
+use super::page::{Done, FieldMessages, Page};
 use super::session::Session;
 use crate::service::dkim::{self, DkimKeyIn, DkimKeyOut};
 use crate::service::{Actor, ServiceError};
@@ -26,13 +26,7 @@ struct DkimPage {
     keys: Vec<DkimKeyOut>,
     selector: String,
     domain: String,
-    errors: Vec<(String, String)>,
-}
-
-impl DkimPage {
-    fn error(&self, field: &str) -> Option<&str> {
-        self.errors.iter().find(|(f, _)| f == field).map(|(_, m)| m.as_str())
-    }
+    errors: FieldMessages,
 }
 
 async fn page(
@@ -40,7 +34,7 @@ async fn page(
     session: &Session,
     slug: &CompanySlug,
     form: (String, String),
-    errors: Vec<(String, String)>,
+    errors: FieldMessages,
 ) -> Result<DkimPage, ConsoleError> {
     let tabs = Tabs::of(state, session, slug, "dkim").await?;
     let page = session.page(format!("{} · DKIM", tabs.name));
@@ -55,7 +49,7 @@ pub async fn show(
     Query(done): Query<Done>,
 ) -> Result<Response, ConsoleError> {
     let slug = session.require_company(&slug)?;
-    let mut shown = page(&state, &session, &slug, Default::default(), Vec::new()).await?;
+    let mut shown = page(&state, &session, &slug, Default::default(), FieldMessages::default()).await?;
     if done.is("created") {
         shown.page.set_flash(true, shown.page.t.dkim_created);
     } else if done.is("removed") {
@@ -90,8 +84,8 @@ pub async fn create(
     let lang = session.lang;
     let errors = match dkim::create(&state, &Actor::Admin(session.admin.clone()), &slug, &input).await {
         Ok(_) => return Ok(Redirect::to(&format!("/companies/{slug}/dkim?done=created")).into_response()),
-        Err(ServiceError::Invalid(errors)) => errors.0.into_iter().map(|e| (e.field, lang.rule(&e.message))).collect(),
-        Err(ServiceError::Conflict(message)) => vec![("selector".to_owned(), message)],
+        Err(ServiceError::Invalid(errors)) => FieldMessages::of(lang, &errors),
+        Err(ServiceError::Conflict(message)) => FieldMessages::one("selector", message),
         Err(other) => return Err(other.into()),
     };
     let mut shown = page(&state, &session, &slug, (form.selector, form.domain), errors).await?;

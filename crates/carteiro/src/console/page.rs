@@ -17,6 +17,24 @@ impl Done {
     }
 }
 
+/// A refused form's messages, by field, in the page's language.
+#[derive(Default)]
+pub struct FieldMessages(Vec<(String, String)>);
+
+impl FieldMessages {
+    pub fn of(lang: Lang, errors: &carteiro_core::FieldErrors) -> Self {
+        Self(errors.0.iter().map(|e| (e.field.clone(), lang.rule(&e.message))).collect())
+    }
+
+    pub fn one(field: &str, message: impl Into<String>) -> Self {
+        Self(vec![(field.to_owned(), message.into())])
+    }
+
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0.iter().find(|(f, _)| f == field).map(|(_, m)| m.as_str())
+    }
+}
+
 pub struct PageUser {
     pub username: String,
     pub platform: bool,
