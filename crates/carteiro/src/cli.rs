@@ -10,6 +10,7 @@ use carteiro_core::settings::SettingsDoc;
 use clap::{Parser, Subcommand};
 
 use crate::config::{DeliveryConfig, MessageArgs, ServeArgs, StoreArgs, WorkerArgs, delivery_config};
+use crate::crypto::{MasterKey, StagedKeyFile};
 use crate::service::test_connection::{TestConnectionIn, run as run_test};
 use crate::service::{Actor, auth, config_file, dkim, settings, submit};
 use crate::startup::{App, app_state, shutdown_on_signals};
@@ -188,6 +189,14 @@ pub enum AdminCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Seal every stored secret (passwords, tokens, DKIM keys, webhook secrets) with a new
+    /// master key, in one transaction. Stop every carteiro on the database first.
+    /// With a key file, a new key is made and replaces it; with CARTEIRO_MASTER_KEY, give
+    /// the new key in CARTEIRO_NEW_MASTER_KEY and start carteiro with it afterwards.
+    RotateKey {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -325,6 +334,52 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             auth::reset_password(&state, &Actor::Cli, &username, &password).await.map_err(service_error)?;
             report_password(&username, generated.then_some(&password));
             Ok(())
+        }
+        Command::Admin(AdminCommand::RotateKey { store }) => rotate_key(&store, master_key).await,
+    }
+}
+
+async fn rotate_key(store: &StoreArgs, master_key: Option<&str>) -> anyhow::Result<()> {
+    let state = installed_state(store, master_key, defaults()?).await?;
+    let (new, encoded) = match env_secret("CARTEIRO_NEW_MASTER_KEY") {
+        Some(encoded) => (
+            MasterKey::from_base64(&encoded).context(
+                "CARTEIRO_NEW_MASTER_KEY must be the base64 of 32 random bytes (try: openssl rand -base64 32)",
+            )?,
+            encoded,
+        ),
+        None if master_key.is_some() => anyhow::bail!(
+            "the master key comes from CARTEIRO_MASTER_KEY: give the new one in CARTEIRO_NEW_MASTER_KEY (try: openssl rand -base64 32); nothing was changed"
+        ),
+        None => MasterKey::generate(),
+    };
+    // With a key file, the new key is on disk before any secret is sealed with it.
+    let staged = match master_key {
+        None => Some(StagedKeyFile::write(&store.data_dir, &encoded)?),
+        Some(_) => None,
+    };
+    match crate::service::master_key::rotate(&state, &Actor::Cli, &new).await {
+        Ok(count) => {
+            let secrets = if count == 1 { "1 secret" } else { &format!("{count} secrets") };
+            match staged {
+                Some(staged) => {
+                    staged.install()?;
+                    println!(
+                        "carteiro: sealed {secrets} with a new master key, now in {}",
+                        store.data_dir.join("master.key").display()
+                    );
+                }
+                None => println!(
+                    "carteiro: sealed {secrets} with the key in CARTEIRO_NEW_MASTER_KEY: start every carteiro with it as CARTEIRO_MASTER_KEY"
+                ),
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(staged) = staged {
+                staged.discard();
+            }
+            Err(service_error(e).context("the master key was not rotated; nothing was changed"))
         }
     }
 }

@@ -3,7 +3,7 @@
 //! so a sealed value copied onto another row does not open.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use base64::Engine;
@@ -23,6 +23,8 @@ pub struct WrongMasterKey;
 /// Format tag of sealed values, so that a later scheme can sit beside this one.
 const SEALED_PREFIX: &str = "v1:";
 const KEY_FILE: &str = "master.key";
+/// The new key during a rotation, until the secrets are sealed with it.
+const STAGED_KEY_FILE: &str = "master.key.new";
 
 pub struct MasterKey {
     cipher: XChaCha20Poly1305,
@@ -63,6 +65,12 @@ impl MasterKey {
         }
     }
 
+    /// A new random key, and its base64 as the key file and `CARTEIRO_MASTER_KEY` hold it.
+    pub fn generate() -> (Self, String) {
+        let key = Key::generate();
+        (Self { cipher: XChaCha20Poly1305::new(&key) }, B64.encode(key.as_slice()))
+    }
+
     pub fn from_base64(encoded: &str) -> anyhow::Result<Self> {
         let bytes = B64.decode(encoded.trim()).context("not valid base64")?;
         if bytes.len() != 32 {
@@ -98,6 +106,40 @@ impl MasterKey {
             .decrypt(&nonce, Payload { msg: ciphertext, aad: aad.as_bytes() })
             .map_err(|_| WrongMasterKey)?;
         Ok(Secret::new(String::from_utf8(plain).context("sealed secret is not UTF-8")?))
+    }
+}
+
+/// A new key written beside the key file, to replace it once the secrets are
+/// sealed with it: a crash in between leaves both keys on disk.
+pub struct StagedKeyFile {
+    staged: PathBuf,
+    path: PathBuf,
+}
+
+impl StagedKeyFile {
+    pub fn write(data_dir: &Path, encoded: &str) -> anyhow::Result<Self> {
+        let (staged, path) = (data_dir.join(STAGED_KEY_FILE), data_dir.join(KEY_FILE));
+        // A file left by an interrupted rotation that never committed: its key sealed nothing.
+        let _ = std::fs::remove_file(&staged);
+        write_private(&staged, encoded.as_bytes())
+            .with_context(|| format!("cannot write the new key to {}", staged.display()))?;
+        Ok(Self { staged, path })
+    }
+
+    /// Puts the new key in the key file's place (one rename).
+    pub fn install(self) -> anyhow::Result<()> {
+        std::fs::rename(&self.staged, &self.path).with_context(|| {
+            format!(
+                "the secrets are sealed with the new key, but it could not replace the key file: rename {} to {} before starting carteiro",
+                self.staged.display(),
+                self.path.display()
+            )
+        })
+    }
+
+    /// Forgets the new key: nothing was sealed with it.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.staged);
     }
 }
 

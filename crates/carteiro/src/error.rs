@@ -76,6 +76,14 @@ impl From<ServiceError> for ApiError {
                     "carteiro cannot reach its database right now; nothing was changed. Try again shortly.",
                 )
             }
+            ServiceError::Full(why) => {
+                tracing::error!(error = %why, "the database's disk is full");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_full",
+                    "carteiro's disk is full: it accepts nothing new until space is freed, and keeps what it accepted before; nothing was changed. Try again later.",
+                )
+            }
             ServiceError::Internal(e) if e.downcast_ref::<crate::crypto::WrongMasterKey>().is_some() => {
                 tracing::error!(error = %e, "stored secrets cannot be opened");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "master_key", crate::crypto::WrongMasterKey.to_string())

@@ -47,7 +47,7 @@ pub struct DomainSigner {
     pub signer: Signer,
 }
 
-fn aad(company: &CompanySlug, selector: &str) -> String {
+pub(crate) fn aad(company: &str, selector: &str) -> String {
     format!("dkim:{company}:{selector}")
 }
 
@@ -111,7 +111,7 @@ pub async fn create(
         domain,
         algorithm: pair.algorithm.as_str().to_owned(),
         public_key: pair.public_base64,
-        sealed_private_key: state.keys.seal(&aad(company, &selector), &private),
+        sealed_private_key: state.keys.seal(&aad(company.as_str(), &selector), &private),
         created_at: now_ms(),
     };
     state.store.create_dkim_key(&row).await.map_err(|e| match ServiceError::from(e) {
@@ -183,7 +183,7 @@ pub async fn signers(state: &AppState, company: &CompanySlug) -> ServiceResult<V
         if !seen.insert(row.domain.clone()) {
             continue;
         }
-        let private = state.keys.open(&aad(company, &row.selector), &row.sealed_private_key)?;
+        let private = state.keys.open(&aad(company.as_str(), &row.selector), &row.sealed_private_key)?;
         let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, private.expose())
             .map_err(|e| anyhow::anyhow!("the DKIM key {} of {company} is damaged: {e}", row.selector))?;
         let algorithm = Algorithm::parse(&row.algorithm).unwrap_or(Algorithm::Ed25519);

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod config_file;
 pub mod dkim;
+pub mod master_key;
 pub mod messages;
 pub mod settings;
 pub mod submit;
@@ -40,6 +41,9 @@ pub enum ServiceError {
     Throttled { seconds: u64 },
     #[error("{0}")]
     Unavailable(String),
+    /// The database's disk is full.
+    #[error("the database's disk is full: {0}")]
+    Full(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -49,6 +53,7 @@ impl From<StoreError> for ServiceError {
         match error {
             StoreError::Conflict => Self::Conflict("it already exists".to_owned()),
             StoreError::Unavailable(why) => Self::Unavailable(why),
+            StoreError::Full(why) => Self::Full(why),
             StoreError::Other(e) => Self::Internal(e),
         }
     }

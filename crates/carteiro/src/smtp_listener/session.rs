@@ -397,6 +397,7 @@ impl<'a> Session<'a> {
 fn temporary(error: &ServiceError) -> String {
     match error {
         ServiceError::Unprocessable { message, .. } => reply(451, "4.3.5", &one_line(message)),
+        ServiceError::Full(_) => reply(452, "4.3.1", "carteiro's disk is full; try again later"),
         ServiceError::Internal(e) => {
             tracing::error!(error = format!("{e:#}"), "cannot take a message over SMTP");
             reply(451, "4.3.0", "carteiro cannot take the message right now; try again later")

@@ -58,6 +58,9 @@ pub enum StoreError {
     /// The database cannot be reached or is out of space: try again later.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The database's disk is full: nothing can be written until space is freed.
+    #[error("the database's disk is full: {0}")]
+    Full(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -157,6 +160,44 @@ pub struct LevelRow {
     pub sealed_secrets: BTreeMap<String, String>,
 }
 
+/// Where a value sealed with the master key is stored (its additional data is made from this).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealedPlace {
+    /// A secret of a settings level, `(company, user)` as `level_keys` gives them, by field path.
+    Level {
+        company: String,
+        user: String,
+        path: String,
+    },
+    DkimKey {
+        company: String,
+        selector: String,
+    },
+    Webhook {
+        company: String,
+        id: String,
+    },
+}
+
+impl std::fmt::Display for SealedPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Level { company, path, .. } if company.is_empty() => write!(f, "{path} of the global level"),
+            Self::Level { company, user, path } if user.is_empty() => write!(f, "{path} of company {company}"),
+            Self::Level { company, user, path } => write!(f, "{path} of user {user} of company {company}"),
+            Self::DkimKey { company, selector } => write!(f, "the DKIM key {selector} of company {company}"),
+            Self::Webhook { company, id } => write!(f, "the secret of webhook {id} of company {company}"),
+        }
+    }
+}
+
+/// Seals again a value sealed for its place: opens it with one key, seals it with another.
+pub type Reseal<'a> = dyn Fn(&SealedPlace, &str) -> anyhow::Result<String> + Send + Sync + 'a;
+
+/// The query telling whether anything is sealed, the same in both stores.
+const ANYTHING_SEALED: &str = "SELECT EXISTS (SELECT 1 FROM settings_levels WHERE sealed_secrets <> '{}')
+    OR EXISTS (SELECT 1 FROM dkim_keys) OR EXISTS (SELECT 1 FROM webhooks)";
+
 #[derive(Debug, Clone)]
 pub struct AuditRow {
     pub at: i64,
@@ -195,8 +236,12 @@ pub trait SettingsStore: Send + Sync {
     /// Replaces a level and records the audit entry, in one transaction.
     async fn save_level(&self, scope: &Scope, row: &LevelRow, audit: &AuditRow) -> StoreResult<()>;
     async fn record_audit(&self, audit: &AuditRow) -> StoreResult<()>;
-    /// Whether any level holds a sealed secret (then a master key must already exist).
+    /// Whether anything is sealed (a level's secret, a DKIM key, a webhook's secret):
+    /// then a master key must already exist.
     async fn has_sealed_secrets(&self) -> StoreResult<bool>;
+    /// Replaces every sealed value by what `reseal` makes of it, and records the
+    /// audit entry, in one transaction: all change or none. How many were re-sealed.
+    async fn reseal_all(&self, reseal: &Reseal<'_>, audit: &AuditRow) -> StoreResult<usize>;
     async fn audit_log(&self, company: Option<&CompanySlug>, limit: i64) -> StoreResult<Vec<AuditRow>>;
 }
 

@@ -115,10 +115,11 @@ impl PostgresStore {
     }
 }
 
-/// Unique keys become `Conflict`; an unreachable, overloaded or stopping server `Unavailable`.
+/// Unique keys become `Conflict`; a full disk (disk_full) `Full`; an unreachable, overloaded or stopping server `Unavailable`.
 fn classify(error: sqlx::Error) -> StoreError {
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        sqlx::Error::Database(db) if db.code().as_deref() == Some("53100") => StoreError::Full(db.message().to_owned()),
         // SQLSTATE classes of the server, not the request: connection exceptions (08), transaction
         // rollbacks such as deadlocks (40: worth trying again), insufficient resources such as a
         // full disk (53), shutdowns and statement timeouts (57), system I/O errors (58).
@@ -458,10 +459,65 @@ impl SettingsStore for PostgresStore {
     }
 
     async fn has_sealed_secrets(&self) -> StoreResult<bool> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM settings_levels WHERE sealed_secrets <> '{}')")
-            .fetch_one(&self.pool)
-            .await
-            .store()
+        sqlx::query_scalar(ANYTHING_SEALED).fetch_one(&self.pool).await.store()
+    }
+
+    async fn reseal_all(&self, reseal: &Reseal<'_>, audit: &AuditRow) -> StoreResult<usize> {
+        let mut tx = self.pool.begin().await.store()?;
+        let mut count = 0;
+        let levels: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT company, user_ref, sealed_secrets FROM settings_levels WHERE sealed_secrets <> '{}'",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .store()?;
+        for (company, user, sealed) in levels {
+            let mut secrets: BTreeMap<String, String> = serde_json::from_str(&sealed).map_err(anyhow::Error::from)?;
+            for (path, value) in &mut secrets {
+                let place = SealedPlace::Level { company: company.clone(), user: user.clone(), path: path.clone() };
+                *value = reseal(&place, value)?;
+                count += 1;
+            }
+            sqlx::query("UPDATE settings_levels SET sealed_secrets = $1 WHERE company = $2 AND user_ref = $3")
+                .bind(serde_json::to_string(&secrets).map_err(anyhow::Error::from)?)
+                .bind(&company)
+                .bind(&user)
+                .execute(&mut *tx)
+                .await
+                .store()?;
+        }
+        let keys: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT company, selector, sealed_private_key FROM dkim_keys")
+                .fetch_all(&mut *tx)
+                .await
+                .store()?;
+        for (company, selector, sealed) in keys {
+            let resealed =
+                reseal(&SealedPlace::DkimKey { company: company.clone(), selector: selector.clone() }, &sealed)?;
+            sqlx::query("UPDATE dkim_keys SET sealed_private_key = $1 WHERE company = $2 AND selector = $3")
+                .bind(resealed)
+                .bind(&company)
+                .bind(&selector)
+                .execute(&mut *tx)
+                .await
+                .store()?;
+            count += 1;
+        }
+        let webhooks: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT company, id, sealed_secret FROM webhooks").fetch_all(&mut *tx).await.store()?;
+        for (company, id, sealed) in webhooks {
+            let resealed = reseal(&SealedPlace::Webhook { company, id: id.clone() }, &sealed)?;
+            sqlx::query("UPDATE webhooks SET sealed_secret = $1 WHERE id = $2")
+                .bind(resealed)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .store()?;
+            count += 1;
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.store()?;
+        Ok(count)
     }
 
     async fn audit_log(&self, company: Option<&CompanySlug>, limit: i64) -> StoreResult<Vec<AuditRow>> {

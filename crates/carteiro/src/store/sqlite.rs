@@ -16,7 +16,7 @@ use carteiro_core::rate;
 use carteiro_core::settings::Scope;
 use carteiro_core::status::MessageStatus;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{AssertSqlSafe, FromRow, QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{AssertSqlSafe, Connection, FromRow, QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::*;
 
@@ -44,6 +44,10 @@ impl SqliteStore {
         // The writer keeps a larger page cache (16 MiB): it touches the same index pages on every write.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            // When a full disk makes SQLite roll a transaction back by itself, the ROLLBACK that
+            // follows fails and sqlx still counts the connection as in a transaction, refusing
+            // every later BEGIN: such a connection is closed, and the next write opens a fresh one.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
             .connect_with(options.clone().pragma("cache_size", "-16384"))
             .await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
@@ -64,17 +68,17 @@ fn tuned(options: SqliteConnectOptions) -> SqliteConnectOptions {
         .pragma("temp_store", "memory")
 }
 
-/// Unique keys become `Conflict`; a full disk or a lost database `Unavailable`.
+/// Unique keys become `Conflict`; a full disk `Full`; a lost or busy database `Unavailable`.
 fn classify(error: sqlx::Error) -> StoreError {
+    let primary_code = |db: &dyn sqlx::error::DatabaseError| {
+        db.code().as_deref().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff)
+    };
     match &error {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
-        // SQLITE_FULL (13), SQLITE_IOERR (10), SQLITE_CANTOPEN (14), SQLITE_BUSY (5): the disk or the file, not the request.
-        sqlx::Error::Database(db)
-            if matches!(
-                db.code().as_deref().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff),
-                Some(5 | 10 | 13 | 14)
-            ) =>
-        {
+        // SQLITE_FULL
+        sqlx::Error::Database(db) if primary_code(db.as_ref()) == Some(13) => StoreError::Full(db.message().to_owned()),
+        // SQLITE_IOERR (10), SQLITE_CANTOPEN (14), SQLITE_BUSY (5): the disk or the file, not the request.
+        sqlx::Error::Database(db) if matches!(primary_code(db.as_ref()), Some(5 | 10 | 14)) => {
             StoreError::Unavailable(db.message().to_owned())
         }
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
@@ -412,10 +416,65 @@ impl SettingsStore for SqliteStore {
     }
 
     async fn has_sealed_secrets(&self) -> StoreResult<bool> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM settings_levels WHERE sealed_secrets <> '{}')")
-            .fetch_one(&self.reader)
-            .await
-            .store()
+        sqlx::query_scalar(ANYTHING_SEALED).fetch_one(&self.reader).await.store()
+    }
+
+    async fn reseal_all(&self, reseal: &Reseal<'_>, audit: &AuditRow) -> StoreResult<usize> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
+        let mut count = 0;
+        let levels: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT company, user_ref, sealed_secrets FROM settings_levels WHERE sealed_secrets <> '{}'",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .store()?;
+        for (company, user, sealed) in levels {
+            let mut secrets: BTreeMap<String, String> = serde_json::from_str(&sealed).map_err(anyhow::Error::from)?;
+            for (path, value) in &mut secrets {
+                let place = SealedPlace::Level { company: company.clone(), user: user.clone(), path: path.clone() };
+                *value = reseal(&place, value)?;
+                count += 1;
+            }
+            sqlx::query("UPDATE settings_levels SET sealed_secrets = $1 WHERE company = $2 AND user_ref = $3")
+                .bind(serde_json::to_string(&secrets).map_err(anyhow::Error::from)?)
+                .bind(&company)
+                .bind(&user)
+                .execute(&mut *tx)
+                .await
+                .store()?;
+        }
+        let keys: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT company, selector, sealed_private_key FROM dkim_keys")
+                .fetch_all(&mut *tx)
+                .await
+                .store()?;
+        for (company, selector, sealed) in keys {
+            let resealed =
+                reseal(&SealedPlace::DkimKey { company: company.clone(), selector: selector.clone() }, &sealed)?;
+            sqlx::query("UPDATE dkim_keys SET sealed_private_key = $1 WHERE company = $2 AND selector = $3")
+                .bind(resealed)
+                .bind(&company)
+                .bind(&selector)
+                .execute(&mut *tx)
+                .await
+                .store()?;
+            count += 1;
+        }
+        let webhooks: Vec<(String, String, String)> =
+            sqlx::query_as("SELECT company, id, sealed_secret FROM webhooks").fetch_all(&mut *tx).await.store()?;
+        for (company, id, sealed) in webhooks {
+            let resealed = reseal(&SealedPlace::Webhook { company, id: id.clone() }, &sealed)?;
+            sqlx::query("UPDATE webhooks SET sealed_secret = $1 WHERE id = $2")
+                .bind(resealed)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await
+                .store()?;
+            count += 1;
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.store()?;
+        Ok(count)
     }
 
     async fn audit_log(&self, company: Option<&CompanySlug>, limit: i64) -> StoreResult<Vec<AuditRow>> {

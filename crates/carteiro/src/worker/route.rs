@@ -72,7 +72,9 @@ async fn resolve(state: &AppState, company: &str, user: Option<&str>) -> anyhow:
     let user = user.map(|u| UserRef::parse("actor_id", u)).transpose()?;
     let resolved = match settings::resolved(state, &slug, user.as_ref()).await {
         Ok(resolved) => resolved,
-        Err(ServiceError::Unavailable(why)) => anyhow::bail!("the database is unavailable: {why}"),
+        Err(ServiceError::Unavailable(why) | ServiceError::Full(why)) => {
+            anyhow::bail!("the database is unavailable: {why}")
+        }
         // Not a message's fault (a stored password the master key does not open,
         // settings that no longer validate): recorded, retried until it is fixed.
         Err(e) => return Ok(Err(Failure::Settings { detail: format!("{:#}", anyhow::Error::from(e)) })),

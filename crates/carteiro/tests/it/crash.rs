@@ -116,6 +116,88 @@ async fn killed_in_the_middle_of_a_run_carteiro_delivers_every_message_after_res
     );
 }
 
+/// Whether any of the company's messages is in `status`.
+async fn any_in(app: &Carteiro, company: &Company, status: &str) -> bool {
+    let (code, body) =
+        app.call(Method::GET, &format!("/api/v1/messages?status={status}&limit=1"), Some(&company.key), None).await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+    !body.as_array().expect("a list of messages").is_empty()
+}
+
+/// The statuses of the given messages, read one by one (eight readers at a time).
+async fn statuses(app: &Carteiro, company: &Company, ids: &[String]) -> HashMap<String, usize> {
+    let mut readers = tokio::task::JoinSet::new();
+    for chunk in ids.chunks(ids.len().div_ceil(8)) {
+        let (http, base, key, chunk) = (app.http.clone(), app.base.clone(), company.key.clone(), chunk.to_vec());
+        readers.spawn(async move {
+            let mut seen = Vec::new();
+            for id in chunk {
+                let read: serde_json::Value = http
+                    .get(format!("{base}/api/v1/messages/{id}"))
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                seen.push(read["status"].as_str().unwrap_or("missing").to_owned());
+            }
+            seen
+        });
+    }
+    let mut counts = HashMap::new();
+    while let Some(seen) = readers.join_next().await {
+        for status in seen.unwrap() {
+            *counts.entry(status).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[tokio::test]
+async fn killed_ten_times_during_a_5000_message_run_carteiro_loses_nothing() {
+    const ROUNDS: usize = 10;
+    const PER_ROUND: usize = 500;
+    let sink = SmtpSink::start().await;
+    let mut app = Carteiro::start().await;
+    app.use_server(sink.port).await;
+    let acme = app.create_company("acme").await;
+
+    let mut accepted = Vec::new();
+    for round in 0..ROUNDS {
+        let ids = submit_batch(&app, &acme, &numbered_messages(&format!("round {round}"), PER_ROUND)).await;
+        accepted.extend(ids.into_values());
+        // Delivery runs for a different while each round, then carteiro dies without warning.
+        tokio::time::sleep(Duration::from_millis(100 + 60 * round as u64)).await;
+        app.kill().await;
+        app.restart().await;
+    }
+    let delivered_during_the_kills = sink.counted();
+
+    eventually(Duration::from_secs(240), "every message to be finished", || async {
+        for status in ["scheduled", "queued", "deferred", "sending"] {
+            if any_in(&app, &acme, status).await {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let counts = statuses(&app, &acme, &accepted).await;
+    assert_eq!(counts, HashMap::from([("sent".to_owned(), ROUNDS * PER_ROUND)]), "every accepted message was sent");
+    assert!(sink.counted() >= ROUNDS * PER_ROUND, "the server counted {} messages", sink.counted());
+    let duplicates = sink.counted() - ROUNDS * PER_ROUND;
+    eprintln!(
+        "kill loop: {delivered_during_the_kills} of {} delivered during the {ROUNDS} kills; {duplicates} delivered twice",
+        ROUNDS * PER_ROUND
+    );
+    assert!(
+        duplicates <= ROUNDS * SESSIONS,
+        "at most the messages in flight at each kill may arrive twice, but {duplicates} did"
+    );
+}
+
 #[tokio::test]
 async fn on_sigterm_carteiro_finishes_the_messages_being_sent_and_exits_cleanly() {
     let mut peer = SmtpPeer::start(&["--data-delay-s", "1"]).await;

@@ -28,9 +28,9 @@ const FAST_WEBHOOKS: &[&str] = &["--webhook-retry-first-delay-s", "0.2", "--webh
 
 /// One event the receiver accepted: its signature checked.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     id: String,
-    kind: String,
+    pub(crate) kind: String,
     body: Value,
     raw: String,
     signature: String,
@@ -49,14 +49,14 @@ struct Inbox {
     rejected: Vec<String>,
 }
 
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     inbox: Arc<Mutex<Inbox>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Receiver {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let inbox = Arc::new(Mutex::new(Inbox::default()));
         let router = axum::Router::new().route("/hooks", axum::routing::post(receive)).with_state(inbox.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -65,7 +65,7 @@ impl Receiver {
         Self { url, inbox, task }
     }
 
-    fn set_secret(&self, secret: &str) {
+    pub(crate) fn set_secret(&self, secret: &str) {
         self.inbox.lock().unwrap().secret = Some(secret.to_owned());
     }
 
@@ -86,7 +86,7 @@ impl Receiver {
     }
 
     /// Waits until `n` events have been accepted.
-    async fn wait_for_events(&self, n: usize) -> Vec<Received> {
+    pub(crate) async fn wait_for_events(&self, n: usize) -> Vec<Received> {
         eventually(WAIT, &format!("{n} webhook events"), || async move {
             let accepted = self.accepted();
             (accepted.len() >= n).then_some(accepted)
@@ -179,7 +179,7 @@ fn signature_matches(secret: &str, t: i64, body: &[u8], v1: &[u8]) -> bool {
 // ---------------------------------------------------------------- helpers
 
 /// Creates a webhook for `slug` as the platform administrator; its id and secret.
-async fn create_webhook(app: &Carteiro, slug: &str, body: Value) -> (String, String) {
+pub(crate) async fn create_webhook(app: &Carteiro, slug: &str, body: Value) -> (String, String) {
     let (status, created) = app.admin(Method::POST, &format!("/api/v1/companies/{slug}/webhooks"), Some(body)).await;
     assert_eq!(status, StatusCode::CREATED, "{created:#}");
     let secret = created["secret"].as_str().unwrap().to_owned();

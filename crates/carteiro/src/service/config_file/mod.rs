@@ -169,7 +169,7 @@ fn stored_slug(slug: &str) -> ServiceResult<CompanySlug> {
 }
 
 /// The scope of a stored level from its key: `("", "")` global, `(slug, "")` a company's.
-fn stored_scope(company: &str, user: &str) -> ServiceResult<Scope> {
+pub(crate) fn stored_scope(company: &str, user: &str) -> ServiceResult<Scope> {
     if company.is_empty() {
         return Ok(Scope::Global);
     }

@@ -66,6 +66,16 @@ impl Carteiro {
 
     /// Starts on `database`, with extra `serve` flags and environment variables.
     pub async fn start_on(database: Database, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_prepared(database, extra, env, |_| {}).await
+    }
+
+    /// Starts once `prepare` has readied the place of the data directory (which does not exist yet).
+    pub async fn start_prepared(
+        database: Database,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
         let mut app = Self {
             child: None,
             dir: tempfile::tempdir().unwrap(),
@@ -76,6 +86,7 @@ impl Carteiro {
             http: super::http_client(),
             token: String::new(),
         };
+        prepare(&app.data_dir());
         app.launch().await;
         app.token = app.login("admin", ADMIN_PASSWORD).await.expect("the first administrator can log in");
         app
@@ -157,6 +168,12 @@ impl Carteiro {
             .await
             .expect("carteiro stops after SIGTERM")
             .unwrap()
+    }
+
+    /// Sets an environment variable for the next start (and the CLI).
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_owned(), value.to_owned()));
     }
 
     /// Starts again on the same data directory.

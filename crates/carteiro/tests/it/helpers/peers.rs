@@ -175,9 +175,9 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// Postfix's `smtp-sink`: accepts everything, writes one file per message.
+/// Postfix's `smtp-sink`: accepts everything, writes one file per message and counts them.
 pub struct SmtpSink {
-    _child: Child,
+    child: Child,
     pub port: u16,
     dir: tempfile::TempDir,
 }
@@ -189,10 +189,17 @@ impl SmtpSink {
 
     /// With extra smtp-sink flags (fault injection: `-r`, `-f`, `-q`, `-w` …).
     pub async fn start_with(flags: &[&str]) -> Self {
+        Self::start_on(free_port(), flags).await
+    }
+
+    /// On a given port (where another sink stopped), with extra flags.
+    pub async fn start_on(port: u16, flags: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let dumps = dir.path().join("messages");
+        std::fs::create_dir(&dumps).unwrap();
         #[cfg(unix)]
-        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-        let port = free_port();
+        std::fs::set_permissions(&dumps, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let counter = std::fs::File::create(dir.path().join("counter")).unwrap();
         let binary = std::env::var("CARTEIRO_TEST_SMTP_SINK").unwrap_or_else(|_| "/usr/sbin/smtp-sink".to_owned());
         let mut command = Command::new(binary);
         // As root, smtp-sink must drop its privileges.
@@ -201,10 +208,12 @@ impl SmtpSink {
         }
         let child = command
             .args(flags)
+            .arg("-c")
             .arg("-d")
-            .arg(format!("{}/m.", dir.path().display()))
+            .arg(format!("{}/m.", dumps.display()))
             .arg(format!("127.0.0.1:{port}"))
             .arg("256")
+            .stdout(counter)
             .kill_on_drop(true)
             .spawn()
             .expect("cannot start smtp-sink: run the test command of the README, which installs Postfix");
@@ -212,12 +221,25 @@ impl SmtpSink {
             tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok().map(drop)
         })
         .await;
-        Self { _child: child, port, dir }
+        Self { child, port, dir }
     }
 
-    /// How many messages the sink has received.
+    /// Stops the sink and waits until it has let go of its port.
+    pub async fn stop(mut self) {
+        self.child.kill().await.unwrap();
+    }
+
+    /// How many messages the sink has received (one file each).
     pub fn count(&self) -> usize {
-        std::fs::read_dir(self.dir.path()).map(|entries| entries.count()).unwrap_or(0)
+        std::fs::read_dir(self.dir.path().join("messages")).map(|entries| entries.count()).unwrap_or(0)
+    }
+
+    /// How many messages the sink has accepted, by its own counter (`-c`): unlike
+    /// `count`, exact however many arrive (dump files are named at random).
+    pub fn counted(&self) -> usize {
+        let counter = std::fs::read_to_string(self.dir.path().join("counter")).unwrap_or_default();
+        let counts = counter.split("mesg=").skip(1);
+        counts.filter_map(|n| n.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()).max().unwrap_or(0)
     }
 }
 
