@@ -88,7 +88,9 @@ struct CompanyFormPage {
     errors: FieldMessages,
 }
 
-#[derive(Deserialize)]
+/// Every field may be missing: the session and its reach are checked before what was typed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct CompanyForm {
     csrf: Option<String>,
     slug: Option<String>,
@@ -298,7 +300,9 @@ pub async fn admins(
     Ok(admins.into_response())
 }
 
-#[derive(Deserialize)]
+/// Every field may be missing: the session and its reach are checked before what was typed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct AdminForm {
     csrf: Option<String>,
     username: String,

@@ -58,7 +58,9 @@ pub async fn show(
     Ok(shown.into_response())
 }
 
-#[derive(Deserialize)]
+/// Every field may be missing: the session and its reach are checked before what was typed.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct KeyForm {
     csrf: Option<String>,
     selector: String,
