@@ -33,14 +33,24 @@ const GAMMA_ACCOUNT: &str = "relay@gamma.example";
 const GAMMA_SECRET: &str = "SMTP-GAMMA-SECRET-2718";
 /// Typed into unsaved settings on a Test connection, and refused by the server.
 const TYPED_SECRET: &str = "SMTP-TYPED-SECRET-5150";
+/// Company delta logs in with XOAUTH2 through a SOCKS5 proxy: every secret such a connection holds.
+const DELTA_ACCOUNT: &str = "relay@delta.example";
+const PROXY_SECRET: &str = "PROXY-DELTA-SECRET-6021";
+const OAUTH_CLIENT_SECRET: &str = "OAUTH-CLIENT-SECRET-8808";
+const OAUTH_REFRESH_TOKEN: &str = "OAUTH-REFRESH-TOKEN-1337";
+const OAUTH_ACCESS_TOKEN: &str = "OAUTH-ACCESS-TOKEN-4096";
 
-/// Every password of the scenario, with the account it logs in as.
-const SECRETS: [(&str, &str); 5] = [
+/// Every secret of the scenario, with the account it logs in as.
+const SECRETS: [(&str, &str); 9] = [
     (GLOBAL_ACCOUNT, GLOBAL_SECRET),
     (ACME_ACCOUNT, ACME_SECRET),
     (USER_ACCOUNT, USER_SECRET),
     (GAMMA_ACCOUNT, GAMMA_SECRET),
     (GLOBAL_ACCOUNT, TYPED_SECRET),
+    ("p", PROXY_SECRET),
+    (DELTA_ACCOUNT, OAUTH_CLIENT_SECRET),
+    (DELTA_ACCOUNT, OAUTH_REFRESH_TOKEN),
+    (DELTA_ACCOUNT, OAUTH_ACCESS_TOKEN),
 ];
 
 /// The forms a password takes on its way out: as typed, base64 for AUTH
@@ -248,6 +258,18 @@ async fn scenario() -> Evidence {
         Some(json!({"connection": authenticated(&certs, refusing_peer.port, GAMMA_ACCOUNT, GAMMA_SECRET)})),
     )
     .await;
+    let delta = app.create_company("delta").await;
+    let delta_doc = json!({"connection": {
+        "host": "smtp.delta.example", "port": 587, "security": "starttls", "auth_enabled": true,
+        "auth_mechanism": "xoauth2", "username": DELTA_ACCOUNT, "timeout_s": 10,
+        "oauth": {"token_url": "https://login.delta.example/token", "client_id": "delta-client",
+                  "client_secret": OAUTH_CLIENT_SECRET, "refresh_token": OAUTH_REFRESH_TOKEN, "access_token": OAUTH_ACCESS_TOKEN},
+        "proxy": {"enabled": true, "kind": "socks5", "address": "127.0.0.1", "port": crate::helpers::peers::free_port(),
+                  "username": "p", "password": PROXY_SECRET}
+    }});
+    let saved = api.admin_ok(Method::PUT, "/api/v1/companies/delta/settings", Some(delta_doc)).await;
+    assert_eq!(saved["connection"]["proxy"]["password_set"], true, "{saved}");
+    assert_eq!(saved["connection"]["oauth"]["refresh_token_set"], true, "{saved}");
     // Saving again with the password left blank keeps it.
     let mut blank = global_doc.clone();
     blank["connection"]["password"] = json!("");
@@ -312,6 +334,8 @@ async fn scenario() -> Evidence {
     assert_eq!(user_peer.next_message(WAIT).await.auth_user.as_deref(), Some(USER_ACCOUNT));
     let report = api.test_connection(json!({"company": "gamma", "to": to})).await;
     assert_eq!(report["ok"], false, "gamma's password is refused: {report:#}");
+    let report = api.test_connection(json!({"company": "delta", "to": to})).await;
+    assert_eq!(report["ok"], false, "nothing listens at delta's proxy: {report:#}");
     let mut typed = global_doc.clone();
     typed["connection"]["password"] = json!(TYPED_SECRET);
     let report = api.test_connection(json!({"settings": typed, "to": to})).await;
@@ -327,6 +351,7 @@ async fn scenario() -> Evidence {
     let through_company = api.send(&acme, system_message(&["cliente@example.com"])).await;
     let through_user = api.send(&acme, user_message(&["cliente@example.com"])).await;
     let refused_login = api.send(&gamma, system_message(&["cliente@example.com"])).await;
+    let through_proxy = api.send(&delta, system_message(&["cliente@example.com"])).await;
     assert_eq!(global_peer.next_message(WAIT).await.auth_user.as_deref(), Some(GLOBAL_ACCOUNT));
     assert_eq!(acme_peer.next_message(WAIT).await.auth_user.as_deref(), Some(ACME_ACCOUNT));
     assert_eq!(user_peer.next_message(WAIT).await.auth_user.as_deref(), Some(USER_ACCOUNT));
@@ -343,6 +368,14 @@ async fn scenario() -> Evidence {
     api.read_message(&acme, &through_company).await;
     api.read_message(&acme, &through_user).await;
     api.read_message(&gamma, &refused_login).await;
+    eventually(WAIT, "delta's message to be tried through its proxy", || async {
+        let message = app.message(&delta, &through_proxy).await;
+        (!message["attempts"].as_array().unwrap().is_empty()).then_some(())
+    })
+    .await;
+    api.read_message(&delta, &through_proxy).await;
+    api.admin_ok(Method::GET, "/api/v1/companies/delta/settings", None).await;
+    api.admin_ok(Method::GET, "/api/v1/companies/delta/effective-settings", None).await;
     api.call(Method::GET, "/api/v1/messages", Some(&acme.key), None).await;
     api.call(Method::GET, "/api/v1/messages", Some(&gamma.key), None).await;
     api.admin_ok(Method::GET, "/api/v1/companies/acme/messages", None).await;
@@ -353,7 +386,10 @@ async fn scenario() -> Evidence {
     let mut typed_file = global_doc.clone();
     typed_file["connection"]["password"] = json!(TYPED_SECRET);
     let typed_file = typed_file.to_string();
-    let runs: [(&[&str], Option<&str>); 6] = [
+    let runs: [(&[&str], Option<&str>); 9] = [
+        (&["config", "export"], None),
+        (&["config", "export", "--with-secrets"], None),
+        (&["config", "explain", "--company", "delta"], None),
         (&["config", "explain", "--company", "acme", "--user", "42"], None),
         (&["config", "explain", "--company", "gamma"], None),
         (&["test-connection", "--to", to], None),
@@ -458,8 +494,12 @@ async fn no_log_line_contains_a_secret_even_at_trace_level() {
 async fn no_cli_output_contains_a_secret() {
     let evidence = scenario().await;
 
-    let explain = &evidence.cli[0].1;
+    let output_of = |command: &str| &evidence.cli.iter().find(|(c, _)| c == command).expect(command).1;
+    let explain = output_of("carteiro config explain --company acme --user 42");
     assert!(explain.contains(USER_ACCOUNT), "config explain shows the user's connection: {explain}");
+    let export = output_of("carteiro config export");
+    assert!(export.contains(DELTA_ACCOUNT), "the export holds delta's connection: {export}");
+    assert!(output_of("carteiro config export --with-secrets").contains("v1:"), "sealed values, never clear ones");
     let leaks: Vec<String> = evidence
         .cli
         .iter()
