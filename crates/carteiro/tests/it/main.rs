@@ -12,6 +12,7 @@ mod delivery;
 mod disk;
 mod dkim;
 mod faults;
+mod hostile;
 mod lanes;
 mod master_key;
 mod message_correctness;
