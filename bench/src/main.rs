@@ -8,6 +8,11 @@
 //! submissions are spread over them: batch requests in turn, single-submission
 //! clients each on one; the run is configured through the first.
 //!
+//! With `--neighbour silent|down`, a second company's messages wait on a server
+//! that accepts connections and never answers, or that refuses them, while
+//! the measured company sends: its rate is the one without a neighbour if the
+//! companies' lanes are truly apart.
+//!
 //! `carteiro-bench wait` only waits for the sink to count N messages, for the
 //! runs that other tools feed.
 //!
@@ -86,6 +91,21 @@ struct Args {
     /// Give up waiting for the sink after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout_s: u64,
+    /// A second company whose server fails during the run.
+    #[arg(long, value_enum, default_value = "none")]
+    neighbour: Neighbour,
+    /// How many messages the failing neighbour has waiting.
+    #[arg(long, default_value_t = 2000)]
+    neighbour_count: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Neighbour {
+    None,
+    /// Accepts connections and never says a word.
+    Silent,
+    /// Nothing listens: connections are refused.
+    Down,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -143,8 +163,8 @@ async fn post(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> a
     Ok(body)
 }
 
-/// Points carteiro's global level at the sink and makes a company; its API key.
-async fn configure(client: &reqwest::Client, args: &Args) -> anyhow::Result<String> {
+/// Points carteiro's global level at the sink and makes a company; the admin's token and the company's API key.
+async fn configure(client: &reqwest::Client, args: &Args) -> anyhow::Result<(String, String)> {
     let api = format!("{}/api/v1", args.url[0]);
     let login: Value = client
         .post(format!("{api}/login"))
@@ -160,16 +180,60 @@ async fn configure(client: &reqwest::Client, args: &Args) -> anyhow::Result<Stri
     });
     let put = client.put(format!("{api}/settings/global")).bearer_auth(&token).json(&settings).send().await?;
     ensure!(put.status().is_success(), "settings: {}", put.text().await?);
+    let key = create_company(client, &api, &token, "bench").await?;
+    Ok((token, key))
+}
+
+/// Makes a company; its API key.
+async fn create_company(client: &reqwest::Client, api: &str, token: &str, slug: &str) -> anyhow::Result<String> {
     let company = client
         .post(format!("{api}/companies"))
-        .bearer_auth(&token)
-        .json(&json!({"slug": "bench", "name": "Bench"}))
+        .bearer_auth(token)
+        .json(&json!({"slug": slug, "name": slug}))
         .send()
         .await?;
     ensure!(company.status().is_success(), "company: {}", company.text().await?);
     let key: Value =
-        client.post(format!("{api}/companies/bench/api-keys")).bearer_auth(&token).send().await?.json().await?;
+        client.post(format!("{api}/companies/{slug}/api-keys")).bearer_auth(token).send().await?.json().await?;
     Ok(key["key"].as_str().context("api key")?.to_owned())
+}
+
+/// A company whose own server fails as `kind` says, with `--neighbour-count` messages queued for it.
+/// The returned listener (for `silent`) must live as long as the run.
+async fn failing_neighbour(
+    client: &reqwest::Client,
+    args: &Args,
+    token: &str,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let silent = match args.neighbour {
+        Neighbour::None => return Ok(None),
+        Neighbour::Down => {
+            drop(listener);
+            None
+        }
+        Neighbour::Silent => Some(tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        })),
+    };
+    let api = format!("{}/api/v1", args.url[0]);
+    let key = create_company(client, &api, token, "neighbour").await?;
+    let settings = json!({"connection": {
+        "enabled": true, "host": "127.0.0.1", "port": port, "timeout_s": 30, "max_sessions": args.max_sessions
+    }});
+    let put =
+        client.put(format!("{api}/companies/neighbour/settings")).bearer_auth(token).json(&settings).send().await?;
+    ensure!(put.status().is_success(), "neighbour settings: {}", put.text().await?);
+    for start in (0..args.neighbour_count).step_by(1000) {
+        let messages: Vec<Value> =
+            (start..(start + 1000).min(args.neighbour_count)).map(|n| message(n, args.size, None)).collect();
+        post(client, &format!("{api}/messages/batch"), &key, &json!({"messages": messages})).await?;
+    }
+    Ok(silent)
 }
 
 async fn submit(client: &reqwest::Client, args: &Args, key: &str, send_at: Option<String>) -> anyhow::Result<()> {
@@ -227,7 +291,8 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
-    let key = configure(&client, &args).await?;
+    let (token, key) = configure(&client, &args).await?;
+    let _neighbour = failing_neighbour(&client, &args, &token).await?;
     let before = sink_count(&args.sink_out);
     let mut started = Instant::now();
     let send_at = if args.accept_only {

@@ -354,10 +354,7 @@ async fn rotate_key(store: &StoreArgs, master_key: Option<&str>) -> anyhow::Resu
         None => MasterKey::generate(),
     };
     // With a key file, the new key is on disk before any secret is sealed with it.
-    let staged = match master_key {
-        None => Some(StagedKeyFile::write(&store.data_dir, &encoded)?),
-        Some(_) => None,
-    };
+    let staged = master_key.is_none().then(|| StagedKeyFile::write(&store.data_dir, &encoded)).transpose()?;
     match crate::service::master_key::rotate(&state, &Actor::Cli, &new).await {
         Ok(count) => {
             let secrets = if count == 1 { "1 secret" } else { &format!("{count} secrets") };
