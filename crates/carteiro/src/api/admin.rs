@@ -2,7 +2,7 @@
 //! company administrators, Test connection, the audit log.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use carteiro_core::id::UserRef;
 use carteiro_core::settings::{Scope, SettingsDoc};
@@ -14,6 +14,7 @@ use super::auth::AdminAuth;
 use super::json::ApiJson;
 use super::messages::{ListQuery, filter};
 use super::openapi::{BadRequest, Forbidden, Invalid, NotFound, TooLarge, Unauthorized, Unavailable};
+use super::path::ApiPath;
 use super::query::ApiQuery;
 use crate::error::{ApiError, ApiResult, ErrorDocument};
 use crate::service::dkim::{DkimKeyIn, DkimKeyOut};
@@ -149,7 +150,7 @@ pub async fn create_company(
 pub async fn get_company(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<CompanyOut>> {
     let company = admin.require_company(&slug)?;
     Ok(Json(tenants::company_out(&state, &company).await?))
@@ -168,7 +169,7 @@ pub async fn get_company(
 pub async fn get_company_settings(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<SettingsDoc>> {
     let company = admin.require_company(&slug)?;
     Ok(Json(settings::read_level(&state, &Scope::Company(company)).await?))
@@ -190,7 +191,7 @@ pub async fn get_company_settings(
 pub async fn put_company_settings(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     ApiJson(doc): ApiJson<SettingsDoc>,
 ) -> ApiResult<Json<SettingsDoc>> {
     let company = admin.require_company(&slug)?;
@@ -213,7 +214,7 @@ pub async fn put_company_settings(
 pub async fn get_user_settings(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path((slug, user_id)): Path<(String, String)>,
+    ApiPath((slug, user_id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<SettingsDoc>> {
     let company = admin.require_company(&slug)?;
     Ok(Json(settings::read_level(&state, &Scope::User(company, user_ref(&user_id)?)).await?))
@@ -236,7 +237,7 @@ pub async fn get_user_settings(
 pub async fn put_user_settings(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path((slug, user_id)): Path<(String, String)>,
+    ApiPath((slug, user_id)): ApiPath<(String, String)>,
     ApiJson(doc): ApiJson<SettingsDoc>,
 ) -> ApiResult<Json<SettingsDoc>> {
     let company = admin.require_company(&slug)?;
@@ -271,7 +272,7 @@ pub struct EffectiveQuery {
 pub async fn effective_settings(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     ApiQuery(query): ApiQuery<EffectiveQuery>,
 ) -> ApiResult<Json<Value>> {
     let company = admin.require_company(&slug)?;
@@ -292,7 +293,7 @@ pub async fn effective_settings(
 pub async fn list_api_keys(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<Vec<ApiKeyOut>>> {
     let company = admin.require_company(&slug)?;
     Ok(Json(tenants::api_keys(&state, &company).await?))
@@ -314,7 +315,7 @@ pub async fn list_api_keys(
 pub async fn create_api_key(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     request: axum::extract::Request,
 ) -> ApiResult<(StatusCode, Json<NewApiKey>)> {
     let body = super::json::read_body(request, &state).await?;
@@ -342,7 +343,7 @@ pub async fn create_api_key(
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path((slug, id)): Path<(String, String)>,
+    ApiPath((slug, id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let company = admin.require_company(&slug)?;
     tenants::revoke_api_key(&state, &actor(&admin), &company, &id).await?;
@@ -380,7 +381,7 @@ pub struct CompanyAdminOut {
 pub async fn create_company_admin(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     ApiJson(input): ApiJson<CompanyAdminIn>,
 ) -> ApiResult<(StatusCode, Json<CompanyAdminOut>)> {
     admin.require_platform()?;
@@ -403,7 +404,7 @@ pub async fn create_company_admin(
 pub async fn list_dkim_keys(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<Vec<DkimKeyOut>>> {
     let company = admin.require_company(&slug)?;
     Ok(Json(dkim::list(&state, &company).await?))
@@ -425,7 +426,7 @@ pub async fn list_dkim_keys(
 pub async fn create_dkim_key(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     ApiJson(input): ApiJson<DkimKeyIn>,
 ) -> ApiResult<(StatusCode, Json<DkimKeyOut>)> {
     let company = admin.require_company(&slug)?;
@@ -448,7 +449,7 @@ pub async fn create_dkim_key(
 pub async fn remove_dkim_key(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path((slug, selector)): Path<(String, String)>,
+    ApiPath((slug, selector)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let company = admin.require_company(&slug)?;
     dkim::remove(&state, &actor(&admin), &company, &selector).await?;
@@ -468,7 +469,7 @@ pub async fn remove_dkim_key(
 pub async fn list_webhooks(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
 ) -> ApiResult<Json<Vec<WebhookOut>>> {
     let company = admin.require_company(&slug)?;
     Ok(Json(webhooks::list(&state, &company).await?))
@@ -490,7 +491,7 @@ pub async fn list_webhooks(
 pub async fn create_webhook(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     ApiJson(input): ApiJson<WebhookIn>,
 ) -> ApiResult<(StatusCode, Json<NewWebhook>)> {
     let company = admin.require_company(&slug)?;
@@ -513,7 +514,7 @@ pub async fn create_webhook(
 pub async fn delete_webhook(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path((slug, id)): Path<(String, String)>,
+    ApiPath((slug, id)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     let company = admin.require_company(&slug)?;
     webhooks::delete(&state, &actor(&admin), &company, &id).await?;
@@ -545,7 +546,7 @@ pub struct DeliveriesQuery {
 pub async fn webhook_deliveries(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path((slug, id)): Path<(String, String)>,
+    ApiPath((slug, id)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<Json<Vec<DeliveryOut>>> {
     let company = admin.require_company(&slug)?;
@@ -565,7 +566,7 @@ pub async fn webhook_deliveries(
 pub async fn list_company_messages(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path(slug): Path<String>,
+    ApiPath(slug): ApiPath<String>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Vec<MessageOut>>> {
     let company = admin.require_company(&slug)?;
@@ -588,7 +589,7 @@ pub async fn list_company_messages(
 pub async fn get_company_message(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path((slug, id)): Path<(String, String)>,
+    ApiPath((slug, id)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<MessageOut>> {
     let company = admin.require_company(&slug)?;
     Ok(Json(messages::message(&state, &company, &id).await?))
@@ -610,7 +611,7 @@ pub async fn get_company_message(
 pub async fn get_company_message_raw(
     State(state): State<AppState>,
     admin: AdminAuth,
-    Path((slug, id)): Path<(String, String)>,
+    ApiPath((slug, id)): ApiPath<(String, String)>,
 ) -> ApiResult<impl axum::response::IntoResponse> {
     let company = admin.require_company(&slug)?;
     Ok(super::messages::rfc822(messages::raw(&state, &company, &id).await?))

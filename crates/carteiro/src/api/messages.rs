@@ -2,7 +2,7 @@
 //! its own messages, and nobody else's.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use carteiro_core::FieldError;
@@ -16,6 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::auth::CompanyKey;
 use super::json::{self, ApiJson};
 use super::openapi::{BadRequest, Invalid, NotFound, TooLarge, Unauthorized, Unavailable};
+use super::path::ApiPath;
 use super::query::ApiQuery;
 use crate::error::{ApiError, ApiResult, ErrorDocument};
 use crate::service::messages::{self as service, MessageOut};
@@ -135,7 +136,7 @@ pub async fn submit_batch(
 pub async fn get(
     State(state): State<AppState>,
     CompanyKey(company): CompanyKey,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<MessageOut>> {
     Ok(Json(service::message(&state, &company, &id).await?))
 }
@@ -153,7 +154,7 @@ pub async fn get(
 pub async fn raw(
     State(state): State<AppState>,
     CompanyKey(company): CompanyKey,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<impl IntoResponse> {
     Ok(rfc822(service::raw(&state, &company, &id).await?))
 }
@@ -182,7 +183,7 @@ pub fn rfc822(raw: Vec<u8>) -> impl IntoResponse {
 pub async fn cancel(
     State(state): State<AppState>,
     CompanyKey(company): CompanyKey,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<MessageOut>> {
     Ok(Json(service::cancel(&state, &company, &id).await?))
 }

@@ -6,6 +6,7 @@ mod auth;
 mod json;
 mod messages;
 mod openapi;
+mod path;
 mod query;
 
 use axum::Extension;

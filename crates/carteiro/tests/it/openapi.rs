@@ -102,3 +102,22 @@ async fn every_documented_route_answers_an_anonymous_call_as_the_document_says()
         }
     }
 }
+
+#[tokio::test]
+async fn a_path_segment_that_is_not_utf8_answers_the_json_404_not_a_text_400() {
+    let app = Carteiro::start().await;
+    let company = app.create_company("acme").await;
+    let calls = [
+        (Method::GET, "/api/v1/companies/%FF", app.token.as_str()),
+        (Method::PUT, "/api/v1/companies/acme/users/%C0%AF/settings", app.token.as_str()),
+        (Method::DELETE, "/api/v1/companies/acme/webhooks/%FF", app.token.as_str()),
+        (Method::GET, "/api/v1/messages/%FF", company.key.as_str()),
+        (Method::POST, "/api/v1/messages/%FF%FE/cancel", company.key.as_str()),
+    ];
+    for (method, path, bearer) in calls {
+        let body = (method == Method::PUT).then(|| json!({}));
+        let (status, answer) = app.call(method.clone(), path, Some(bearer), body).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], "not_found", "{method} {path}: {answer}");
+    }
+}
