@@ -1,9 +1,15 @@
 //! The API's OpenAPI document: served to anyone as OpenAPI 3.1 JSON, it lists
-//! the contract of SPEC §7 and every route it lists answers as it says.
+//! the contract of SPEC §7 and every route it lists answers as it says; then
+//! schemathesis sends the API hostile input generated from it
+//! (`tests/peers/hostile_http.sh`) and carteiro must neither fail nor fall.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::helpers::peers::python;
 use crate::helpers::*;
 
 /// The calls of SPEC §7 that acceptance checks use.
@@ -120,4 +126,33 @@ async fn a_path_segment_that_is_not_utf8_answers_the_json_404_not_a_text_400() {
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {answer}");
         assert_eq!(answer["error"]["code"], "not_found", "{method} {path}: {answer}");
     }
+}
+
+#[tokio::test]
+async fn schemathesis_finds_no_server_error_nor_any_answer_the_document_does_not_describe() {
+    // A real SMTP server, so that the messages it submits are queued and sent.
+    let peer = SmtpPeer::plain().await;
+    let app = Carteiro::start().await;
+    app.use_server(peer.port).await;
+    let company = app.create_company("acme").await;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/hostile_http.sh");
+    let scratch = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let run = tokio::process::Command::new("bash")
+        .arg(script)
+        .args([&app.base, &app.token, &company.key])
+        .env("PYTHON", python())
+        .current_dir(scratch.path())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(600), run).await.expect("schemathesis finishes").unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "schemathesis found failures ({}):\n{report}", output.status);
+    eprintln!("schemathesis ran in {:.1?}:\n{report}", started.elapsed());
+
+    // Still up, and nothing panicked on the way.
+    let health = app.http.get(app.url("/healthz")).send().await.expect("carteiro still answers");
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.text().await.unwrap(), "ok");
+    assert!(!app.logs().contains("panicked"), "carteiro panicked:\n{}", app.logs());
 }
