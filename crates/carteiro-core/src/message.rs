@@ -4,16 +4,17 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 
 use crate::address::{DisplayName, EmailAddress, Mailbox};
 use crate::error::{FieldError, FieldErrors, check_header_text};
 use crate::id::UserRef;
 
 /// A mailbox as JSON gives it: `"Ana <ana@acme.example>"` or `{"name": "Ana", "address": "ana@acme.example"}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum MailboxIn {
     Text(String),
@@ -30,14 +31,14 @@ impl MailboxIn {
 }
 
 /// Platforms name their users with strings or numbers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum IdIn {
     Text(String),
     Number(i64),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ActorIn {
     pub id: IdIn,
@@ -45,7 +46,7 @@ pub struct ActorIn {
     pub address: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttachmentIn {
     pub filename: String,
@@ -53,8 +54,16 @@ pub struct AttachmentIn {
     pub content_base64: String,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
+#[schema(example = json!({
+    "kind": "user", "to": ["a@example.com"], "subject": "Task 17 moved", "text": "Task 17 was moved to Done.",
+    "html": "<p>Task 17 was moved to <b>Done</b>.</p>",
+    "actor": {"id": "42", "name": "Ana Souza", "address": "ana@acme.example"},
+    "headers": {"X-Workflow": "17"},
+    "attachments": [{"filename": "a.txt", "content_type": "text/plain", "content_base64": "aGVsbG8="}],
+    "idempotency_key": "wf-17-move-3", "tags": ["workflow"]
+}))]
 pub struct MessageIn {
     pub kind: Option<String>,
     pub to: Vec<MailboxIn>,
@@ -68,6 +77,8 @@ pub struct MessageIn {
     pub reply_to: Option<MailboxIn>,
     pub headers: BTreeMap<String, String>,
     pub attachments: Vec<AttachmentIn>,
+    /// When to send, in RFC 3339; now when left out.
+    #[schema(format = DateTime)]
     pub send_at: Option<String>,
     pub idempotency_key: Option<String>,
     pub tags: Vec<String>,

@@ -5,7 +5,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use carteiro_core::FieldErrors;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::service::ServiceError;
 
@@ -45,13 +46,42 @@ impl ApiError {
     }
 
     /// The JSON body, also used for each failed item of a batch.
-    pub fn body(&self) -> serde_json::Value {
-        let mut error = json!({"code": self.code, "message": self.message, "field": self.field});
-        if self.details.0.len() > 1 {
-            error["details"] = self.details.0.iter().map(|e| json!({"field": e.field, "message": e.message})).collect();
+    pub fn body(&self) -> ErrorDocument {
+        let details = if self.details.0.len() > 1 {
+            self.details.0.iter().map(|e| FieldMessage { field: e.field.clone(), message: e.message.clone() }).collect()
+        } else {
+            Vec::new()
+        };
+        ErrorDocument {
+            error: ErrorContent { code: self.code, message: self.message.clone(), field: self.field.clone(), details },
         }
-        json!({"error": error})
     }
+}
+
+/// Every error the API answers: `{"error": {"code", "message", "field", "details"?}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDocument {
+    pub error: ErrorContent,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorContent {
+    /// A fixed word for programs: `invalid`, `malformed_json`, `too_large`, `unauthorized`, `forbidden`,
+    /// `not_found`, `conflict`, `throttled`, `unavailable`…
+    pub code: &'static str,
+    /// A sentence a person understands.
+    pub message: String,
+    /// The field at fault, as a path in the document (`connection.port`, `to[2]`), when there is one.
+    pub field: Option<String>,
+    /// Every invalid field, when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<FieldMessage>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldMessage {
+    pub field: String,
+    pub message: String,
 }
 
 impl From<ServiceError> for ApiError {

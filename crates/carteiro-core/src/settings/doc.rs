@@ -6,11 +6,13 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// A password as typed into a document: turned into a [`crate::Secret`] when
 /// parsed, never printed (`Debug` shows `***`), never read back.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(transparent)]
+#[schema(format = Password, description = "A secret as typed: blank or absent keeps the stored one; never read back")]
 pub struct WriteOnly(pub String);
 
 impl fmt::Debug for WriteOnly {
@@ -19,8 +21,14 @@ impl fmt::Debug for WriteOnly {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "connection": {"enabled": true, "transport": "smtp", "host": "smtp.example.com", "port": 587,
+                   "security": "starttls", "auth_enabled": true, "username": "u", "password": "secret", "timeout_s": 60},
+    "policy": {"default_sender_enabled": true, "default_sender_name": "ACME",
+               "default_sender_address": "noreply@acme.example", "send_as_others": "allowed"}
+}))]
 pub struct SettingsDoc {
     #[serde(default)]
     pub connection: Option<ConnectionDoc>,
@@ -28,7 +36,7 @@ pub struct SettingsDoc {
     pub policy: Option<PolicyDoc>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ConnectionDoc {
     /// "Enable specific e-mail sending": a block that is given is on unless it says `false`.
@@ -62,7 +70,7 @@ pub struct ConnectionDoc {
 
 /// XOAUTH2: a static access token, or a refresh token with the client (Google), or the
 /// client's credentials with a tenant (Microsoft 365). Secrets are write-only.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct OAuthDoc {
     pub access_token: Option<WriteOnly>,
@@ -77,7 +85,7 @@ pub struct OAuthDoc {
     pub scope: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyDoc {
     pub enabled: Option<bool>,
@@ -89,7 +97,7 @@ pub struct ProxyDoc {
     pub password_set: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PolicyDoc {
     pub default_sender_enabled: Option<bool>,

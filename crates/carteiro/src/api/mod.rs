@@ -5,6 +5,8 @@ mod admin;
 mod auth;
 mod json;
 mod messages;
+mod openapi;
+mod path;
 mod query;
 
 use axum::Extension;
@@ -12,7 +14,10 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
@@ -20,45 +25,9 @@ pub use json::ApiJson;
 use json::BodyLimit;
 
 pub fn router(state: AppState) -> Router {
-    let max = state.delivery.max_message_bytes;
-    // JSON and base64 inflate a message by about 4/3; leave room for the envelope of the document.
-    let single_limit = max / 3 * 4 + 1024 * 1024;
-    let batch_limit = single_limit.max(64 * 1024 * 1024);
-    let api = Router::new()
-        .route("/login", post(admin::login))
-        .route("/settings/global", get(admin::get_global).put(admin::put_global))
-        .route("/companies", get(admin::list_companies).post(admin::create_company))
-        .route("/companies/{slug}", get(admin::get_company))
-        .route("/companies/{slug}/settings", get(admin::get_company_settings).put(admin::put_company_settings))
-        .route(
-            "/companies/{slug}/users/{user_id}/settings",
-            get(admin::get_user_settings).put(admin::put_user_settings),
-        )
-        .route("/companies/{slug}/effective-settings", get(admin::effective_settings))
-        .route("/companies/{slug}/api-keys", get(admin::list_api_keys).post(admin::create_api_key))
-        .route("/companies/{slug}/api-keys/{id}", delete(admin::revoke_api_key))
-        .route("/companies/{slug}/admins", post(admin::create_company_admin))
-        .route("/companies/{slug}/dkim-keys", get(admin::list_dkim_keys).post(admin::create_dkim_key))
-        .route("/companies/{slug}/dkim-keys/{selector}", delete(admin::remove_dkim_key))
-        .route("/companies/{slug}/webhooks", get(admin::list_webhooks).post(admin::create_webhook))
-        .route("/companies/{slug}/webhooks/{id}", delete(admin::delete_webhook))
-        .route("/companies/{slug}/webhooks/{id}/deliveries", get(admin::webhook_deliveries))
-        .route("/companies/{slug}/messages", get(admin::list_company_messages))
-        .route("/companies/{slug}/messages/{id}", get(admin::get_company_message))
-        .route("/companies/{slug}/messages/{id}/raw", get(admin::get_company_message_raw))
-        .route("/test-connection", post(admin::test_connection))
-        .route("/audit", get(admin::audit_log))
-        .route("/messages", post(messages::submit).get(messages::list))
-        .route("/messages/{id}", get(messages::get))
-        .route("/messages/{id}/raw", get(messages::raw))
-        .route("/messages/{id}/cancel", post(messages::cancel))
-        .route("/messages/batch", post(messages::submit_batch).layer(Extension(BodyLimit(batch_limit))))
-        .route_layer(Extension(BodyLimit(single_limit)))
-        .fallback(|| async {
-            crate::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "there is no such API route")
-        });
+    let (api, document) = api(state.delivery.max_message_bytes);
     Router::new()
-        .nest("/api/v1", api)
+        .merge(api.layer(Extension(openapi::Served::new(&document))))
         .merge(crate::console::router())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -66,6 +35,46 @@ pub fn router(state: AppState) -> Router {
         // Bodies are read by `ApiJson`, which applies each route's `BodyLimit`.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// The routes under `/api/v1` and their OpenAPI document, built by the same
+/// `routes!` calls so that neither can have a route the other lacks.
+fn api(max_message_bytes: usize) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    // JSON and base64 inflate a message by about 4/3; leave room for the envelope of the document.
+    let single_limit = max_message_bytes / 3 * 4 + 1024 * 1024;
+    let batch_limit = single_limit.max(64 * 1024 * 1024);
+    let api = OpenApiRouter::default()
+        .routes(routes!(admin::login))
+        .routes(routes!(admin::get_global, admin::put_global))
+        .routes(routes!(admin::list_companies, admin::create_company))
+        .routes(routes!(admin::get_company))
+        .routes(routes!(admin::get_company_settings, admin::put_company_settings))
+        .routes(routes!(admin::get_user_settings, admin::put_user_settings))
+        .routes(routes!(admin::effective_settings))
+        .routes(routes!(admin::list_api_keys, admin::create_api_key))
+        .routes(routes!(admin::revoke_api_key))
+        .routes(routes!(admin::create_company_admin))
+        .routes(routes!(admin::list_dkim_keys, admin::create_dkim_key))
+        .routes(routes!(admin::remove_dkim_key))
+        .routes(routes!(admin::list_webhooks, admin::create_webhook))
+        .routes(routes!(admin::delete_webhook))
+        .routes(routes!(admin::webhook_deliveries))
+        .routes(routes!(admin::list_company_messages))
+        .routes(routes!(admin::get_company_message))
+        .routes(routes!(admin::get_company_message_raw))
+        .routes(routes!(admin::test_connection))
+        .routes(routes!(admin::audit_log))
+        .routes(routes!(messages::submit, messages::list))
+        .routes(routes!(messages::get))
+        .routes(routes!(messages::raw))
+        .routes(routes!(messages::cancel))
+        .routes(routes!(messages::submit_batch).layer(Extension(BodyLimit(batch_limit))))
+        .routes(routes!(openapi::document))
+        .route_layer(Extension(BodyLimit(single_limit)))
+        .fallback(|| async {
+            crate::error::ApiError::new(StatusCode::NOT_FOUND, "not_found", "there is no such API route")
+        });
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).nest("/api/v1", api).split_for_parts()
 }
 
 /// Prometheus's scrape.

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use carteiro_core::delivery::{Failure, Stage};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// One step of a session as an administrator reads it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Step {
     pub step: &'static str,
     pub ok: bool,

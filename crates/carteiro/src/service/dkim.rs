@@ -9,6 +9,7 @@ use carteiro_core::FieldErrors;
 use carteiro_core::error::FieldError;
 use carteiro_core::id::CompanySlug;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{Actor, ServiceError, ServiceResult, tenants};
 use crate::delivery::dkim::{self, Algorithm, KeyPair, Signer};
@@ -16,10 +17,12 @@ use crate::state::{AppState, now_ms, rfc3339};
 use crate::store::{AuditRow, DkimKeyRow};
 use carteiro_core::Secret;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DkimKeyIn {
+    #[schema(example = "s2026")]
     pub selector: String,
+    #[schema(example = "acme.example")]
     pub domain: String,
     /// `ed25519` (the default) or `rsa` (2048 bits); ignored when a key is imported.
     pub algorithm: Option<String>,
@@ -27,7 +30,7 @@ pub struct DkimKeyIn {
     pub private_key_pem: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DkimKeyOut {
     pub selector: String,
     pub domain: String,

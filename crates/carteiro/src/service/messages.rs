@@ -4,12 +4,13 @@ use carteiro_core::id::CompanySlug;
 use carteiro_core::status::MessageStatus;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::{ServiceError, ServiceResult};
 use crate::state::{AppState, now_ms, rfc3339};
 use crate::store::{AttemptRow, MessageFilter, MessageRow, RecipientRow, StatusChange};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RecipientOut {
     pub kind: String,
     pub address: String,
@@ -24,7 +25,7 @@ impl From<RecipientRow> for RecipientOut {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct AttemptOut {
     pub at: String,
     pub server: String,
@@ -50,7 +51,7 @@ impl From<AttemptRow> for AttemptOut {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct MessageOut {
     pub id: String,
     pub company: String,

@@ -13,6 +13,7 @@ use carteiro_core::sender::{self, SenderContext};
 use carteiro_core::status::MessageStatus;
 use serde::Serialize;
 use time::OffsetDateTime;
+use utoipa::ToSchema;
 
 use super::settings::Resolved;
 use super::{ServiceError, ServiceResult, settings};
@@ -21,7 +22,7 @@ use crate::state::AppState;
 use crate::store::{Inserted, MessageRow, NewMessageRecord, RecipientRow};
 
 /// A submission's answer: the message's id (the first one's, for a repeated idempotency key).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Accepted {
     pub id: String,
     pub status: &'static str,

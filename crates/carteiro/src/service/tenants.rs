@@ -4,21 +4,24 @@ use carteiro_core::address::{DisplayName, EmailAddress, Mailbox};
 use carteiro_core::error::{FieldError, FieldErrors};
 use carteiro_core::id::CompanySlug;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::{API_KEY_PREFIX, random_token, token_hash};
 use super::{Actor, ServiceError, ServiceResult};
 use crate::state::{AppState, now_ms, rfc3339};
 use crate::store::{ApiKeyRow, AuditRow, CompanyRow, ConfigWrite};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompanyIn {
+    /// 2 to 63 characters of a-z, 0-9 and '-', starting with a letter or digit.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,62}$", example = "acme")]
     pub slug: String,
     pub name: String,
     pub email: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CompanyOut {
     pub slug: String,
     pub name: String,
@@ -178,13 +181,13 @@ pub async fn companies(state: &AppState) -> ServiceResult<Vec<CompanyOut>> {
     Ok(state.store.companies().await?.into_iter().map(CompanyOut::from).collect())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiKeyIn {
     pub name: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ApiKeyOut {
     pub id: String,
     pub name: String,
@@ -206,7 +209,7 @@ impl From<ApiKeyRow> for ApiKeyOut {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NewApiKey {
     #[serde(flatten)]
     pub info: ApiKeyOut,

@@ -10,6 +10,7 @@ use carteiro_core::sender::{self, SenderContext};
 use carteiro_core::settings::{Connection, Level, Scope, Security, SettingsDoc, Transport};
 use carteiro_core::{FieldError, FieldErrors};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::{Actor, ServiceResult, settings, tenants};
 use crate::delivery::mime;
@@ -18,7 +19,7 @@ use crate::delivery::{Carrier, Outgoing};
 use crate::i18n::Lang;
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TestConnectionIn {
     pub company: Option<String>,
@@ -26,15 +27,18 @@ pub struct TestConnectionIn {
     /// Unsaved settings of the most specific level named (global when none):
     /// tested as they would be in force, a blank password meaning the stored one.
     pub settings: Option<SettingsDoc>,
+    /// Who receives the test message.
+    #[schema(example = "ana@acme.example")]
     pub to: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct TestConnectionOut {
     pub ok: bool,
     pub steps: Vec<Step>,
     /// On failure: what is probably wrong and what to change.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub hint: Option<Hint>,
 }
 

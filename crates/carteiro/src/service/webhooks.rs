@@ -10,6 +10,7 @@ use carteiro_core::error::{FieldError, FieldErrors};
 use carteiro_core::id::CompanySlug;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::auth::random_token;
 use super::{Actor, ServiceError, ServiceResult, tenants};
@@ -29,15 +30,16 @@ pub const SIGNATURE_HEADER: &str = "Carteiro-Signature";
 pub const EVENT_HEADER: &str = "Carteiro-Event";
 pub const DELIVERY_HEADER: &str = "Carteiro-Delivery";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookIn {
+    #[schema(example = "https://hooks.acme.example/carteiro")]
     pub url: String,
     /// The event types to send; every one when left out.
     pub events: Option<Vec<String>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookOut {
     pub id: String,
     pub url: String,
@@ -56,7 +58,7 @@ impl From<WebhookRow> for WebhookOut {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct NewWebhook {
     #[serde(flatten)]
     pub info: WebhookOut,
@@ -65,7 +67,7 @@ pub struct NewWebhook {
 }
 
 /// One event owed to one endpoint, and what became of it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryOut {
     /// The event's id (the `Carteiro-Delivery` header).
     pub id: String,

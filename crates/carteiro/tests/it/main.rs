@@ -19,6 +19,7 @@ mod message_correctness;
 mod messages_api;
 mod metrics;
 mod oauth;
+mod openapi;
 mod protocol;
 mod proxies;
 mod scale_out;
