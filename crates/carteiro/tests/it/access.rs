@@ -246,39 +246,87 @@ async fn every_admin_route_answers_each_role_as_its_reach_says_and_a_refusal_cha
     assert_eq!(slugs, ["beta"], "a company administrator lists only its own company");
 }
 
+/// The sending API's routes that name a message.
+fn message_routes(message: &str) -> [(Method, String); 3] {
+    [
+        (Method::GET, format!("/api/v1/messages/{message}")),
+        (Method::GET, format!("/api/v1/messages/{message}/raw")),
+        (Method::POST, format!("/api/v1/messages/{message}/cancel")),
+    ]
+}
+
+/// The sending API's routes that name none, with a body each takes.
+fn company_routes() -> [(Method, &'static str, Option<Value>); 3] {
+    [
+        (Method::GET, "/api/v1/messages", None),
+        (Method::POST, "/api/v1/messages", Some(system_message(&["x@example.com"]))),
+        (Method::POST, "/api/v1/messages/batch", Some(json!({"messages": [system_message(&["x@example.com"])]}))),
+    ]
+}
+
+#[tokio::test]
+async fn the_matrices_cover_every_route_the_api_document_lists() {
+    let app = Carteiro::start().await;
+    let (_, document) = app.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    let documented: std::collections::BTreeSet<String> = document["paths"]
+        .as_object()
+        .expect("the document lists paths")
+        .iter()
+        .flat_map(|(path, operations)| {
+            operations.as_object().unwrap().keys().map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    let acme = Acme {
+        company: Company { slug: "acme".into(), key: String::new() },
+        message: "MESSAGE".into(),
+        webhook: "WEBHOOK".into(),
+        api_key: "KEY".into(),
+    };
+    // Each concrete path written back as the document's template.
+    let template = |method: &Method, path: &str| {
+        let path = path.split('?').next().unwrap();
+        let path = path.replace("/companies/acme", "/companies/{slug}").replace("/users/42/", "/users/{user_id}/");
+        let path = path.replace("/dkim-keys/s1", "/dkim-keys/{selector}");
+        let path = ["MESSAGE", "WEBHOOK", "KEY"].iter().fold(path, |p, id| p.replace(id, "{id}"));
+        format!("{method} {path}")
+    };
+    let mut covered: std::collections::BTreeSet<String> =
+        admin_routes(&acme).iter().map(|c| template(&c.method, &c.path)).collect();
+    covered.extend(message_routes("MESSAGE").iter().map(|(m, p)| template(m, p)));
+    covered.extend(company_routes().iter().map(|(m, p, _)| template(m, p)));
+    // Open to all, or judged per company in their own tests: logging in, the document, the list of companies.
+    covered.extend(["POST /api/v1/login", "GET /api/v1/openapi.json", "GET /api/v1/companies"].map(String::from));
+
+    let missing: Vec<&String> = documented.difference(&covered).collect();
+    assert!(missing.is_empty(), "routes of the document that no access matrix calls: {missing:?}");
+    let unknown: Vec<&String> = covered.difference(&documented).collect();
+    assert!(unknown.is_empty(), "the matrices call routes the document does not list: {unknown:?}");
+}
+
 #[tokio::test]
 async fn the_sending_api_answers_only_the_key_of_the_messages_company() {
     let (app, acme, beta, _admins, _sink) = two_companies().await;
     let message = &acme.message;
     let mut wrong = Vec::new();
-    let calls = [
-        (Method::GET, format!("/api/v1/messages/{message}"), None),
-        (Method::GET, format!("/api/v1/messages/{message}/raw"), None),
-        (Method::POST, format!("/api/v1/messages/{message}/cancel"), None),
-    ];
-    for (method, path, body) in &calls {
+    for (method, path) in &message_routes(message) {
         for (name, bearer, expected) in [
             ("anonymous", None, StatusCode::UNAUTHORIZED),
             ("the platform's token", Some(app.token.as_str()), StatusCode::UNAUTHORIZED),
             ("a revoked-looking key", Some("ck_not_a_key"), StatusCode::UNAUTHORIZED),
             ("beta's key", Some(beta.key.as_str()), StatusCode::NOT_FOUND),
         ] {
-            let (status, answer) = app.call(method.clone(), path, bearer, body.clone()).await;
+            let (status, answer) = app.call(method.clone(), path, bearer, None).await;
             if status != expected {
                 wrong.push(format!("{method} {path} as {name}: {status} (not {expected}) {answer}"));
             }
         }
-        let (status, answer) = app.call(method.clone(), path, Some(&acme.company.key), body.clone()).await;
+        let (status, answer) = app.call(method.clone(), path, Some(&acme.company.key), None).await;
         // Cancelling a sent message is a conflict, not a refusal of the caller.
         if !(status.is_success() || status == StatusCode::CONFLICT) {
             wrong.push(format!("{method} {path} as acme's key: {status} {answer}"));
         }
     }
-    for (method, path, body) in [
-        (Method::GET, "/api/v1/messages", None),
-        (Method::POST, "/api/v1/messages", Some(system_message(&["x@example.com"]))),
-        (Method::POST, "/api/v1/messages/batch", Some(json!({"messages": [system_message(&["x@example.com"])]}))),
-    ] {
+    for (method, path, body) in company_routes() {
         for (name, bearer) in [("anonymous", None), ("the platform's token", Some(app.token.as_str()))] {
             let (status, answer) = app.call(method.clone(), path, bearer, body.clone()).await;
             if status != StatusCode::UNAUTHORIZED {
