@@ -354,6 +354,48 @@ async fn one_companys_silent_server_does_not_delay_another_companys_mail() {
     }
 }
 
+#[tokio::test]
+async fn a_company_whose_server_was_silent_or_down_gets_its_mail_once_the_server_is_back() {
+    let silent = SilentServer::start().await;
+    let down = crate::helpers::peers::free_port();
+    let app = Carteiro::start().await;
+    let mut waiting = Vec::new();
+    for (slug, port) in [("silenciosa", silent.port), ("fora", down)] {
+        let company = app.create_company(slug).await;
+        app.set_company_settings(
+            &company,
+            json!({"connection": company_connection("127.0.0.1", port, json!({}))["connection"],
+                   "policy": {"default_sender_enabled": true, "default_sender_address": format!("noreply@{slug}.example")}}),
+        )
+        .await;
+        for n in 0..3 {
+            waiting.push((
+                port,
+                company.clone(),
+                app.send(&company, system_message(&[&format!("c{n}@example.com")])).await,
+            ));
+        }
+    }
+    // A silent server is given up after the timeout (10 s), a refused connection at once: deferred both.
+    for (_, company, id) in &waiting {
+        let message = app.wait_for_status(company, id, "deferred", Duration::from_secs(30)).await;
+        assert!(attempts(&message)[0]["code"].is_null(), "no server reply: {message:#}");
+    }
+
+    // Both servers come back, on the same addresses.
+    let port = silent.port;
+    drop(silent);
+    // The silent server's task lets go of its port once the runtime has cancelled it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sinks = [SmtpSink::start_on(port, &[]).await, SmtpSink::start_on(down, &[]).await];
+    for (_, company, id) in &waiting {
+        app.wait_for_status(company, id, "sent", Duration::from_secs(30)).await;
+    }
+    for sink in &sinks {
+        assert_eq!(sink.counted(), 3, "each company's three messages, once each");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Volume and lifetime.
 
