@@ -3,8 +3,11 @@
 # company A's server fails (silent: accepts connections and never answers; down: refuses them)
 # with A's messages queued. Each row is a fresh carteiro (SQLite, release build) on loopback.
 #
-#   bench/isolation.sh            N=20000 messages for B, 2000 waiting for A
-#   N=5000 A_N=500 bench/isolation.sh
+#   bench/isolation.sh            N=20000 messages for B, 2000 waiting for A, two rounds
+#   N=5000 A_N=500 ROUNDS=3 bench/isolation.sh
+#
+# The rows run in turn (none, silent, down; again each round), so that a slow moment of the
+# machine does not fall on one row only; each row shows its rounds' mean and each round.
 #
 # Needs Debian's postfix package (for smtp-sink); as root, smtp-sink drops to nobody.
 set -euo pipefail
@@ -12,6 +15,7 @@ cd "$(dirname "$0")/.."
 
 N=${N:-20000}
 A_N=${A_N:-2000}
+ROUNDS=${ROUNDS:-2}
 SINK_PORT=${SINK_PORT:-25260}
 CARTEIRO_PORT=${CARTEIRO_PORT:-25262}
 ADMIN_PASSWORD=bench-admin-password
@@ -39,10 +43,10 @@ as_sink_user=()
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-declare -A rate_of
+declare -A rates_of
 run() {
-    local neighbour=$1 dir=$work/$1
-    say "B sends $N messages; A's server: $neighbour"
+    local neighbour=$1 dir=$work/$1-$2
+    say "round $2: B sends $N messages; A's server: $neighbour"
     mkdir -p "$dir"
     smtp-sink -c "${as_sink_user[@]}" "127.0.0.1:$SINK_PORT" 1024 >"$dir/sink.out" &
     local sink=$!
@@ -62,15 +66,21 @@ run() {
         --neighbour "$neighbour" --neighbour-count "$A_N")
     kill -TERM "$server" "$sink"
     wait "$server" "$sink" 2>/dev/null || true
-    rate_of[$neighbour]=$(echo "$result" | sed 's/.*"e2e_per_s":\([0-9.]*\).*/\1/')
+    rates_of[$neighbour]+=" $(echo "$result" | sed 's/.*"e2e_per_s":\([0-9.]*\).*/\1/')"
 }
 
-for neighbour in none silent down; do run "$neighbour"; done
+for ((round = 1; round <= ROUNDS; round++)); do
+    for neighbour in none silent down; do run "$neighbour" "$round"; done
+done
+mean() { awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; printf "%.0f", s / NF }' <<<"$1"; }
 
 echo
 echo "N = $N messages for B, $A_N waiting for A; $(nproc) cores: $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-printf '%-34s %12s %14s\n' "A's server" "B e2e msg/s" "vs A absent"
+printf '%-10s %12s %12s   %s\n' "A's server" "B e2e msg/s" "vs A absent" "rounds"
+base=$(mean "${rates_of[none]}")
 for neighbour in none silent down; do
-    printf '%-34s %12.0f %13.1f%%\n' "$neighbour" "${rate_of[$neighbour]}" \
-        "$(awk -v r="${rate_of[$neighbour]}" -v b="${rate_of[none]}" 'BEGIN { print (r / b - 1) * 100 }')"
+    rate=$(mean "${rates_of[$neighbour]}")
+    printf '%-10s %12s %11.1f%%  %s\n' "$neighbour" "$rate" \
+        "$(awk -v r="$rate" -v b="$base" 'BEGIN { print (r / b - 1) * 100 }')" \
+        "$(printf '%.0f ' ${rates_of[$neighbour]})"
 done
