@@ -194,6 +194,76 @@ impl std::fmt::Display for SealedPlace {
 /// Seals again a value sealed for its place: opens it with one key, seals it with another.
 pub type Reseal<'a> = dyn Fn(&SealedPlace, &str) -> anyhow::Result<String> + Send + Sync + 'a;
 
+/// A table holding sealed values; each row is read as (key, key, sealed value), a
+/// level's sealed value being a JSON object of them by field path.
+#[derive(Debug, Clone, Copy)]
+pub enum SealedTable {
+    Levels,
+    DkimKeys,
+    Webhooks,
+}
+
+impl SealedTable {
+    pub const ALL: [Self; 3] = [Self::Levels, Self::DkimKeys, Self::Webhooks];
+
+    pub fn select(self) -> &'static str {
+        match self {
+            Self::Levels => {
+                "SELECT company, user_ref, sealed_secrets FROM settings_levels WHERE sealed_secrets <> '{}'"
+            }
+            Self::DkimKeys => "SELECT company, selector, sealed_private_key FROM dkim_keys",
+            Self::Webhooks => "SELECT company, id, sealed_secret FROM webhooks",
+        }
+    }
+
+    /// Writes a row's sealed value back: `$1` the value, `$2` and `$3` the keys.
+    pub fn update(self) -> &'static str {
+        match self {
+            Self::Levels => "UPDATE settings_levels SET sealed_secrets = $1 WHERE company = $2 AND user_ref = $3",
+            Self::DkimKeys => "UPDATE dkim_keys SET sealed_private_key = $1 WHERE company = $2 AND selector = $3",
+            Self::Webhooks => "UPDATE webhooks SET sealed_secret = $1 WHERE company = $2 AND id = $3",
+        }
+    }
+}
+
+/// A row of a sealed table as read: two keys and what is sealed.
+pub type SealedRow = (String, String, String);
+
+/// Re-seals the rows read from each table: the rows to write back (new value first,
+/// as `update` binds them), and how many values were re-sealed.
+pub fn reseal_rows(
+    tables: Vec<(SealedTable, Vec<SealedRow>)>,
+    reseal: &Reseal<'_>,
+) -> anyhow::Result<(Vec<(SealedTable, SealedRow)>, usize)> {
+    let (mut writes, mut count) = (Vec::new(), 0);
+    for (table, rows) in tables {
+        for (first, second, sealed) in rows {
+            let resealed = match table {
+                SealedTable::Levels => {
+                    let mut secrets: BTreeMap<String, String> = serde_json::from_str(&sealed)?;
+                    for (path, value) in &mut secrets {
+                        let place =
+                            SealedPlace::Level { company: first.clone(), user: second.clone(), path: path.clone() };
+                        *value = reseal(&place, value)?;
+                        count += 1;
+                    }
+                    serde_json::to_string(&secrets)?
+                }
+                SealedTable::DkimKeys => {
+                    count += 1;
+                    reseal(&SealedPlace::DkimKey { company: first.clone(), selector: second.clone() }, &sealed)?
+                }
+                SealedTable::Webhooks => {
+                    count += 1;
+                    reseal(&SealedPlace::Webhook { company: first.clone(), id: second.clone() }, &sealed)?
+                }
+            };
+            writes.push((table, (resealed, first, second)));
+        }
+    }
+    Ok((writes, count))
+}
+
 /// The query telling whether anything is sealed, the same in both stores.
 const ANYTHING_SEALED: &str = "SELECT EXISTS (SELECT 1 FROM settings_levels WHERE sealed_secrets <> '{}')
     OR EXISTS (SELECT 1 FROM dkim_keys) OR EXISTS (SELECT 1 FROM webhooks)";

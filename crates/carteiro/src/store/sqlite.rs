@@ -421,56 +421,13 @@ impl SettingsStore for SqliteStore {
 
     async fn reseal_all(&self, reseal: &Reseal<'_>, audit: &AuditRow) -> StoreResult<usize> {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await.store()?;
-        let mut count = 0;
-        let levels: Vec<(String, String, String)> = sqlx::query_as(
-            "SELECT company, user_ref, sealed_secrets FROM settings_levels WHERE sealed_secrets <> '{}'",
-        )
-        .fetch_all(&mut *tx)
-        .await
-        .store()?;
-        for (company, user, sealed) in levels {
-            let mut secrets: BTreeMap<String, String> = serde_json::from_str(&sealed).map_err(anyhow::Error::from)?;
-            for (path, value) in &mut secrets {
-                let place = SealedPlace::Level { company: company.clone(), user: user.clone(), path: path.clone() };
-                *value = reseal(&place, value)?;
-                count += 1;
-            }
-            sqlx::query("UPDATE settings_levels SET sealed_secrets = $1 WHERE company = $2 AND user_ref = $3")
-                .bind(serde_json::to_string(&secrets).map_err(anyhow::Error::from)?)
-                .bind(&company)
-                .bind(&user)
-                .execute(&mut *tx)
-                .await
-                .store()?;
+        let mut tables = Vec::new();
+        for table in SealedTable::ALL {
+            tables.push((table, sqlx::query_as(table.select()).fetch_all(&mut *tx).await.store()?));
         }
-        let keys: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT company, selector, sealed_private_key FROM dkim_keys")
-                .fetch_all(&mut *tx)
-                .await
-                .store()?;
-        for (company, selector, sealed) in keys {
-            let resealed =
-                reseal(&SealedPlace::DkimKey { company: company.clone(), selector: selector.clone() }, &sealed)?;
-            sqlx::query("UPDATE dkim_keys SET sealed_private_key = $1 WHERE company = $2 AND selector = $3")
-                .bind(resealed)
-                .bind(&company)
-                .bind(&selector)
-                .execute(&mut *tx)
-                .await
-                .store()?;
-            count += 1;
-        }
-        let webhooks: Vec<(String, String, String)> =
-            sqlx::query_as("SELECT company, id, sealed_secret FROM webhooks").fetch_all(&mut *tx).await.store()?;
-        for (company, id, sealed) in webhooks {
-            let resealed = reseal(&SealedPlace::Webhook { company, id: id.clone() }, &sealed)?;
-            sqlx::query("UPDATE webhooks SET sealed_secret = $1 WHERE id = $2")
-                .bind(resealed)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await
-                .store()?;
-            count += 1;
+        let (writes, count) = reseal_rows(tables, reseal)?;
+        for (table, (value, first, second)) in writes {
+            sqlx::query(table.update()).bind(value).bind(first).bind(second).execute(&mut *tx).await.store()?;
         }
         insert_audit(&mut tx, audit).await?;
         tx.commit().await.store()?;
