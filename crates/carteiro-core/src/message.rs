@@ -194,13 +194,16 @@ impl Attachment {
         let type_field = format!("{field}.content_type");
         let content_type = input.content_type.as_deref().map(str::trim).filter(|t| !t.is_empty());
         let content_type = content_type.unwrap_or("application/octet-stream").to_ascii_lowercase();
-        let token =
-            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b));
+        // RFC 6838 §4.2: a type or subtype name is at most 127 characters (which also keeps the
+        // Content-Type line within the 998 octets a message's lines may have).
+        let token = |s: &str| {
+            (1..=127).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+        };
         if !content_type.split_once('/').is_some_and(|(t, s)| token(t) && token(s)) {
             return Err(FieldError::new(
                 &type_field,
                 format!(
-                    "{type_field} must be a media type such as application/pdf, got {:?}",
+                    "{type_field} must be a media type such as application/pdf (a type and a subtype of at most 127 characters each), got {:?}",
                     input.content_type.as_deref().unwrap_or_default()
                 ),
             ));
@@ -512,6 +515,23 @@ mod tests {
             "actor"
         );
         assert_eq!(first_error(serde_json::json!({"kind": "system", "to": ["a@example.com"]})).field, "text");
+    }
+
+    /// Found by the mime_build fuzz target: a 1 000-character media type made a Content-Type line over 998 octets.
+    #[test]
+    fn refuses_a_media_type_name_over_127_characters() {
+        let attachment = |content_type: String| {
+            serde_json::json!({"kind": "system", "to": ["a@example.com"], "text": "t",
+                "attachments": [{"filename": "a.pdf", "content_type": content_type, "content_base64": "JVBERi0="}]})
+        };
+        assert!(parse(attachment(format!("application/{}", "x".repeat(127)))).is_ok());
+        let e = first_error(attachment(format!("application{}/pdf", "x".repeat(1000))));
+        assert_eq!(e.field, "attachments[0].content_type");
+        assert!(e.message.contains("at most 127 characters"), "{}", e.message);
+        assert_eq!(
+            first_error(attachment(format!("application/{}", "x".repeat(128)))).field,
+            "attachments[0].content_type"
+        );
     }
 
     #[test]

@@ -397,9 +397,19 @@ async fn every_console_page_and_form_answers_each_role_as_its_reach_says() {
                 wrong.push(format!("GET {path} as {name}: {status} (not {expected})"));
             }
         }
-        let status = platform.get(path).await.status;
-        if status != StatusCode::OK {
-            wrong.push(format!("GET {path} as the platform: {status}"));
+        let shown = platform.get(path).await;
+        if shown.status != StatusCode::OK {
+            wrong.push(format!("GET {path} as the platform: {}", shown.status));
+        }
+        for (header, value) in [
+            ("content-security-policy", "frame-ancestors 'none'"),
+            ("content-security-policy", "default-src 'self'"),
+            ("x-content-type-options", "nosniff"),
+        ] {
+            let got = shown.headers.get(header).and_then(|v| v.to_str().ok()).unwrap_or_default();
+            if !got.contains(value) {
+                wrong.push(format!("GET {path}: {header} is {got:?}, without {value}"));
+            }
         }
     }
 
@@ -420,6 +430,15 @@ async fn every_console_page_and_form_answers_each_role_as_its_reach_says() {
             let status = browser.post(path, &[("action", "save")]).await.status;
             if status != expected {
                 wrong.push(format!("POST {path} as {name}: {status} (not {expected})"));
+            }
+        }
+    }
+    // Even those whose the form is need their session's token.
+    for (path, _) in forms {
+        for csrf in ["forged", ""] {
+            let status = platform.post(path, &[("action", "save"), ("csrf", csrf)]).await.status;
+            if status != StatusCode::FORBIDDEN {
+                wrong.push(format!("POST {path} by the platform with the token {csrf:?}: {status}"));
             }
         }
     }
