@@ -217,6 +217,13 @@ impl Attachment {
     }
 }
 
+/// Every line break of a body (CRLF, LF or a lone CR) as one LF, which the MIME
+/// builder writes as CRLF: a lone CR must never reach the wire, where some
+/// servers would take `CR . CRLF` for the end of the message (SMTP smuggling).
+fn line_breaks_as_lf(body: &str) -> String {
+    body.replace("\r\n", "\n").replace('\r', "\n")
+}
+
 /// A key that makes a submission safe to repeat: 1 to 255 characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdempotencyKey(String);
@@ -370,8 +377,8 @@ impl NewMessage {
                 cc,
                 bcc,
                 subject: subject.to_owned(),
-                text: input.text.clone(),
-                html: input.html.clone(),
+                text: input.text.as_deref().map(line_breaks_as_lf),
+                html: input.html.as_deref().map(line_breaks_as_lf),
                 from,
                 reply_to,
                 headers,
@@ -532,6 +539,16 @@ mod tests {
             first_error(attachment(format!("application/{}", "x".repeat(128)))).field,
             "attachments[0].content_type"
         );
+    }
+
+    /// Found by the mime_build fuzz target: a lone CR in a text body reached the wire as it was.
+    #[test]
+    fn every_line_break_of_a_body_becomes_one_lf() {
+        let m = parse(serde_json::json!({"kind": "system", "to": ["a@example.com"],
+            "text": "um\r\ndois\rtrês\n\r.\r\nMAIL FROM:<x@y.z>", "html": "<p>a</p>\r<p>b</p>"}))
+        .unwrap();
+        assert_eq!(m.text.as_deref(), Some("um\ndois\ntrês\n\n.\nMAIL FROM:<x@y.z>"));
+        assert_eq!(m.html.as_deref(), Some("<p>a</p>\n<p>b</p>"));
     }
 
     #[test]
