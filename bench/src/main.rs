@@ -198,7 +198,7 @@ async fn create_company(client: &reqwest::Client, api: &str, token: &str, slug: 
     Ok(key["key"].as_str().context("api key")?.to_owned())
 }
 
-/// A company whose own server fails as `kind` says, with `--neighbour-count` messages queued for it.
+/// A company whose own server fails as `--neighbour` says, with `--neighbour-count` messages queued for it.
 /// The returned listener (for `silent`) must live as long as the run.
 async fn failing_neighbour(
     client: &reqwest::Client,
@@ -222,8 +222,9 @@ async fn failing_neighbour(
     };
     let api = format!("{}/api/v1", args.url[0]);
     let key = create_company(client, &api, token, "neighbour").await?;
+    // The shortest timeout there is: A's sessions time out, and its messages are deferred, during the run.
     let settings = json!({"connection": {
-        "enabled": true, "host": "127.0.0.1", "port": port, "timeout_s": 30, "max_sessions": args.max_sessions
+        "enabled": true, "host": "127.0.0.1", "port": port, "timeout_s": 10, "max_sessions": args.max_sessions
     }});
     let put =
         client.put(format!("{api}/companies/neighbour/settings")).bearer_auth(token).json(&settings).send().await?;

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{DeliveryConfig, MessageArgs, ServeArgs, StoreArgs, WorkerArgs, delivery_config};
 use crate::crypto::{MasterKey, StagedKeyFile};
+use crate::service::master_key::NotRotated;
 use crate::service::test_connection::{TestConnectionIn, run as run_test};
 use crate::service::{Actor, auth, config_file, dkim, settings, submit};
 use crate::startup::{App, app_state, shutdown_on_signals};
@@ -372,12 +373,17 @@ async fn rotate_key(store: &StoreArgs, master_key: Option<&str>) -> anyhow::Resu
             }
             Ok(())
         }
-        Err(e) => {
+        Err(NotRotated::Refused(e)) => {
             if let Some(staged) = staged {
                 staged.discard();
             }
             Err(service_error(e).context("the master key was not rotated; nothing was changed"))
         }
+        // The new key is kept: the secrets may already be sealed with it.
+        Err(NotRotated::Uncertain(e)) => Err(service_error(e).context(match staged {
+            Some(staged) => crate::crypto::interrupted_rotation(staged.path()),
+            None => "the rotation may not have finished: the secrets may be sealed with either key; find which one opens them (`carteiro config explain` with CARTEIRO_MASTER_KEY set to each)".to_owned(),
+        })),
     }
 }
 

@@ -41,6 +41,10 @@ impl MasterKey {
                 .context("CARTEIRO_MASTER_KEY must be the base64 of 32 random bytes (try: openssl rand -base64 32)");
         }
         let path = data_dir.join(KEY_FILE);
+        let staged = data_dir.join(STAGED_KEY_FILE);
+        if staged.exists() {
+            tracing::warn!("{}", interrupted_rotation(&staged));
+        }
         match std::fs::read_to_string(&path) {
             Ok(encoded) => {
                 Self::from_base64(&encoded).with_context(|| format!("the key file {} is damaged", path.display()))
@@ -117,18 +121,24 @@ pub struct StagedKeyFile {
 }
 
 impl StagedKeyFile {
+    /// Refuses when an earlier rotation left its new key: that key may be the one
+    /// the secrets are sealed with now, and only the operator can tell.
     pub fn write(data_dir: &Path, encoded: &str) -> anyhow::Result<Self> {
         let (staged, path) = (data_dir.join(STAGED_KEY_FILE), data_dir.join(KEY_FILE));
-        // A file left by an interrupted rotation that never committed: its key sealed nothing.
-        let _ = std::fs::remove_file(&staged);
+        if staged.exists() {
+            bail!("{}", interrupted_rotation(&staged));
+        }
         write_private(&staged, encoded.as_bytes())
             .with_context(|| format!("cannot write the new key to {}", staged.display()))?;
+        sync_dir(data_dir).context("cannot sync the data directory")?;
         Ok(Self { staged, path })
     }
 
-    /// Puts the new key in the key file's place (one rename).
+    /// Puts the new key in the key file's place (one rename, made durable).
     pub fn install(self) -> anyhow::Result<()> {
-        std::fs::rename(&self.staged, &self.path).with_context(|| {
+        let renamed = std::fs::rename(&self.staged, &self.path)
+            .and_then(|()| sync_dir(self.path.parent().unwrap_or(Path::new("."))));
+        renamed.with_context(|| {
             format!(
                 "the secrets are sealed with the new key, but it could not replace the key file: rename {} to {} before starting carteiro",
                 self.staged.display(),
@@ -137,10 +147,27 @@ impl StagedKeyFile {
         })
     }
 
+    pub fn path(&self) -> &Path {
+        &self.staged
+    }
+
     /// Forgets the new key: nothing was sealed with it.
     pub fn discard(self) {
         let _ = std::fs::remove_file(&self.staged);
     }
+}
+
+/// What to do about a new key left by a rotation that did not finish.
+pub fn interrupted_rotation(staged: &Path) -> String {
+    format!(
+        "a rotation of the master key did not finish: {} holds its new key, and the secrets may be sealed with either key. Find which one opens them (`carteiro config explain` with CARTEIRO_MASTER_KEY set to each), keep that one as master.key and remove the other file",
+        staged.display()
+    )
+}
+
+/// Makes a directory's entries (a file created or renamed in it) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Creates a file readable by its owner only, failing if it exists.

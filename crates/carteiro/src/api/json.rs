@@ -68,9 +68,9 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let malformed = |e: &serde_json::Error| {
         ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the body is not valid JSON: {e}"))
     };
-    // Every document of the API is an object: serde would also take a struct written as an array.
-    if let Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') = bytes.iter().find(|b| !b.is_ascii_whitespace())
-    {
+    // Every document of the API is an object (or null for an optional one): serde would also
+    // take a struct written as an array.
+    if let Some(b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f') = bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         return Err(ApiError::invalid(FieldError::new("", "the body must be a JSON object ({…})").into()));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);

@@ -1,9 +1,11 @@
 //! Rotating the master key: every sealed value opened with the current key
 //! and sealed with a new one, in one transaction.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context;
 
-use super::{Actor, ServiceResult, config_file, dkim, settings, webhooks};
+use super::{Actor, ServiceError, config_file, dkim, settings, webhooks};
 use crate::crypto::MasterKey;
 use crate::state::{AppState, now_ms};
 use crate::store::{AuditRow, SealedPlace};
@@ -19,12 +21,24 @@ fn aad(place: &SealedPlace) -> anyhow::Result<String> {
     })
 }
 
+/// Why a rotation stopped.
+pub enum NotRotated {
+    /// A value did not open with the current key: nothing was written.
+    Refused(ServiceError),
+    /// The store failed, perhaps while committing: the secrets may be sealed with either key.
+    Uncertain(ServiceError),
+}
+
 /// Seals every stored secret again with `new` (all or none); how many there were.
 /// A value the current key does not open stops the rotation, naming where it is.
-pub async fn rotate(state: &AppState, actor: &Actor, new: &MasterKey) -> ServiceResult<usize> {
+pub async fn rotate(state: &AppState, actor: &Actor, new: &MasterKey) -> Result<usize, NotRotated> {
+    let refused = AtomicBool::new(false);
     let reseal = |place: &SealedPlace, sealed: &str| {
         let aad = aad(place)?;
-        let secret = state.keys.open(&aad, sealed).with_context(|| format!("{place} does not open"))?;
+        let secret =
+            state.keys.open(&aad, sealed).with_context(|| format!("{place} does not open")).inspect_err(|_| {
+                refused.store(true, Ordering::Relaxed);
+            })?;
         Ok(new.seal(&aad, &secret))
     };
     let audit = AuditRow {
@@ -35,5 +49,8 @@ pub async fn rotate(state: &AppState, actor: &Actor, new: &MasterKey) -> Service
         target: "master key".to_owned(),
         fields: Vec::new(),
     };
-    Ok(state.store.reseal_all(&reseal, &audit).await?)
+    state.store.reseal_all(&reseal, &audit).await.map_err(|e| match refused.load(Ordering::Relaxed) {
+        true => NotRotated::Refused(e.into()),
+        false => NotRotated::Uncertain(e.into()),
+    })
 }

@@ -55,7 +55,7 @@ pub enum StoreError {
     /// A unique key is taken (a company slug, a user name).
     #[error("already exists")]
     Conflict,
-    /// The database cannot be reached or is out of space: try again later.
+    /// The database cannot be reached, is busy or is stopping: try again later.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     /// The database's disk is full: nothing can be written until space is freed.

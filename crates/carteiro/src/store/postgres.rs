@@ -464,6 +464,11 @@ impl SettingsStore for PostgresStore {
 
     async fn reseal_all(&self, reseal: &Reseal<'_>, audit: &AuditRow) -> StoreResult<usize> {
         let mut tx = self.pool.begin().await.store()?;
+        // Instances still running must not write a secret between the reading and the writing back.
+        sqlx::query("LOCK TABLE settings_levels, dkim_keys, webhooks IN EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .store()?;
         let mut tables = Vec::new();
         for table in SealedTable::ALL {
             tables.push((table, sqlx::query_as(table.select()).fetch_all(&mut *tx).await.store()?));

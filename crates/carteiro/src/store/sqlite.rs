@@ -47,7 +47,15 @@ impl SqliteStore {
             // When a full disk makes SQLite roll a transaction back by itself, the ROLLBACK that
             // follows fails and sqlx still counts the connection as in a transaction, refusing
             // every later BEGIN: such a connection is closed, and the next write opens a fresh one.
-            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    if conn.is_in_transaction() {
+                        // A dropped transaction's ROLLBACK is only queued: the ping waits for it.
+                        conn.ping().await?;
+                    }
+                    Ok(!conn.is_in_transaction())
+                })
+            })
             .connect_with(options.clone().pragma("cache_size", "-16384"))
             .await?;
         let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;

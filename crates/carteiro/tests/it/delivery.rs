@@ -386,7 +386,10 @@ async fn a_company_whose_server_was_silent_or_down_gets_its_mail_once_the_server
     let port = silent.port;
     drop(silent);
     // The silent server's task lets go of its port once the runtime has cancelled it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually(Duration::from_secs(5), "the silent server's port to be free", || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err().then_some(())
+    })
+    .await;
     let sinks = [SmtpSink::start_on(port, &[]).await, SmtpSink::start_on(down, &[]).await];
     for (_, company, id) in &waiting {
         app.wait_for_status(company, id, "sent", Duration::from_secs(30)).await;

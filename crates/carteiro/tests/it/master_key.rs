@@ -150,3 +150,22 @@ async fn with_the_key_in_the_environment_the_new_key_is_the_operators_and_a_fail
     let with_old = explains_with(&app, Some(&key(0x11))).await;
     assert!(!with_old.status.success() && printed(&with_old).contains("master key"), "{}", printed(&with_old));
 }
+
+#[tokio::test]
+async fn a_new_key_left_by_an_unfinished_rotation_is_never_thrown_away() {
+    let certs = TestCertificates::for_localhost();
+    let peer = SmtpPeer::starttls(&certs, &format!("{ACCOUNT}:{PASSWORD}")).await;
+    let (mut app, _beta) = with_a_password(&peer, &certs, &[]).await;
+    app.kill().await;
+    let (key_file, staged) = (app.data_dir().join("master.key"), app.data_dir().join("master.key.new"));
+    let before = std::fs::read_to_string(&key_file).unwrap();
+    std::fs::write(&staged, key(0x44)).unwrap();
+
+    let output = app.cli(&["admin", "rotate-key"], None).await;
+
+    assert!(!output.status.success(), "{}", printed(&output));
+    assert!(printed(&output).contains("did not finish"), "it says what to do: {}", printed(&output));
+    assert_eq!(std::fs::read_to_string(&staged).unwrap(), key(0x44), "the left key is kept as it was");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), before, "and so is the key file");
+    assert!(explains_with(&app, None).await.status.success(), "the secrets still open with the key file");
+}
