@@ -381,7 +381,7 @@ async fn rotate_key(store: &StoreArgs, master_key: Option<&str>) -> anyhow::Resu
         }
         // The new key is kept: the secrets may already be sealed with it.
         Err(NotRotated::Uncertain(e)) => Err(service_error(e).context(match staged {
-            Some(staged) => crate::crypto::interrupted_rotation(staged.path()),
+            Some(staged) => crate::crypto::interrupted_rotation(staged.staged_path()),
             None => "the rotation may not have finished: the secrets may be sealed with either key; find which one opens them (`carteiro config explain` with CARTEIRO_MASTER_KEY set to each)".to_owned(),
         })),
     }

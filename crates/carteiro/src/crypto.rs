@@ -147,7 +147,7 @@ impl StagedKeyFile {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub fn staged_path(&self) -> &Path {
         &self.staged
     }
 
