@@ -105,7 +105,11 @@ error_answer!(
     "422",
     "A value of the wrong type, or one that breaks a rule: `field` names it, `details` lists them all when several"
 );
-error_answer!(Unavailable, "503", "carteiro cannot reach its database right now; nothing was changed");
+error_answer!(
+    Unavailable,
+    "503",
+    "carteiro cannot reach its database right now, or its disk is full (`storage_full`); nothing was changed"
+);
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::helpers::app::system_message;
@@ -20,11 +19,8 @@ const SESSIONS: usize = 4;
 
 /// The company's messages in `status`, by id, with their subjects.
 async fn messages_in(app: &Carteiro, company: &Company, status: &str) -> HashMap<String, String> {
-    let (code, body) =
-        app.call(Method::GET, &format!("/api/v1/messages?status={status}&limit=1000"), Some(&company.key), None).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    body.as_array()
-        .expect("a list of messages")
+    app.messages(company, &format!("status={status}&limit=1000"))
+        .await
         .iter()
         .map(|m| (m["id"].as_str().unwrap().to_owned(), m["subject"].as_str().unwrap().to_owned()))
         .collect()
@@ -118,10 +114,7 @@ async fn killed_in_the_middle_of_a_run_carteiro_delivers_every_message_after_res
 
 /// Whether any of the company's messages is in `status`.
 async fn any_in(app: &Carteiro, company: &Company, status: &str) -> bool {
-    let (code, body) =
-        app.call(Method::GET, &format!("/api/v1/messages?status={status}&limit=1"), Some(&company.key), None).await;
-    assert_eq!(code, StatusCode::OK, "{body}");
-    !body.as_array().expect("a list of messages").is_empty()
+    !app.messages(company, &format!("status={status}&limit=1")).await.is_empty()
 }
 
 /// The statuses of the given messages, read one by one (eight readers at a time).

@@ -84,11 +84,7 @@ fn recipient<'a>(message: &'a serde_json::Value, address: &str) -> &'a serde_jso
 
 /// The company's messages in that status, as the list API returns them.
 async fn messages_in(app: &Carteiro, company: &Company, status: &str) -> Vec<serde_json::Value> {
-    let (code, body) = app
-        .call(reqwest::Method::GET, &format!("/api/v1/messages?status={status}&limit=1000"), Some(&company.key), None)
-        .await;
-    assert_eq!(code, reqwest::StatusCode::OK, "{body}");
-    body.as_array().cloned().unwrap_or_default()
+    app.messages(company, &format!("status={status}&limit=1000")).await
 }
 
 /// An RFC 3339 time that far from now.

@@ -18,8 +18,7 @@ async fn started() -> (Carteiro, Company, SmtpSink) {
 }
 
 async fn queued(app: &Carteiro, acme: &Company) -> usize {
-    let (_, listed) = app.call(Method::GET, "/api/v1/messages?limit=1000", Some(&acme.key), None).await;
-    listed.as_array().unwrap().len()
+    app.messages(acme, "limit=1000").await.len()
 }
 
 async fn raw(app: &Carteiro, path: &str, bearer: &str, body: Vec<u8>) -> (StatusCode, String) {

@@ -274,6 +274,14 @@ impl Carteiro {
         body
     }
 
+    /// The company's messages as the list API returns them for `query` (`status=sent&limit=1000`).
+    pub async fn messages(&self, company: &Company, query: &str) -> Vec<Value> {
+        let (status, body) =
+            self.call(Method::GET, &format!("/api/v1/messages?{query}"), Some(&company.key), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body.as_array().expect("a list of messages").clone()
+    }
+
     /// Waits until the message reaches `status`, and returns it.
     pub async fn wait_for_status(&self, company: &Company, id: &str, status: &str, limit: Duration) -> Value {
         let mut last = Value::Null;
